@@ -1,0 +1,182 @@
+"""Reading and writing DGUNet checkpoints, local or on any fsspec URL.
+
+Accepted formats, all read without running code:
+
+* the official training checkpoints ``{'epoch', 'state_dict', 'optimizer'}``, with or without the
+  ``module.`` prefix that ``nn.DataParallel`` adds;
+* bare state dicts (``torch.save(model.state_dict())``);
+* safetensors files.
+
+Pickled files are opened with ``torch.load(weights_only=True)``: a file that would construct arbitrary
+objects (and so could run code) is refused with :class:`UnsafeCheckpointError` before anything runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+_SAFETENSORS_SUFFIXES = (".safetensors", ".st")
+
+
+class UnsafeCheckpointError(ValueError):
+    """The checkpoint holds objects that only a full (code-running) unpickle could build."""
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoint's keys or shapes do not fit the model."""
+
+
+def _open(uri: str | os.PathLike, mode: str):
+    import fsspec  # a plain path opens as a local file
+
+    return fsspec.open(os.fspath(uri), mode)
+
+
+def read_bytes(uri: str | os.PathLike) -> bytes:
+    """All bytes of a local path or fsspec URL (``s3://``, ``gs://``, ``https://``, ``file://``...)."""
+    with _open(uri, "rb") as f:
+        return f.read()
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def parse_checkpoint(data: bytes, *, name: str = "<bytes>") -> dict[str, Any]:
+    """Decode checkpoint bytes into a plain dict without running code.
+
+    Returns:
+        For pickled files the loaded top-level object (a dict); for safetensors ``{"state_dict": ...}``.
+
+    Raises:
+        UnsafeCheckpointError: the pickle needs more than tensors and plain containers.
+        ValueError: the bytes are neither a torch checkpoint nor safetensors.
+    """
+    if name.endswith(_SAFETENSORS_SUFFIXES) or _looks_like_safetensors(data):
+        from safetensors.torch import load as load_safetensors
+
+        return {"state_dict": load_safetensors(data)}
+    try:
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError for forbidden globals
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc) or "GLOBAL" in str(exc):
+            raise UnsafeCheckpointError(
+                f"Refusing to load {name}: it holds objects other than tensors and plain containers, "
+                "which only a code-running unpickle could build. Convert it to a state dict or safetensors "
+                f"with code you trust. ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+            ) from None
+        raise ValueError(f"Expected a torch checkpoint or safetensors file at {name}, but could not read it: {exc}") from exc
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"Expected a dict in checkpoint {name}, but got {type(obj).__name__} instead.")
+    return dict(obj)
+
+
+def _looks_like_safetensors(data: bytes) -> bool:
+    # safetensors: 8-byte little-endian header length, then a JSON header starting with '{'.
+    if len(data) < 10:
+        return False
+    n = int.from_bytes(data[:8], "little")
+    return 0 < n < len(data) and data[8:9] == b"{"
+
+
+def extract_state_dict(obj: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """The model weights of a checkpoint dict, with any ``module.`` prefix removed.
+
+    Official checkpoints keep them under ``state_dict``; bare state dicts are the weights themselves.
+    """
+    sd = obj.get("state_dict", obj)
+    if not isinstance(sd, Mapping):
+        raise ValueError(f"Expected a mapping of weights under 'state_dict', but got {type(sd).__name__} instead.")
+    out = {}
+    for key, value in sd.items():
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"Expected tensors in the state dict, but {key!r} is a {type(value).__name__}.")
+        out[key.removeprefix("module.")] = value
+    return out
+
+
+def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Raise :class:`CheckpointMismatchError` naming every missing, unexpected and mis-shaped key."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    misshaped = [
+        f"{k}: checkpoint {tuple(v.shape)}, model {tuple(expected[k].shape)}"
+        for k, v in state_dict.items()
+        if k in expected and v.shape != expected[k].shape
+    ]
+    if missing or unexpected or misshaped:
+        parts = []
+        for title, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
+            if items:
+                shown = ", ".join(items[:20]) + (f", ... ({len(items)} in all)" if len(items) > 20 else "")
+                parts.append(f"{len(items)} {title} key(s): {shown}")
+        raise CheckpointMismatchError("Checkpoint does not fit the model. " + "; ".join(parts))
+
+
+def load_checkpoint(model: nn.Module, uri: str | os.PathLike) -> dict[str, Any]:
+    """Load weights from ``uri`` into ``model`` in place, strictly.
+
+    Args:
+        model: a :class:`~dgunet.model.DGUNet` or :class:`~dgunet.model.DGUNetPlus` (any module works).
+        uri: local path or fsspec URL of an official checkpoint, a bare state dict or safetensors.
+
+    Returns:
+        Information on the file: ``sha256`` of its bytes, and ``epoch`` and ``meta`` where it has them.
+
+    >>> from dgunet import build_model, load_checkpoint
+    >>> model = build_model("dgunet", task="denoise")
+    >>> info = load_checkpoint(model, "s3://models/DGUNet.pth")  # doctest: +SKIP
+    """
+    data = read_bytes(uri)
+    obj = parse_checkpoint(data, name=os.fspath(uri))
+    state_dict = extract_state_dict(obj)
+    check_state_dict(model, state_dict)
+    model.load_state_dict(state_dict, strict=True)
+    return {"sha256": sha256_of(data), "epoch": obj.get("epoch"), "meta": obj.get("meta")}
+
+
+def save_checkpoint(
+    uri: str | os.PathLike,
+    model: nn.Module,
+    *,
+    epoch: int,
+    optimizer: torch.optim.Optimizer | None = None,
+    **extra: Any,
+) -> str:
+    """Write an official-format checkpoint ``{'epoch', 'state_dict', 'optimizer', ...}`` to ``uri``.
+
+    Extra keyword arguments (scheduler state, config, metrics) are stored beside; they must be plain
+    data that ``weights_only`` loading accepts. Local files are written atomically (temp file, then
+    rename), so an interrupted save never leaves a truncated checkpoint. Returns the sha256 of the bytes.
+    """
+    buf = io.BytesIO()
+    payload = {
+        "epoch": epoch,
+        "state_dict": model.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        **extra,
+    }
+    torch.save(payload, buf)
+    data = buf.getvalue()
+    path = os.fspath(uri)
+    if "://" not in path or path.startswith("file://"):
+        path = path.removeprefix("file://")
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    else:
+        with _open(path, "wb") as f:  # object stores publish an object only once it is complete
+            f.write(data)
+    return sha256_of(data)

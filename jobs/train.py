@@ -1,0 +1,53 @@
+"""Train DGUNet on Ray Train from a YAML spec; resumes from the spec's checkpoint folder.
+
+    python jobs/train.py --spec jobs/specs/train_denoise_small.yaml
+    ray job submit --working-dir . -- python jobs/train.py --spec jobs/specs/train_denoise_small.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from pipeline.ray_env import init_ray
+from pipeline.train import run_training
+from pipeline.train_spec import TrainSpec
+
+
+def absolute(uri: str) -> str:
+    return uri if "://" in uri else os.path.abspath(uri)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--spec", required=True, help="training spec (YAML)")
+    ap.add_argument("--steps", type=int, help="override optim.steps")
+    ap.add_argument("--checkpoint", help="override checkpoint.uri")
+    ap.add_argument("--data", help="override data.train")
+    ap.add_argument("--every", type=int, help="override checkpoint.every_steps")
+    ap.add_argument("--address", help="Ray address (default: RAY_ADDRESS, else a local Ray)")
+    args = ap.parse_args(argv)
+
+    spec = TrainSpec.from_yaml(args.spec)
+    overrides = {}
+    if args.steps:
+        overrides["optim"] = {**spec.optim.model_dump(), "steps": args.steps}
+    # Local paths are made absolute here: Ray workers do not share the driver's working directory.
+    ckpt = {"uri": absolute(args.checkpoint or spec.checkpoint.uri)}
+    if args.every:
+        ckpt["every_steps"] = args.every
+    overrides["checkpoint"] = {**spec.checkpoint.model_dump(), **ckpt}
+    overrides["data"] = {**spec.data.model_dump(), "train": absolute(args.data or spec.data.train)}
+    spec = TrainSpec.model_validate({**spec.model_dump(), **overrides})
+    init_ray(args.address)
+    result = run_training(spec)
+    if result.error:
+        print(f"training failed: {result.error}", file=sys.stderr)
+        return 1
+    print(f"done: {result.metrics}; checkpoint at {spec.checkpoint.uri}/last.pth")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""The training job's spec: YAML validated into frozen pydantic models (unknown keys are errors)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from dgunet.degrade import Degradation
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Strict):
+    arch: Literal["dgunet", "dgunet_plus"] = "dgunet"
+    n_feat: int | None = Field(None, ge=2, description="None: the task preset's width")
+    scale_unetfeats: int | None = Field(None, ge=2)
+    scale_orsnetfeats: int | None = Field(None, ge=1)
+    depth: int = Field(5, ge=1, description="middle stages; the network has depth + 2")
+
+
+class DataSpec(_Strict):
+    train: str = Field(description="prefix of clean images (or of input/ and target/ when paired)")
+    paired: bool = False
+    val_fraction: float = Field(0.1, ge=0, lt=1, description="fraction of sources held out for validation")
+    val_patch: int = Field(128, ge=16)
+    val_per_image: int = Field(4, ge=1)
+    val_sigma: float = Field(25.0, ge=0, description="noise level of the validation set (denoising)")
+    max_side: int | None = Field(None, ge=64, description="downscale larger training images to this side")
+
+
+class DegradationSpec(_Strict):
+    kinds: tuple[Literal["noise", "blur", "rain", "jpeg"], ...] = ("noise",)
+    sigma: tuple[float, float] = (0.0, 50.0)
+    blur_size: tuple[int, int] = (7, 21)
+    rain_density: tuple[float, float] = (0.002, 0.01)
+    jpeg_quality: tuple[int, int] = (30, 90)
+    quantize: bool = True
+
+    def build(self, **override) -> Degradation:
+        return Degradation(**{**self.model_dump(), **override})
+
+
+class OptimSpec(_Strict):
+    steps: int = Field(10000, ge=1)
+    batch_size: int = Field(8, ge=1, description="per worker")
+    patch: int = Field(64, ge=16)
+    lr: float = Field(2e-4, gt=0)
+    lr_min: float = Field(1e-6, ge=0)
+    warmup_steps: int = Field(500, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = Field(0.0, ge=0)
+    edge_weight: float = Field(0.0, ge=0, description="0.05 for deblur/derain in the paper, 0 for denoise")
+    channels_last: bool = True
+
+
+class CheckpointSpec(_Strict):
+    uri: str = Field(description="folder (any fsspec URL) for last.pth and history.jsonl")
+    every_steps: int = Field(250, ge=1, description="validate, log and save every this many steps")
+
+
+class ResourcesSpec(_Strict):
+    workers: int = Field(1, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(2, gt=0)
+
+
+class TrainSpec(_Strict):
+    task: Literal["denoise", "deblur", "derain"] = "denoise"
+    model: ModelSpec = ModelSpec()
+    data: DataSpec
+    degradation: DegradationSpec = DegradationSpec()
+    optim: OptimSpec = OptimSpec()
+    checkpoint: CheckpointSpec
+    resources: ResourcesSpec = ResourcesSpec()
+    seed: int = 0
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> TrainSpec:
+        return cls.model_validate(yaml.safe_load(Path(path).read_text()) or {})
