@@ -5,6 +5,7 @@
 """
 
 from .checkpoint import CheckpointMismatchError, UnsafeCheckpointError, load_checkpoint, save_checkpoint
+from .inference import InferenceOptions, restore, restore_tensor
 from .model import DGUNet, DGUNetConfig, DGUNetPlus
 from .registry import PRESETS, WEIGHTS, Weights, build_model, load_pretrained, num_params
 
@@ -12,6 +13,7 @@ __all__ = [
     "DGUNet",
     "DGUNetConfig",
     "DGUNetPlus",
+    "InferenceOptions",
     "PRESETS",
     "WEIGHTS",
     "Weights",
@@ -21,5 +23,7 @@ __all__ = [
     "load_checkpoint",
     "load_pretrained",
     "num_params",
+    "restore",
+    "restore_tensor",
     "save_checkpoint",
 ]

@@ -232,7 +232,9 @@ class Decoder(nn.Module):
     def __init__(self, n_feat: int, scale_unetfeats: int, *, depth: int = 4):
         super().__init__()
         width = [n_feat + scale_unetfeats * i for i in range(depth)]
-        self.body = nn.ModuleList(UNetUpBlock(width[depth - i - 1], width[depth - i - 2], 0.2) for i in range(depth - 1))
+        self.body = nn.ModuleList(
+            UNetUpBlock(width[depth - i - 1], width[depth - i - 2], 0.2) for i in range(depth - 1)
+        )
         self.skip_conv = nn.ModuleList(
             nn.Conv2d(width[depth - i - 1], width[depth - i - 2], 3, padding=1) for i in range(depth - 1)
         )

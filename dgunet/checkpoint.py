@@ -72,7 +72,9 @@ def parse_checkpoint(data: bytes, *, name: str = "<bytes>") -> dict[str, Any]:
                 "which only a code-running unpickle could build. Convert it to a state dict or safetensors "
                 f"with code you trust. ({type(exc).__name__}: {str(exc).splitlines()[0]})"
             ) from None
-        raise ValueError(f"Expected a torch checkpoint or safetensors file at {name}, but could not read it: {exc}") from exc
+        raise ValueError(
+            f"Expected a torch checkpoint or safetensors file at {name}, but could not read it: {exc}"
+        ) from exc
     if not isinstance(obj, Mapping):
         raise ValueError(f"Expected a dict in checkpoint {name}, but got {type(obj).__name__} instead.")
     return dict(obj)

@@ -109,8 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         manifest.append({"file": f"{split}/{name}", "source": source, "split": split, "size": list(out.size)})
     (args.out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     n_test = sum(m["split"] == "test" for m in manifest)
-    print(f"{len(manifest)} images from {len(sources)} sources: {len(manifest) - n_test} train, {n_test} test "
-          f"({len(test_sources)} held-out sources) under {args.out}")
+    print(
+        f"{len(manifest)} images from {len(sources)} sources: {len(manifest) - n_test} train, {n_test} test "
+        f"({len(test_sources)} held-out sources) under {args.out}"
+    )
     return 0
 
 

@@ -1,7 +1,7 @@
 """Train DGUNet on Ray Train from a YAML spec; resumes from the spec's checkpoint folder.
 
-    python jobs/train.py --spec jobs/specs/train_denoise_small.yaml
-    ray job submit --working-dir . -- python jobs/train.py --spec jobs/specs/train_denoise_small.yaml
+python jobs/train.py --spec jobs/specs/train_denoise_small.yaml
+ray job submit --working-dir . -- python jobs/train.py --spec jobs/specs/train_denoise_small.yaml
 """
 
 from __future__ import annotations

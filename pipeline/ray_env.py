@@ -31,6 +31,10 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, quiet: 
     if address:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
         return False
-    ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env,
-             logging_level="WARNING" if quiet else "INFO")
+    ray.init(
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        runtime_env=runtime_env,
+        logging_level="WARNING" if quiet else "INFO",
+    )
     return True

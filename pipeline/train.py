@@ -78,7 +78,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     spec = TrainSpec.model_validate(config["spec"])
     ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    rank = ctx.get_world_rank()
     torch.set_num_threads(max(1, int(spec.resources.cpus_per_worker)))
     device = ray.train.torch.get_device()
 
