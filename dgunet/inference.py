@@ -210,18 +210,46 @@ def restore(
     return _restore_hwc(model, image, opts)
 
 
-def _restore_hwc(model: nn.Module, image: np.ndarray, opts: InferenceOptions) -> np.ndarray:
+@dataclass(frozen=True)
+class ImageLayout:
+    """How an ``(H, W, C)`` array maps to the model's RGB input, so the output can be mapped back."""
+
+    channels: int  # 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA
+    dtype: np.dtype
+    scale: float | None  # 255 or 65535 for integer pixels, None for float in [0, 1]
+
+    @property
+    def color(self) -> int:
+        return 1 if self.channels in (1, 2) else 3
+
+
+def to_model_input(image: np.ndarray) -> tuple[torch.Tensor, ImageLayout]:
+    """``(H, W, C)`` pixels (C in 1..4) to a float32 ``(3, H, W)`` tensor in [0, 1] and its layout.
+
+    Grayscale is repeated to three channels; alpha is left out (see :func:`from_model_output`).
+    """
     h, w, c = image.shape
     if c not in (1, 2, 3, 4) or h < 1 or w < 1:
         raise ValueError(f"Expected (H, W, C) with H, W >= 1 and C in 1..4, but got {image.shape} instead.")
-    color = 1 if c in (1, 2) else 3
-    unit, scale = _to_unit_float(image[..., :color])
-    rgb = np.repeat(unit, 3, axis=2) if color == 1 else unit
-    x = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None]
-    y = restore_tensor(model, x, opts)[0].permute(1, 2, 0).numpy()
-    if color == 1:
+    unit, scale = _to_unit_float(image[..., : 1 if c in (1, 2) else 3])
+    rgb = np.repeat(unit, 3, axis=2) if unit.shape[2] == 1 else unit
+    return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))), ImageLayout(c, image.dtype, scale)
+
+
+def from_model_output(restored: torch.Tensor, layout: ImageLayout, original: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`to_model_input`: ``(3, H, W)`` in [0, 1] back to ``original``'s layout.
+
+    Grayscale comes back as the mean of the three channels; alpha is copied from ``original``.
+    """
+    y = restored.permute(1, 2, 0).cpu().numpy()
+    if layout.color == 1:
         y = y.mean(axis=2, keepdims=True)
-    out = _from_unit_float(y, scale, image.dtype)
-    if c in (2, 4):  # the alpha channel, untouched
-        out = np.concatenate([out, image[..., color:]], axis=2)
+    out = _from_unit_float(y, layout.scale, layout.dtype)
+    if layout.channels in (2, 4):
+        out = np.concatenate([out, original[..., layout.color :]], axis=2)
     return out
+
+
+def _restore_hwc(model: nn.Module, image: np.ndarray, opts: InferenceOptions) -> np.ndarray:
+    x, layout = to_model_input(image)
+    return from_model_output(restore_tensor(model, x[None], opts)[0], layout, image)

@@ -1,0 +1,220 @@
+"""Assembling and running a restore job: list -> read -> decode -> restore -> encode/write -> stats.
+
+Resources are decided here, once, from the spec: read and decode run as Ray tasks on the CPUs the model
+actors leave free; the model runs on an ``ActorPoolStrategy`` pool with the spec's GPUs and CPUs per
+actor. The driver only plans, then streams the small stats rows back and writes them to Parquet in parts
+as it goes, so memory stays flat whatever the archive's size and an interrupted run keeps what it did.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .model_stage import ModelRef, RestoreModel, resolve_model
+from .plan import make_plan
+from .rows import OK, STATS_SCHEMA
+from .spec import RestoreSpec
+from .storage import join_uri, write_bytes_atomic
+
+FLUSH_ROWS, FLUSH_SECONDS = 5000, 30.0
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    model: str
+    input_uri: str
+    output_uri: str
+    listed: int = 0
+    skipped: int = 0
+    ok: int = 0
+    failed: int = 0
+    megapixels: float = 0.0
+    plan_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    stats_files: list[str] = field(default_factory=list)
+    failures: list[dict] = field(default_factory=list)  # the first 100, with reasons
+    dashboard_url: str | None = None
+
+    @property
+    def processed(self) -> int:
+        return self.ok + self.failed
+
+    @property
+    def images_per_second(self) -> float:
+        return self.processed / self.wall_seconds if self.wall_seconds else 0.0
+
+    @property
+    def megapixels_per_second(self) -> float:
+        return self.megapixels / self.wall_seconds if self.wall_seconds else 0.0
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d.update(
+            images_per_second=self.images_per_second,
+            megapixels_per_second=self.megapixels_per_second,
+            images_uri=join_uri(self.output_uri, "images"),
+            stats_uri=join_uri(self.output_uri, "stats"),
+        )
+        return json.dumps(d, indent=1, default=str)
+
+    def render(self) -> str:
+        lines = [
+            f"run {self.run_id}  model {self.model}",
+            f"  input    {self.input_uri}  ({self.listed} images listed)",
+            f"  ok {self.ok}   failed {self.failed}   skipped (already done) {self.skipped}",
+            f"  {self.processed} images, {self.megapixels:.1f} MP in {self.wall_seconds:.1f} s: "
+            f"{self.images_per_second:.2f} images/s, {self.megapixels_per_second:.2f} MP/s "
+            f"(planning {self.plan_seconds:.1f} s)",
+            f"  images   {join_uri(self.output_uri, 'images')}",
+            f"  stats    {join_uri(self.output_uri, 'stats')}",
+            f"  summary  {join_uri(self.output_uri, 'runs', self.run_id + '.json')}",
+        ]
+        if self.dashboard_url:
+            lines.append(f"  Ray dashboard  {self.dashboard_url}")
+        for f in self.failures[:10]:
+            lines.append(f"  failed: {f['input_uri']}: {f['error']}")
+        if self.failed > 10:
+            lines.append(f"  ... {self.failed - 10} more failures in the stats")
+        return "\n".join(lines)
+
+
+class StatsWriter:
+    """Buffers stats rows and writes them as ``stats/run-<run_id>-part-NNNNN.parquet`` files."""
+
+    def __init__(self, spec: RestoreSpec, run_id: str):
+        self.base, self.run_id, self.storage = join_uri(spec.output.uri, "stats"), run_id, spec.storage.options()
+        self.pending: list[pa.Table] = []
+        self.rows, self.parts, self.last = 0, [], time.monotonic()
+
+    def add(self, table: pa.Table) -> None:
+        self.pending.append(table.select(STATS_SCHEMA.names).cast(STATS_SCHEMA))
+        self.rows += table.num_rows
+        if self.rows >= FLUSH_ROWS or time.monotonic() - self.last >= FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.rows:
+            return
+        buf = io.BytesIO()
+        pq.write_table(pa.concat_tables(self.pending), buf, compression="zstd")
+        uri = join_uri(self.base, f"run-{self.run_id}-part-{len(self.parts):05d}.parquet")
+        write_bytes_atomic(uri, buf.getvalue(), self.storage)
+        self.parts.append(uri)
+        self.pending, self.rows, self.last = [], 0, time.monotonic()
+
+
+def build_dataset(spec: RestoreSpec, rows: list[dict], ref: ModelRef, run_id: str):
+    """The Ray Data pipeline over planned ``rows``; yields stats rows when iterated."""
+    import ray
+
+    from .decode import decode_batch
+    from .read import read_batch
+    from .write import write_batch
+
+    res, storage = spec.resources, spec.storage.options()
+    use_gpu = res.gpus_per_actor > 0
+    ds = ray.data.from_items(rows)
+    ds = ds.map_batches(read_batch, fn_kwargs={"storage": storage, "threads": res.read_threads}, batch_size=16)
+    # One image per decode call: a huge image does not hold up (or share a block with) small ones.
+    ds = ds.map_batches(decode_batch, fn_kwargs={"max_pixels": spec.input.max_pixels}, batch_size=1)
+    ds = ds.map_batches(
+        RestoreModel,
+        fn_constructor_kwargs={
+            "ref": ref,
+            "options": spec.inference.options(tile_batch=res.batch_size if use_gpu else 1),
+            "threads": max(1, int(res.cpus_per_actor)),
+            "use_gpu": use_gpu,
+            "storage": storage,
+        },
+        compute=ray.data.ActorPoolStrategy(min_size=res.min_actors, max_size=res.max_actors),
+        num_gpus=res.gpus_per_actor,
+        num_cpus=res.cpus_per_actor,
+        batch_size=res.batch_size,
+    )
+    return ds.map_batches(
+        write_batch,
+        fn_kwargs={
+            "run_id": run_id,
+            "model": ref.id,
+            "storage": storage,
+            "compress_level": spec.output.png_compress_level,
+            "max_pixels": spec.input.max_pixels,
+        },
+        batch_size=1,
+    )
+
+
+def run_restore(spec: RestoreSpec, *, run_id: str | None = None) -> RunSummary:
+    """Run ``spec`` on the connected Ray cluster; writes images, stats and ``runs/<run_id>.json``."""
+    run_id = run_id or new_run_id()
+    storage = spec.storage.options()
+    m = spec.model
+    ref = resolve_model(
+        spec.task,
+        arch=m.arch,
+        weights=m.weights,
+        storage=storage,
+        n_feat=m.n_feat,
+        scale_unetfeats=m.scale_unetfeats,
+        scale_orsnetfeats=m.scale_orsnetfeats,
+        depth=m.depth,
+    )
+    plan = make_plan(
+        input_uri=spec.input.uri,
+        output_uri=spec.output.uri,
+        model=ref.id,
+        storage=storage,
+        manifest=spec.input.manifest,
+        reference=spec.input.reference,
+    )
+    summary = RunSummary(
+        run_id=run_id,
+        model=ref.id,
+        input_uri=spec.input.uri,
+        output_uri=spec.output.uri,
+        listed=plan.listed,
+        skipped=plan.skipped,
+        plan_seconds=plan.seconds,
+        dashboard_url=_dashboard_url(),
+    )
+    t0 = time.perf_counter()
+    writer = StatsWriter(spec, run_id)
+    if plan.todo:
+        for table in build_dataset(spec, plan.todo, ref, run_id).iter_batches(batch_format="pyarrow", batch_size=None):
+            writer.add(table)
+            status = table.column("status").to_pylist()
+            summary.ok += sum(s == OK for s in status)
+            summary.failed += sum(s != OK for s in status)
+            widths, heights = table.column("width").to_pylist(), table.column("height").to_pylist()
+            summary.megapixels += sum((w or 0) * (h or 0) for w, h, s in zip(widths, heights, status) if s == OK) / 1e6
+            for uri, err, s in zip(table.column("input_uri").to_pylist(), table.column("error").to_pylist(), status):
+                if s != OK and len(summary.failures) < 100:
+                    summary.failures.append({"input_uri": uri, "error": err})
+    writer.flush()
+    summary.wall_seconds = time.perf_counter() - t0
+    summary.stats_files = writer.parts
+    write_bytes_atomic(join_uri(spec.output.uri, "runs", f"{run_id}.json"), summary.to_json().encode(), storage)
+    return summary
+
+
+def _dashboard_url() -> str | None:
+    try:
+        import ray
+
+        url = ray.get_runtime_context().get_dashboard_url() if ray.is_initialized() else None
+    except Exception:
+        return None
+    return f"http://{url}" if url and not url.startswith("http") else url or None

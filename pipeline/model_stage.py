@@ -1,0 +1,140 @@
+"""The model stage: a callable class that Ray Data runs on a pool of actors, one model per actor."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .rows import OK, fail, model_id, pixels_of
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Which weights a run uses, decided once by the driver and checked by every actor."""
+
+    arch: str
+    task: str
+    sha256: str
+    weights_uri: str | None  # None: the package's bundled default for the task
+    widths: dict[str, Any]  # n_feat, scale_unetfeats, scale_orsnetfeats, depth (None: preset)
+
+    @property
+    def id(self) -> str:
+        return model_id(self.arch, self.task, self.sha256)
+
+
+def resolve_model(task: str, *, arch: str, weights: str | None, storage=None, **widths) -> ModelRef:
+    """Identify the weights of a run (reads the file once for its sha256)."""
+    from dgunet.checkpoint import sha256_of
+    from dgunet.registry import default_weights
+
+    if weights is None:
+        w = default_weights(task)
+        return ModelRef(w.config.arch, task, w.sha256, None, {})
+    from .storage import read_bytes
+
+    return ModelRef(arch, task, sha256_of(read_bytes(weights, storage)), weights, widths)
+
+
+def load_model(ref: ModelRef, storage=None):
+    """Build and load the model of ``ref`` on the CPU, in eval mode; checks the sha256."""
+    from dgunet.checkpoint import extract_state_dict, parse_checkpoint, sha256_of
+    from dgunet.registry import build_model, load_pretrained
+
+    if ref.weights_uri is None:
+        model = load_pretrained(ref.task)
+        if model.weights.sha256 != ref.sha256:
+            raise ValueError(f"Expected bundled weights {ref.sha256}, but got {model.weights.sha256} instead.")
+        return model
+    from .storage import read_bytes
+
+    data = read_bytes(ref.weights_uri, storage)
+    digest = sha256_of(data)
+    if digest != ref.sha256:
+        raise ValueError(f"Weights at {ref.weights_uri} changed during the run: sha256 {digest}, not {ref.sha256}.")
+    model = build_model(ref.arch, task=ref.task, **{k: v for k, v in ref.widths.items() if v is not None})
+    model.load_state_dict(extract_state_dict(parse_checkpoint(data, name=ref.weights_uri)), strict=True)
+    return model.eval()
+
+
+class RestoreModel:
+    """Ray Data stage (``map_batches`` on an ``ActorPoolStrategy``): ``pixels`` to ``restored``.
+
+    The model loads once per actor. Images of equal size in a batch run as one tensor batch; images above
+    the whole-image budget go through tiled inference one at a time. An image that fails (e.g. out of
+    memory) fails its own row, after a retry on its own when it was part of a group.
+    """
+
+    def __init__(self, *, ref: ModelRef, options, threads: int, use_gpu: bool, storage=None):
+        import torch
+
+        torch.set_num_threads(max(1, threads))
+        self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+        model = load_model(ref, storage).to(self.device)
+        if options.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model, self.options, self.ref = model, options, ref
+
+    def _run(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        import torch
+
+        from dgunet.inference import from_model_output, restore_tensor, to_model_input
+
+        inputs = [to_model_input(img) for img in images]
+        x = torch.stack([t for t, _ in inputs])
+        if self.device.type == "cuda" and x.shape[-2] * x.shape[-1] <= self.options.max_pixels:
+            x = x.pin_memory()
+        y = restore_tensor(self.model, x, self.options)
+        return [from_model_output(y[i], layout, img) for i, ((_, layout), img) in enumerate(zip(inputs, images))]
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n = len(batch["input_uri"])
+        status, error = list(batch["status"]), list(batch["error"])
+        restored, seconds = [b""] * n, np.zeros(n)
+        groups: dict[tuple, list[int]] = {}
+        for i in range(n):
+            if status[i] == OK:
+                h, w, _ = batch["shape"][i]
+                whole = h * w <= self.options.max_pixels
+                # Equal sizes run as one tensor batch (every layout becomes RGB float); tiled images alone.
+                key = (int(h), int(w)) if whole else ("tiled", i)
+                groups.setdefault(key, []).append(i)
+        for idx in groups.values():
+            images = [pixels_of(batch["pixels"][i], batch["shape"][i], batch["dtype"][i]) for i in idx]
+            t0 = time.perf_counter()
+            try:
+                outs = self._run(images)
+            except Exception as exc:
+                self._free()
+                # Alone, an image fails with its own reason; in a group, retry each so only it fails.
+                outs = [exc] if len(idx) == 1 else [self._run_or_error(img) for img in images]
+            per_image = (time.perf_counter() - t0) / len(idx)
+            for i, out in zip(idx, outs):
+                if isinstance(out, Exception):
+                    status[i], error[i] = fail(f"model: {type(out).__name__}: {out}")
+                else:
+                    restored[i], seconds[i] = out.tobytes(), per_image
+        out = dict(batch)
+        out.update(
+            restored=np.array(restored, dtype=object),
+            status=np.array(status, dtype=object),
+            error=np.array(error, dtype=object),
+            seconds=seconds,
+        )
+        return out
+
+    def _run_or_error(self, image: np.ndarray) -> np.ndarray | Exception:
+        try:
+            return self._run([image])[0]
+        except Exception as exc:
+            self._free()
+            return exc
+
+    def _free(self) -> None:
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()

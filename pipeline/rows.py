@@ -1,0 +1,55 @@
+"""The columns that flow between stages, and the stats row each input ends as."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+OK, FAILED = "ok", "failed"
+
+# One Parquet row per input and run.
+STATS_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("input_uri", pa.string()),
+        ("output_uri", pa.string()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("model", pa.string()),  # "<arch>/<task>@sha256:<weights digest>"
+        ("width", pa.int64()),
+        ("height", pa.int64()),
+        ("channels", pa.int64()),
+        ("bit_depth", pa.int64()),
+        ("mode", pa.string()),
+        ("input_bytes", pa.int64()),
+        ("output_bytes", pa.int64()),
+        ("seconds", pa.float64()),  # model time for this image
+        ("decode_seconds", pa.float64()),
+        ("encode_seconds", pa.float64()),
+        ("noise_before", pa.float64()),  # estimated Gaussian noise sigma, 8-bit levels
+        ("noise_after", pa.float64()),
+        ("sharpness_before", pa.float64()),  # variance of the Laplacian, [0, 1] intensities
+        ("sharpness_after", pa.float64()),
+        ("psnr_before", pa.float64()),  # against input.reference, when the spec gives one
+        ("psnr_after", pa.float64()),
+        ("ssim_before", pa.float64()),
+        ("ssim_after", pa.float64()),
+        ("finished_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+QUALITY_COLUMNS = [n for n in STATS_SCHEMA.names if n.split("_")[0] in ("noise", "sharpness", "psnr", "ssim")]
+
+
+def fail(reason: str) -> tuple[str, str]:
+    """The ``(status, error)`` pair of a failed row; reasons are one line. Rows that are fine carry
+    ``("ok", "")``: empty strings rather than None, since a column of only None loses its type in Ray."""
+    return FAILED, " ".join(str(reason).split())[:500]
+
+
+def pixels_of(raw: bytes, shape, dtype: str) -> np.ndarray:
+    """Rebuild an ``(H, W, C)`` array from the raw bytes of the ``pixels``/``restored`` columns."""
+    return np.frombuffer(raw, dtype=np.dtype(dtype)).reshape(tuple(int(s) for s in shape))
+
+
+def model_id(arch: str, task: str, sha256: str) -> str:
+    return f"{arch}/{task}@sha256:{sha256}"

@@ -1,0 +1,185 @@
+"""The restore job's spec: YAML validated into one frozen schema before any work starts.
+
+An unknown key or a bad value is an error that names it. Credentials never belong in a spec: they come
+from the environment, a profile or an instance role, and a spec that holds one is refused.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from dgunet.inference import InferenceOptions
+
+from .storage import StorageOptions, split_protocol
+
+_SECRET_KEYS = re.compile(r"(secret|password|token|credential|access_key|session_key)", re.IGNORECASE)
+
+
+class SpecError(ValueError):
+    """A job spec that cannot run; the message names the offending key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Strict):
+    arch: Literal["dgunet", "dgunet_plus"] = "dgunet"
+    weights: str | None = Field(None, description="checkpoint URI; None: the bundled default of the task")
+    n_feat: int | None = Field(None, ge=2, description="widths for `weights`; None: the task preset")
+    scale_unetfeats: int | None = Field(None, ge=2)
+    scale_orsnetfeats: int | None = Field(None, ge=1)
+    depth: int = Field(5, ge=1)
+
+
+class InputSpec(_Strict):
+    uri: str = Field(description="prefix (or single file) to restore: s3://bucket/prefix, gs://..., local path")
+    manifest: str | None = Field(None, description="a text file of input URIs, one per line, instead of listing")
+    reference: str | None = Field(None, description="prefix of clean references with the same relative names")
+    max_pixels: int = Field(120_000_000, ge=1, description="larger images fail with a reason (bomb guard)")
+
+
+class OutputSpec(_Strict):
+    uri: str = Field(description="images/, stats/, runs/ are written under this prefix")
+    png_compress_level: int = Field(1, ge=0, le=9, description="zlib level; 1 is fast, 9 small")
+
+
+class ResourcesSpec(_Strict):
+    gpus_per_actor: float = Field(0, ge=0, description="0: CPU actors; fractions share a GPU")
+    cpus_per_actor: float = Field(1, gt=0, description="also the actor's torch thread count")
+    min_actors: int = Field(1, ge=1)
+    max_actors: int = Field(1, ge=1)
+    batch_size: int = Field(4, ge=1, description="images per model call; equal sizes run as one batch")
+    read_threads: int = Field(8, ge=1, description="concurrent object reads within one read task")
+
+    @model_validator(mode="after")
+    def _pool(self) -> ResourcesSpec:
+        if self.min_actors > self.max_actors:
+            raise ValueError(f"min_actors ({self.min_actors}) must not exceed max_actors ({self.max_actors})")
+        return self
+
+
+class InferenceSpec(_Strict):
+    tile: int = Field(512, ge=16)
+    overlap: int = Field(64, ge=0)
+    max_pixels: int = Field(1024 * 1024, ge=256, description="whole-image inference up to this, tiles above")
+    precision: Literal["float32", "bfloat16", "float16"] = "float32"
+    ensemble: bool = False
+    channels_last: bool = True
+
+    def options(self, *, tile_batch: int = 1) -> InferenceOptions:
+        return InferenceOptions(
+            max_pixels=self.max_pixels,
+            tile=self.tile,
+            overlap=self.overlap,
+            tile_batch=tile_batch,
+            ensemble=self.ensemble,
+            precision=self.precision,
+            channels_last=self.channels_last,
+        )
+
+    @model_validator(mode="after")
+    def _valid(self) -> InferenceSpec:
+        self.options()  # raises ValueError naming the field
+        return self
+
+
+class StorageSpec(_Strict):
+    endpoint_url: str | None = None
+    region: str | None = None
+    anon: bool = False
+
+    def options(self) -> StorageOptions:
+        return StorageOptions(endpoint_url=self.endpoint_url, region=self.region, anon=self.anon)
+
+
+class RestoreSpec(_Strict):
+    task: Literal["denoise", "deblur", "derain"] = "denoise"
+    model: ModelSpec = ModelSpec()
+    input: InputSpec
+    output: OutputSpec
+    resources: ResourcesSpec = ResourcesSpec()
+    inference: InferenceSpec = InferenceSpec()
+    storage: StorageSpec = StorageSpec()
+    allow_failed_fraction: float = Field(0.0, ge=0, le=1, description="exit 0 up to this fraction of failures")
+
+    @model_validator(mode="after")
+    def _paths(self) -> RestoreSpec:
+        in_proto, in_path = split_protocol(self.input.uri)
+        out_proto, out_path = split_protocol(self.output.uri)
+        if in_proto == out_proto:
+            a, b = in_path.rstrip("/") + "/", out_path.rstrip("/") + "/"
+            if b.startswith(a) or a == b:
+                raise ValueError(
+                    f"output.uri ({self.output.uri}) must not be inside input.uri ({self.input.uri}): "
+                    "outputs would be listed as inputs by the next run"
+                )
+        return self
+
+
+def _find_secrets(obj: Any, path: str = "") -> list[str]:
+    found = []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            where = f"{path}.{k}" if path else str(k)
+            if _SECRET_KEYS.search(str(k)):
+                found.append(where)
+            found.extend(_find_secrets(v, where))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            found.extend(_find_secrets(v, f"{path}[{i}]"))
+    return found
+
+
+_PATH_KEYS = (("input", "uri"), ("input", "manifest"), ("input", "reference"), ("output", "uri"), ("model", "weights"))
+
+
+def _absolute_local_paths(data: dict[str, Any]) -> dict[str, Any]:
+    """Local paths made absolute against the driver's working directory: Ray workers run elsewhere."""
+    import os
+
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for section, key in _PATH_KEYS:
+        value = out.get(section, {}).get(key) if isinstance(out.get(section), dict) else None
+        if isinstance(value, str) and value and "://" not in value:
+            out[section][key] = os.path.abspath(os.path.expanduser(value))
+    return out
+
+
+def parse_spec(data: dict[str, Any], *, source: str = "spec") -> RestoreSpec:
+    """Validate a spec dict; every problem is reported with the dotted key it concerns."""
+    secrets = _find_secrets(data)
+    if secrets:
+        raise SpecError(
+            f"{source}: refusing credentials in a job spec ({', '.join(secrets)}). Use the environment "
+            "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY), a profile (AWS_PROFILE) or an instance role."
+        )
+    data = _absolute_local_paths(data)
+    try:
+        return RestoreSpec.model_validate(data)
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+            msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+            lines.append(f"  {key}: {msg}")
+        raise SpecError(f"{source} is not a valid job spec:\n" + "\n".join(lines)) from None
+
+
+def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> RestoreSpec:
+    """Read a YAML spec, apply ``overrides`` (dotted keys, e.g. ``{"input.uri": "s3://b/p"}``), validate."""
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: expected a mapping at the top level, but got {type(data).__name__} instead.")
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return parse_spec(data, source=str(path))

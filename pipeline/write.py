@@ -1,0 +1,85 @@
+"""The last stage: encode each restored image, write it atomically, measure it; rows become stats."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+import numpy as np
+
+from . import quality
+from .decode import DecodeError, decode_image
+from .encode import encode_png
+from .rows import OK, QUALITY_COLUMNS, STATS_SCHEMA, fail, pixels_of
+from .storage import StorageOptions, read_bytes, write_bytes_atomic
+
+
+def write_batch(
+    batch: dict[str, np.ndarray],
+    *,
+    run_id: str,
+    model: str,
+    storage: StorageOptions,
+    compress_level: int,
+    max_pixels: int,
+) -> dict[str, np.ndarray]:
+    """Ray Data stage: write ``restored`` to ``output_uri`` as PNG; return stats columns only.
+
+    The write goes to a temporary name and is renamed (local) or is a single PUT (object stores), so a
+    reader never sees a partial PNG. Quality measures compare the restored image with the decoded input,
+    and with ``reference_uri`` when the row has one.
+    """
+    n = len(batch["input_uri"])
+    rows: dict[str, list] = {name: [None] * n for name in STATS_SCHEMA.names}
+    now = datetime.now(timezone.utc).replace(tzinfo=None)  # naive UTC: the stats schema says tz=UTC
+    for i in range(n):
+        status, error = batch["status"][i], batch["error"][i]
+        h, w, c = (int(s) for s in batch["shape"][i])
+        dtype = batch["dtype"][i]
+        row = {
+            "run_id": run_id,
+            "input_uri": batch["input_uri"][i],
+            "output_uri": batch["output_uri"][i],
+            "model": model,
+            "input_bytes": int(batch["size"][i]),
+            "mode": batch["mode"][i] or None,
+            "decode_seconds": float(batch["decode_seconds"][i]),
+            "seconds": float(batch["seconds"][i]),
+            "finished_at": now,
+        }
+        if dtype:
+            row.update(width=w, height=h, channels=c, bit_depth=8 * np.dtype(dtype).itemsize)
+        if status == OK:
+            try:
+                t0 = time.perf_counter()
+                restored = pixels_of(batch["restored"][i], (h, w, c), dtype)
+                png = encode_png(restored, compress_level=compress_level)
+                write_bytes_atomic(batch["output_uri"][i], png, storage)
+                row.update(output_bytes=len(png), encode_seconds=time.perf_counter() - t0)
+            except Exception as exc:
+                status, error = fail(f"write: {type(exc).__name__}: {exc}")
+        if status == OK:
+            degraded = pixels_of(batch["pixels"][i], (h, w, c), dtype)
+            row.update(_measure(restored, degraded, batch["reference_uri"][i], storage, max_pixels))
+        row.update(status=status, error=error or None)
+        if status != OK:
+            row["output_uri"] = None
+        for k, v in row.items():
+            rows[k][i] = v
+    out = {k: np.array(v, dtype=object) for k, v in rows.items()}
+    return out
+
+
+def _measure(restored, degraded, reference_uri, storage, max_pixels) -> dict[str, float | None]:
+    """Quality columns; a measure that cannot be taken stays empty rather than failing the image."""
+    try:
+        values = quality.no_reference(restored, degraded)
+    except (ValueError, MemoryError):
+        values = {}
+    if reference_uri:
+        try:
+            ref = decode_image(read_bytes(reference_uri, storage), max_pixels=max_pixels).pixels
+            values.update(quality.paired(restored, degraded, ref))
+        except (OSError, DecodeError, ValueError):
+            pass  # missing or mismatched reference: the paired columns stay empty
+    return {k: v for k, v in values.items() if k in QUALITY_COLUMNS}
