@@ -54,8 +54,7 @@ def relative_key(input_uri: str, prefix: str) -> str:
 def _png_names(rel: str) -> list[str]:
     stem, ext = posixpath.splitext(rel)
     plain = stem + ".png"
-    alt = f"{stem}{ext}.png" if ext.lower() != ".png" else f"{stem}.orig.png"
-    return [plain, alt, f"{stem}-{hashlib.sha256(rel.encode()).hexdigest()[:8]}.png"]
+    return [plain, f"{stem}{ext}.png", f"{stem}-{hashlib.sha256(rel.encode()).hexdigest()[:8]}.png"]
 
 
 def read_manifest(uri: str, storage: StorageOptions) -> list[tuple[str, int]]:

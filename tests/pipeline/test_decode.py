@@ -1,0 +1,99 @@
+"""Decoding every layout right, and failing bad files with a reason."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.decode import DecodeError, decode_image
+from pipeline.encode import encode_png
+from tests.images import bad_files, good_files, jpeg_with_orientation, photo
+
+GOOD, BAD = good_files(), bad_files()
+LIMIT = 50_000_000
+
+EXPECTED = {  # name -> (channels, dtype)
+    "rgb.png": (3, np.uint8),
+    "nested/deeper/gray.png": (1, np.uint8),
+    "nested/rgba.png": (4, np.uint8),
+    "nested/gray alpha.png": (2, np.uint8),
+    "16bit/rgb16.png": (3, np.uint16),
+    "16bit/gray16.png": (1, np.uint16),
+    "palette.png": (4, np.uint8),
+    "cmyk.jpg": (3, np.uint8),
+    "rotated.JPG": (3, np.uint8),
+    "animated.gif": (3, np.uint8),
+    "tiny 1x1.png": (3, np.uint8),
+    "odd size.bmp": (3, np.uint8),
+    "scan.tiff": (3, np.uint8),
+    "web.webp": (3, np.uint8),
+    "ünïcödé/фото №1.png": (3, np.uint8),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GOOD))
+def test_good_files_decode_to_expected_layout(name):
+    d = decode_image(GOOD[name], max_pixels=LIMIT)
+    channels, dtype = EXPECTED[name]
+    assert d.pixels.ndim == 3 and d.pixels.shape[2] == channels and d.pixels.dtype == dtype
+
+
+def test_sixteen_bits_are_kept():
+    d = decode_image(GOOD["16bit/rgb16.png"], max_pixels=LIMIT)
+    expected = photo().astype(np.uint16) * 257 + 3
+    assert np.array_equal(d.pixels, expected)  # exact 16-bit values, RGB order
+
+
+def test_exif_orientation_is_applied():
+    arr = photo(24, 40, noise=0.0)  # smooth, so that JPEG's error is small
+    d = decode_image(jpeg_with_orientation(arr, 6), max_pixels=LIMIT)
+    assert d.pixels.shape[:2] == (40, 24)  # orientation 6: rotated 90 degrees clockwise for display
+    assert np.abs(d.pixels.astype(int) - np.rot90(arr, -1).astype(int)).mean() < 3
+
+
+def test_animated_gif_gives_first_frame():
+    d = decode_image(GOOD["animated.gif"], max_pixels=LIMIT)
+    assert d.frames == 3 and abs(int(d.pixels.mean()) - 200) < 8
+
+
+def test_palette_transparency_becomes_alpha():
+    d = decode_image(GOOD["palette.png"], max_pixels=LIMIT)
+    assert d.pixels.shape[2] == 4 and set(np.unique(d.pixels[..., 3])) <= {0, 255}
+
+
+@pytest.mark.parametrize(("name", "reason"), [
+    ("bad/empty.png", "empty file"),
+    ("bad/truncated.png", "truncated"),
+    ("bad/truncated.jpg", "(?i)truncated"),
+    ("bad/not an image.png", "not a recognised image"),
+    ("bad/random.jpg", "not a recognised image"),
+    ("bad/bomb.png", "exceeds the limit"),
+])
+def test_bad_files_fail_with_reason(name, reason):
+    with pytest.raises(DecodeError, match=reason):
+        decode_image(BAD[name], max_pixels=LIMIT)
+
+
+def test_pixel_limit_is_configurable():
+    data = GOOD["rgb.png"]
+    with pytest.raises(DecodeError, match="exceeds the limit of 100 pixels"):
+        decode_image(data, max_pixels=100)
+
+
+@pytest.mark.parametrize("name", sorted(GOOD))
+def test_png_round_trip_keeps_depth_channels_and_pixels(name):
+    pixels = decode_image(GOOD[name], max_pixels=LIMIT).pixels
+    back = decode_image(encode_png(pixels, compress_level=1), max_pixels=LIMIT).pixels
+    assert back.dtype == pixels.dtype and back.shape == pixels.shape
+    assert np.array_equal(back, pixels)
+
+
+def test_sixteen_bit_gray_alpha_is_written_as_rgba():
+    la16 = np.dstack([np.full((4, 5), 1000, np.uint16), np.full((4, 5), 65535, np.uint16)])
+    img = Image.open(io.BytesIO(encode_png(la16)))
+    back = decode_image(encode_png(la16), max_pixels=LIMIT).pixels
+    assert back.dtype == np.uint16 and back.shape == (4, 5, 4) and img.size == (5, 4)
+    assert (back[..., :3] == 1000).all() and (back[..., 3] == 65535).all()

@@ -1,0 +1,69 @@
+"""Job specs: every shipped spec validates; unknown keys, bad values and secrets are named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.spec import SpecError, load_spec, parse_spec
+
+SPECS = sorted((Path(__file__).parents[2] / "jobs" / "specs").glob("*.yaml"))
+BASE = {"input": {"uri": "s3://archive/in"}, "output": {"uri": "s3://archive/out"}}
+
+
+@pytest.mark.parametrize("path", [p for p in SPECS if not p.name.startswith("train_")], ids=lambda p: p.name)
+def test_shipped_restore_specs_validate(path):
+    spec = load_spec(path)
+    assert spec.task in ("denoise", "deblur", "derain")
+
+
+def test_shipped_training_specs_validate():
+    from pipeline.train_spec import TrainSpec
+
+    for path in SPECS:
+        if path.name.startswith("train_"):
+            assert TrainSpec.from_yaml(path).optim.steps > 0
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(SpecError, match=r"resources\.gpu_per_actor: unknown key"):
+        parse_spec({**BASE, "resources": {"gpu_per_actor": 1}})
+
+
+@pytest.mark.parametrize(("patch", "key"), [
+    ({"task": "sharpen"}, "task"),
+    ({"resources": {"min_actors": 3, "max_actors": 2}}, "resources"),
+    ({"resources": {"gpus_per_actor": -1}}, "resources.gpus_per_actor"),
+    ({"inference": {"precision": "fp8"}}, "inference.precision"),
+    ({"inference": {"tile": 100}}, "inference"),
+    ({"output": {"uri": "s3://archive/in/restored"}}, "(top level)"),
+])
+def test_bad_values_are_named(patch, key):
+    with pytest.raises(SpecError) as err:
+        parse_spec({**BASE, **patch})
+    assert f"  {key}:" in str(err.value)
+
+
+def test_output_inside_input_is_refused():
+    with pytest.raises(SpecError, match="must not be inside input.uri"):
+        parse_spec({"input": {"uri": "s3://a/photos"}, "output": {"uri": "s3://a/photos/out"}})
+    parse_spec({"input": {"uri": "s3://a/photos"}, "output": {"uri": "s3://a/photos-restored"}})  # a sibling is fine
+
+
+@pytest.mark.parametrize("key", ["aws_secret_access_key", "password", "session_token"])
+def test_spec_with_credentials_is_refused_without_echoing_it(key):
+    value = "hunter2-do-not-print"
+    with pytest.raises(SpecError, match="refusing credentials") as err:
+        parse_spec({**BASE, "storage": {"endpoint_url": "http://127.0.0.1:1", key: value}})
+    assert f"storage.{key}" in str(err.value) and value not in str(err.value)
+
+
+def test_overrides_and_local_paths(tmp_path, monkeypatch):
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump({**BASE, "resources": {"max_actors": 2}}))
+    monkeypatch.chdir(tmp_path)
+    spec = load_spec(path, {"input.uri": "photos", "resources.max_actors": 4, "model.weights": "w.pth"})
+    assert spec.input.uri == str(tmp_path / "photos") and spec.model.weights == str(tmp_path / "w.pth")
+    assert spec.resources.max_actors == 4 and spec.output.uri == "s3://archive/out"
