@@ -39,6 +39,7 @@ class RunSummary:
     output_uri: str
     listed: int = 0
     skipped: int = 0
+    still_bad: int = 0
     ok: int = 0
     failed: int = 0
     megapixels: float = 0.0
@@ -74,7 +75,8 @@ class RunSummary:
         lines = [
             f"run {self.run_id}  model {self.model}",
             f"  input    {self.input_uri}  ({self.listed} images listed)",
-            f"  ok {self.ok}   failed {self.failed}   skipped (already done) {self.skipped}",
+            f"  ok {self.ok}   failed {self.failed}   skipped: {self.skipped} already done, "
+            f"{self.still_bad} undecodable before and unchanged",
             f"  {self.processed} images, {self.megapixels:.1f} MP in {self.wall_seconds:.1f} s: "
             f"{self.images_per_second:.2f} images/s, {self.megapixels_per_second:.2f} MP/s "
             f"(planning {self.plan_seconds:.1f} s)",
@@ -140,6 +142,10 @@ def build_dataset(spec: RestoreSpec, rows: list[dict], ref: ModelRef, run_id: st
             "storage": storage,
         },
         compute=ray.data.ActorPoolStrategy(min_size=res.min_actors, max_size=res.max_actors),
+        # A dead actor (killed, out of memory) is replaced and its batch retried. These arguments also
+        # keep Ray Data from fusing the CPU read/decode stage into the model actors, so the two overlap.
+        max_restarts=-1,
+        max_task_retries=2,
         num_gpus=res.gpus_per_actor,
         num_cpus=res.cpus_per_actor,
         batch_size=res.batch_size,
@@ -187,6 +193,7 @@ def run_restore(spec: RestoreSpec, *, run_id: str | None = None) -> RunSummary:
         output_uri=spec.output.uri,
         listed=plan.listed,
         skipped=plan.skipped,
+        still_bad=plan.still_bad,
         plan_seconds=plan.seconds,
         dashboard_url=_dashboard_url(),
     )

@@ -6,15 +6,16 @@ two inputs would get one name (``a.jpg`` and ``a.png``), the first to claim it k
 claim first, then listing order) and the others get ``<name>.<ext>.png``, so nothing is overwritten and
 names stay stable from run to run.
 
-A run is incremental: an input with an ``ok`` stats row for the same model whose output exists is
-skipped, so a re-run over an unchanged archive does no model work, and new uploads are picked up.
+A run is incremental: an input whose latest stats row for the same model is ``ok`` and whose output
+exists is skipped, and so is one that failed to decode before with bytes of the same size; a re-run over
+an unchanged archive does no work, new uploads are picked up, and other failures are retried.
 """
 
 from __future__ import annotations
 
 import hashlib
 import posixpath
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .storage import StorageOptions, filesystem, join_uri, list_images, read_bytes, split_protocol, to_uri
 
@@ -22,10 +23,10 @@ from .storage import StorageOptions, filesystem, join_uri, list_images, read_byt
 @dataclass
 class Plan:
     todo: list[dict]  # rows for the pipeline: input_uri, size, output_uri, reference_uri
-    skipped: int
+    skipped: int  # restored before by the same model, output present
+    still_bad: int  # failed to decode before, bytes unchanged (same size)
     listed: int
     seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
 
 
 def safe_relative(rel: str) -> str:
@@ -63,21 +64,37 @@ def read_manifest(uri: str, storage: StorageOptions) -> list[tuple[str, int]]:
     return [(s.strip(), 0) for s in lines if s.strip() and not s.lstrip().startswith("#")]
 
 
-def previous_ok(output_uri: str, model: str, storage: StorageOptions) -> dict[str, str]:
-    """``input_uri -> output_uri`` of every earlier ``ok`` row of ``model`` under ``<output>/stats``."""
+@dataclass(frozen=True)
+class Previous:
+    """What earlier runs of one model concluded about each input (its latest row)."""
+
+    ok: dict[str, str]  # input_uri -> output_uri
+    undecodable: dict[str, int]  # input_uri -> size of the bytes that failed to decode
+
+
+def previous_results(output_uri: str, model: str, storage: StorageOptions) -> Previous:
+    """The latest stats row of ``model`` per input, from every run under ``<output>/stats``."""
     import pyarrow.dataset as pads
 
     fs, stats = filesystem(join_uri(output_uri, "stats"), storage)
-    if not fs.exists(stats):
-        return {}
-    files = [p for p in fs.find(stats) if p.endswith(".parquet")]
+    files = [p for p in fs.find(stats) if p.endswith(".parquet")] if fs.exists(stats) else []
     if not files:
-        return {}
+        return Previous({}, {})
     table = pads.dataset(files, filesystem=fs, format="parquet").to_table(
-        columns=["input_uri", "output_uri", "status", "model"],
-        filter=(pads.field("status") == "ok") & (pads.field("model") == model),
+        columns=["input_uri", "output_uri", "status", "error", "input_bytes", "finished_at"],
+        filter=pads.field("model") == model,
     )
-    return dict(zip(table.column("input_uri").to_pylist(), table.column("output_uri").to_pylist()))
+    table = table.sort_by("finished_at")
+    latest = {}
+    for row in table.to_pylist():
+        latest[row["input_uri"]] = row
+    ok = {u: r["output_uri"] for u, r in latest.items() if r["status"] == "ok"}
+    bad = {
+        u: r["input_bytes"]
+        for u, r in latest.items()
+        if r["status"] != "ok" and (r["error"] or "").startswith("decode:")
+    }
+    return Previous(ok, bad)
 
 
 def existing_outputs(output_uri: str, storage: StorageOptions) -> set[str]:
@@ -104,13 +121,17 @@ def make_plan(
 
     t0 = time.perf_counter()
     listed = read_manifest(manifest, storage) if manifest else list(list_images(input_uri, storage))
-    done = previous_ok(output_uri, model, storage)
+    prev = previous_results(output_uri, model, storage)
+    done = prev.ok
     present = existing_outputs(output_uri, storage)
     claimed = {out: inp for inp, out in done.items()}  # output name -> input that owns it
-    todo, skipped = [], 0
+    todo, skipped, still_bad = [], 0, 0
     for uri, size in listed:
         if uri in done and done[uri] in present:
             skipped += 1
+            continue
+        if prev.undecodable.get(uri, -1) == size:
+            still_bad += 1  # the same bytes failed to decode before: no use trying again
             continue
         rel = relative_key(uri, input_uri)
         if uri in done:  # re-doing a missing output: keep its name
@@ -132,4 +153,4 @@ def make_plan(
                 else "",  # "" not None: all-None columns lose their type
             }
         )
-    return Plan(todo=todo, skipped=skipped, listed=len(listed), seconds=time.perf_counter() - t0)
+    return Plan(todo, skipped, still_bad, len(listed), time.perf_counter() - t0)

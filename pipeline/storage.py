@@ -39,6 +39,8 @@ class StorageOptions:
             kw["client_kwargs"] = client
         if self.anon:
             kw["anon"] = True
+        # Listings must be fresh: a scheduled run plans against what is there now.
+        kw["use_listings_cache"] = False
         # Retry throttling and dropped connections with backoff (botocore's adaptive mode).
         kw["config_kwargs"] = {"retries": {"max_attempts": 10, "mode": "adaptive"}}
         return kw
