@@ -66,7 +66,7 @@ def good_files() -> dict[str, bytes]:
         "nested/deeper/gray.png": _save(Image.fromarray(gray), "PNG"),
         "nested/rgba.png": _save(Image.fromarray(rgba, "RGBA"), "PNG"),
         "nested/gray alpha.png": _save(Image.fromarray(np.dstack([gray, gray[::-1]]), "LA"), "PNG"),
-        "16bit/rgb16.png": png16((rgb.astype(np.uint16) * 257 + 3)),
+        "16bit/rgb16.png": png16(rgb.astype(np.uint16) * 257 + 3),
         "16bit/gray16.png": _save(Image.fromarray(gray.astype(np.uint16) * 257), "PNG"),
         "palette.png": _save(palette, "PNG"),
         "cmyk.jpg": _save(Image.fromarray(rgb).convert("CMYK"), "JPEG", quality=95),

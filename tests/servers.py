@@ -69,9 +69,22 @@ class SeaweedS3:
         os.makedirs(workdir, exist_ok=True)
         self.log = open(os.path.join(workdir, "weed.log"), "wb")
         self.proc = subprocess.Popen(
-            [weed, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={workdir}", "-s3", f"-s3.port={s3}",
-             f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}", "-volume.max=0"],
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                weed,
+                "server",
+                "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1",
+                f"-dir={workdir}",
+                "-s3",
+                f"-s3.port={s3}",
+                f"-master.port={master}",
+                f"-volume.port={volume}",
+                f"-filer.port={filer}",
+                "-volume.max=0",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         wait_http(self.endpoint)
         self._wait_ready()
@@ -83,8 +96,12 @@ class SeaweedS3:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                fs = s3fs.S3FileSystem(endpoint_url=self.endpoint, key=S3_ENV["AWS_ACCESS_KEY_ID"],
-                                       secret=S3_ENV["AWS_SECRET_ACCESS_KEY"], skip_instance_cache=True)
+                fs = s3fs.S3FileSystem(
+                    endpoint_url=self.endpoint,
+                    key=S3_ENV["AWS_ACCESS_KEY_ID"],
+                    secret=S3_ENV["AWS_SECRET_ACCESS_KEY"],
+                    skip_instance_cache=True,
+                )
                 fs.mkdir("ready-check")
                 fs.pipe("ready-check/x", b"1")
                 fs.rm("ready-check", recursive=True)
@@ -111,19 +128,47 @@ class RayHead:
     """``ray start --head --block`` on loopback with a job server; stopped by killing its own process group."""
 
     def __init__(self, workdir: str):
-        gcs, dash, client, mgr, obj = free_ports(5, start=46000, stop=55000)
+        gcs, dash, client, mgr, obj, agent, agent_grpc, metrics, rt_env = free_ports(9, start=46000, stop=55000)
         self.address = f"127.0.0.1:{gcs}"
         self.dashboard = f"http://127.0.0.1:{dash}"
         env = {**os.environ, **LOCAL_RAY_ENV}
         self.log = open(os.path.join(workdir, "ray-head.log"), "wb")
         self.proc = subprocess.Popen(
-            ["ray", "start", "--head", "--block", f"--port={gcs}", "--node-ip-address=127.0.0.1",
-             "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-             f"--ray-client-server-port={client}", f"--node-manager-port={mgr}", f"--object-manager-port={obj}",
-             "--num-cpus=2", f"--temp-dir={workdir}/ray"],
-            stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            [
+                "ray",
+                "start",
+                "--head",
+                "--block",
+                f"--port={gcs}",
+                "--node-ip-address=127.0.0.1",
+                "--include-dashboard=true",
+                "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={dash}",
+                f"--ray-client-server-port={client}",
+                f"--node-manager-port={mgr}",
+                f"--object-manager-port={obj}",
+                f"--dashboard-agent-listen-port={agent}",
+                f"--dashboard-agent-grpc-port={agent_grpc}",
+                f"--metrics-export-port={metrics}",
+                f"--runtime-env-agent-port={rt_env}",
+                "--num-cpus=2",
+                f"--temp-dir={workdir}/ray",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
         )
         wait_http(f"{self.dashboard}/api/version", timeout=90)
+
+    def submit(self, cmd: list[str], *, timeout: float, **kw) -> subprocess.CompletedProcess:
+        """Run a `ray job submit` command, retrying while the head's job agent is still starting."""
+        deadline = time.monotonic() + 90
+        while True:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+            if "No available agent" not in proc.stderr + proc.stdout or time.monotonic() > deadline:
+                return proc
+            time.sleep(2)
 
     def stop(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGKILL):

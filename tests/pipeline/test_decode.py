@@ -64,14 +64,17 @@ def test_palette_transparency_becomes_alpha():
     assert d.pixels.shape[2] == 4 and set(np.unique(d.pixels[..., 3])) <= {0, 255}
 
 
-@pytest.mark.parametrize(("name", "reason"), [
-    ("bad/empty.png", "empty file"),
-    ("bad/truncated.png", "truncated"),
-    ("bad/truncated.jpg", "(?i)truncated"),
-    ("bad/not an image.png", "not a recognised image"),
-    ("bad/random.jpg", "not a recognised image"),
-    ("bad/bomb.png", "exceeds the limit"),
-])
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("bad/empty.png", "empty file"),
+        ("bad/truncated.png", "truncated"),
+        ("bad/truncated.jpg", "(?i)truncated"),
+        ("bad/not an image.png", "not a recognised image"),
+        ("bad/random.jpg", "not a recognised image"),
+        ("bad/bomb.png", "exceeds the limit"),
+    ],
+)
 def test_bad_files_fail_with_reason(name, reason):
     with pytest.raises(DecodeError, match=reason):
         decode_image(BAD[name], max_pixels=LIMIT)

@@ -20,17 +20,19 @@ pytestmark = pytest.mark.slow
 
 def _spec(bucket: str, endpoint: str, weights, **extra):
     path, widths = weights
-    return parse_spec({
-        "task": "denoise",
-        "model": {"arch": "dgunet", "weights": path, **widths},
-        "input": {"uri": f"s3://{bucket}/archive"},
-        "output": {"uri": f"s3://{bucket}/restored"},
-        "storage": {"endpoint_url": endpoint},
-        "resources": {"cpus_per_actor": 1, "batch_size": 2, "min_actors": 1, "max_actors": 1},
-        "inference": {"tile": 64, "overlap": 16, "max_pixels": 4096},
-        "allow_failed_fraction": 1.0,
-        **extra,
-    })
+    return parse_spec(
+        {
+            "task": "denoise",
+            "model": {"arch": "dgunet", "weights": path, **widths},
+            "input": {"uri": f"s3://{bucket}/archive"},
+            "output": {"uri": f"s3://{bucket}/restored"},
+            "storage": {"endpoint_url": endpoint},
+            "resources": {"cpus_per_actor": 1, "batch_size": 2, "min_actors": 1, "max_actors": 1},
+            "inference": {"tile": 64, "overlap": 16, "max_pixels": 4096},
+            "allow_failed_fraction": 1.0,
+            **extra,
+        }
+    )
 
 
 def _snapshot(fs, prefix):

@@ -45,8 +45,13 @@ def test_done_inputs_are_skipped_and_keep_their_names(tmp_path):
     src, out = tmp_path / "in", tmp_path / "out"
     _touch(src, "a.png", "b.png", "c.png")
     _touch(out / "images", "a.png", "c.png")  # b's output went missing
-    ok = lambda name, model="m": {"input_uri": str(src / name), "output_uri": str(out / "images" / name),  # noqa: E731
-                                  "status": "ok", "model": model, "run_id": "old"}
+    ok = lambda name, model="m": {
+        "input_uri": str(src / name),
+        "output_uri": str(out / "images" / name),  # noqa: E731
+        "status": "ok",
+        "model": model,
+        "run_id": "old",
+    }
     _stats(out, [ok("a.png"), ok("b.png"), ok("c.png", model="other")])
     plan = make_plan(input_uri=str(src), output_uri=str(out), model="m", storage=NONE)
     todo = sorted(r["input_uri"].rsplit("/", 1)[1] for r in plan.todo)
@@ -57,8 +62,18 @@ def test_new_upload_never_takes_an_earlier_name(tmp_path):
     src, out = tmp_path / "in", tmp_path / "out"
     _touch(src, "z.jpg")
     _touch(out / "images", "z.png")
-    _stats(out, [{"input_uri": str(src / "z.jpg"), "output_uri": str(out / "images" / "z.png"),
-                  "status": "ok", "model": "m", "run_id": "old"}])
+    _stats(
+        out,
+        [
+            {
+                "input_uri": str(src / "z.jpg"),
+                "output_uri": str(out / "images" / "z.png"),
+                "status": "ok",
+                "model": "m",
+                "run_id": "old",
+            }
+        ],
+    )
     _touch(src, "z.png")  # a later upload that maps to the same name
     plan = make_plan(input_uri=str(src), output_uri=str(out), model="m", storage=NONE)
     assert [r["output_uri"] for r in plan.todo] == [str(out / "images" / "z.png.png")]
@@ -69,7 +84,13 @@ def test_manifest_and_reference(tmp_path):
     _touch(src, "x/1.png", "x/2.png")
     manifest = tmp_path / "list.txt"
     manifest.write_text(f"# inputs\n{src / 'x/2.png'}\n\n")
-    plan = make_plan(input_uri=str(src), output_uri=str(out), model="m", storage=NONE, manifest=str(manifest),
-                     reference=str(tmp_path / "ref"))
+    plan = make_plan(
+        input_uri=str(src),
+        output_uri=str(out),
+        model="m",
+        storage=NONE,
+        manifest=str(manifest),
+        reference=str(tmp_path / "ref"),
+    )
     assert [r["input_uri"] for r in plan.todo] == [str(src / "x/2.png")]
     assert plan.todo[0]["reference_uri"] == str(tmp_path / "ref" / "x/2.png")

@@ -32,14 +32,17 @@ def test_unknown_key_is_named():
         parse_spec({**BASE, "resources": {"gpu_per_actor": 1}})
 
 
-@pytest.mark.parametrize(("patch", "key"), [
-    ({"task": "sharpen"}, "task"),
-    ({"resources": {"min_actors": 3, "max_actors": 2}}, "resources"),
-    ({"resources": {"gpus_per_actor": -1}}, "resources.gpus_per_actor"),
-    ({"inference": {"precision": "fp8"}}, "inference.precision"),
-    ({"inference": {"tile": 100}}, "inference"),
-    ({"output": {"uri": "s3://archive/in/restored"}}, "(top level)"),
-])
+@pytest.mark.parametrize(
+    ("patch", "key"),
+    [
+        ({"task": "sharpen"}, "task"),
+        ({"resources": {"min_actors": 3, "max_actors": 2}}, "resources"),
+        ({"resources": {"gpus_per_actor": -1}}, "resources.gpus_per_actor"),
+        ({"inference": {"precision": "fp8"}}, "inference.precision"),
+        ({"inference": {"tile": 100}}, "inference"),
+        ({"output": {"uri": "s3://archive/in/restored"}}, "(top level)"),
+    ],
+)
 def test_bad_values_are_named(patch, key):
     with pytest.raises(SpecError) as err:
         parse_spec({**BASE, **patch})

@@ -1,0 +1,78 @@
+"""`ray job submit` against a Ray head on 127.0.0.1, as the README says to run it on a cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pyarrow.dataset as pads
+import pytest
+import yaml
+from PIL import Image
+
+from tests.images import photo
+from tests.servers import LOCAL_RAY_ENV, RayHead
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    env_path = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"  # `ray` and `python` of this environment
+    old = os.environ.get("PATH")
+    os.environ["PATH"] = env_path
+    head = RayHead(tempfile.mkdtemp(prefix="rh", dir="/tmp"))
+    yield head
+    head.stop()
+    os.environ["PATH"] = old or ""
+
+
+def test_ray_job_submit_restores_images(ray_head, tmp_path, tiny_weights):
+    src = tmp_path / "in" / "batch 1"
+    src.mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(photo(24, 32, seed=i)).save(src / f"img{i}.png")
+    path, widths = tiny_weights
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "task": "denoise",
+                "model": {"arch": "dgunet", "weights": path, **widths},
+                "input": {"uri": str(tmp_path / "in")},
+                "output": {"uri": str(tmp_path / "out")},
+                "resources": {"cpus_per_actor": 1, "batch_size": 2},
+            }
+        )
+    )
+    env = {**os.environ, **LOCAL_RAY_ENV}
+    cmd = [
+        str(BIN / "ray"),
+        "job",
+        "submit",
+        "--address",
+        ray_head.dashboard,
+        "--working-dir",
+        str(REPO),
+        "--runtime-env-json",
+        json.dumps({"env_vars": LOCAL_RAY_ENV}),
+        "--",
+        "python",
+        "jobs/restore_bucket.py",
+        "--spec",
+        str(spec),
+        "--run-id",
+        "submitted",
+    ]
+    proc = ray_head.submit(cmd, cwd=REPO, env=env, timeout=420)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "ok 3   failed 0" in proc.stdout
+    outputs = sorted(p.relative_to(tmp_path / "out" / "images") for p in (tmp_path / "out" / "images").rglob("*.png"))
+    assert [str(p) for p in outputs] == [f"batch 1/img{i}.png" for i in range(3)]
+    rows = pads.dataset(str(tmp_path / "out" / "stats"), format="parquet").to_table().to_pylist()
+    assert len(rows) == 3 and {r["status"] for r in rows} == {"ok"} and {r["run_id"] for r in rows} == {"submitted"}
