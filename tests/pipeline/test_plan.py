@@ -45,13 +45,11 @@ def test_done_inputs_are_skipped_and_keep_their_names(tmp_path):
     src, out = tmp_path / "in", tmp_path / "out"
     _touch(src, "a.png", "b.png", "c.png")
     _touch(out / "images", "a.png", "c.png")  # b's output went missing
-    ok = lambda name, model="m": {
-        "input_uri": str(src / name),
-        "output_uri": str(out / "images" / name),  # noqa: E731
-        "status": "ok",
-        "model": model,
-        "run_id": "old",
-    }
+
+    def ok(name, model="m"):
+        out_uri = str(out / "images" / name)
+        return {"input_uri": str(src / name), "output_uri": out_uri, "status": "ok", "model": model, "run_id": "old"}
+
     _stats(out, [ok("a.png"), ok("b.png"), ok("c.png", model="other")])
     plan = make_plan(input_uri=str(src), output_uri=str(out), model="m", storage=NONE)
     todo = sorted(r["input_uri"].rsplit("/", 1)[1] for r in plan.todo)
@@ -77,6 +75,25 @@ def test_new_upload_never_takes_an_earlier_name(tmp_path):
     _touch(src, "z.png")  # a later upload that maps to the same name
     plan = make_plan(input_uri=str(src), output_uri=str(out), model="m", storage=NONE)
     assert [r["output_uri"] for r in plan.todo] == [str(out / "images" / "z.png.png")]
+
+
+def test_unchanged_undecodable_inputs_are_not_retried(tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    _touch(src, "bad.png", "changed.png")
+    rows = [
+        {
+            "input_uri": str(src / n),
+            "status": "failed",
+            "error": "decode: truncated",
+            "model": "m",
+            "input_bytes": size,
+            "run_id": "old",
+        }
+        for n, size in (("bad.png", 1), ("changed.png", 99))
+    ]
+    _stats(out, rows)
+    plan = make_plan(input_uri=str(src), output_uri=str(out), model="m", storage=NONE)
+    assert plan.still_bad == 1 and [r["input_uri"] for r in plan.todo] == [str(src / "changed.png")]
 
 
 def test_manifest_and_reference(tmp_path):
