@@ -94,9 +94,16 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         train_uris, val_uris = split_sources([u for u, _ in list_images(spec.data.train)], spec.data.val_fraction)
         train_clean = [load_rgb(u, max_side=spec.data.max_side) for u in train_uris]
         pairs = None
-    sampler = PatchSampler(
-        train_clean, patch=spec.optim.patch, batch=spec.optim.batch_size, degradation=degradation, pairs=pairs
-    )
+    samplers: dict[tuple[int, int], PatchSampler] = {}
+
+    def sampler_at(step: int) -> PatchSampler:
+        patch, batch = spec.optim.phase(step)
+        if (patch, batch) not in samplers:
+            samplers[(patch, batch)] = PatchSampler(
+                train_clean, patch=patch, batch=batch, degradation=degradation, pairs=pairs
+            )
+        return samplers[(patch, batch)]
+
     val_degradation = degradation
     if "noise" in degradation.kinds:
         val_degradation = spec.degradation.build(sigma=(spec.data.val_sigma, spec.data.val_sigma))
@@ -151,7 +158,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     for step in range(start_step, spec.optim.steps):
         # A generator per (seed, rank, step): a resumed run draws the batches the uninterrupted one would.
         rng = np.random.default_rng([spec.seed, rank, step])
-        degraded, clean = sampler.sample(rng)
+        degraded, clean = sampler_at(step).sample(rng)
         degraded = degraded.to(device, memory_format=memory_format)
         clean = clean.to(device, memory_format=memory_format)
         for group in optimizer.param_groups:
@@ -168,6 +175,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 "step": done,
                 "epoch": done // every,
                 "lr": lr_at(step, spec),
+                "patch": spec.optim.phase(step)[0],
+                "batch_size": spec.optim.phase(step)[1],
                 "train_loss": float(np.mean(window_loss)),
                 "seconds_per_step": elapsed / len(window_loss),
             }

@@ -49,6 +49,10 @@ class OptimSpec(_Strict):
     steps: int = Field(10000, ge=1)
     batch_size: int = Field(8, ge=1, description="per worker")
     patch: int = Field(64, ge=16)
+    # Progressive patches: from each (start_step, patch, batch_size) on, train on those. Global operations
+    # (instance norm, channel attention, mergeblock) see whole-image statistics at test time, so later
+    # phases use larger patches; the first phase's small patches buy many cheap early steps.
+    progressive: tuple[tuple[int, int, int], ...] = ()
     lr: float = Field(2e-4, gt=0)
     lr_min: float = Field(1e-6, ge=0)
     warmup_steps: int = Field(500, ge=0)
@@ -56,6 +60,14 @@ class OptimSpec(_Strict):
     weight_decay: float = Field(0.0, ge=0)
     edge_weight: float = Field(0.0, ge=0, description="0.05 for deblur/derain in the paper, 0 for denoise")
     channels_last: bool = True
+
+    def phase(self, step: int) -> tuple[int, int]:
+        """``(patch, batch_size)`` at ``step``."""
+        patch, batch = self.patch, self.batch_size
+        for start, p, b in sorted(self.progressive):
+            if step >= start:
+                patch, batch = p, b
+        return patch, batch
 
 
 class CheckpointSpec(_Strict):

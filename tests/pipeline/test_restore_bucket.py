@@ -1,0 +1,57 @@
+"""The restore_bucket command line: the embedded demo, exit codes, flags over the spec."""
+
+from __future__ import annotations
+
+import pyarrow.dataset as pads
+import pytest
+import yaml
+from PIL import Image
+
+from jobs.restore_bucket import main
+from tests.images import bad_files, photo
+
+pytestmark = pytest.mark.slow
+
+
+def test_embedded_demo_restores_the_samples(ray_local, tmp_path):
+    out = tmp_path / "demo"
+    assert main(["--output", str(out), "--run-id", "demo"]) == 0
+    rows = pads.dataset(str(out / "stats"), format="parquet").to_table().to_pylist()
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"ok"}
+    for r in rows:
+        # The bundled denoiser removes most of the samples' noise (sigma 25 added).
+        assert r["noise_after"] < 0.5 * r["noise_before"], r
+    assert len(list((out / "images").rglob("*.png"))) == 4
+
+
+def _spec(tmp_path, weights, **extra):
+    path, widths = weights
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "model": {"weights": path, **widths},
+                "input": {"uri": str(tmp_path / "in")},
+                "output": {"uri": str(tmp_path / "out")},
+                **extra,
+            }
+        )
+    )
+    return str(spec)
+
+
+def test_failures_set_the_exit_code_unless_allowed(ray_local, tmp_path, tiny_weights):
+    (tmp_path / "in").mkdir()
+    Image.fromarray(photo()).save(tmp_path / "in" / "good.png")
+    (tmp_path / "in" / "bad.png").write_bytes(bad_files()["bad/truncated.png"])
+    spec = _spec(tmp_path, tiny_weights)
+    assert main(["--spec", spec, "--run-id", "a"]) == 1  # written first, then the non-zero exit
+    assert (tmp_path / "out" / "images" / "good.png").exists()
+    (tmp_path / "in" / "bad2.png").write_bytes(b"")
+    assert main(["--spec", spec, "--allow-failed-fraction", "1.0", "--run-id", "b"]) == 0
+
+
+def test_bad_spec_exits_2_naming_the_key(tmp_path, tiny_weights, capsys):
+    spec = _spec(tmp_path, tiny_weights, resources={"max_actor": 2})
+    assert main(["--spec", spec]) == 2
+    assert "resources.max_actor: unknown key" in capsys.readouterr().err
