@@ -142,10 +142,9 @@ def build_dataset(spec: RestoreSpec, rows: list[dict], ref: ModelRef, run_id: st
             "storage": storage,
         },
         compute=ray.data.ActorPoolStrategy(min_size=res.min_actors, max_size=res.max_actors),
-        # A dead actor (killed, out of memory) is replaced and its batch retried. These arguments also
-        # keep Ray Data from fusing the CPU read/decode stage into the model actors, so the two overlap.
-        max_restarts=-1,
-        max_task_retries=2,
+        # Reserving memory for each actor also keeps Ray Data from fusing the CPU read/decode stage into
+        # the model actors (it fuses stages with identical resources), so decoding overlaps inference.
+        memory=int(res.memory_per_actor_gb * 2**30),
         num_gpus=res.gpus_per_actor,
         num_cpus=res.cpus_per_actor,
         batch_size=res.batch_size,

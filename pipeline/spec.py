@@ -52,6 +52,7 @@ class OutputSpec(_Strict):
 class ResourcesSpec(_Strict):
     gpus_per_actor: float = Field(0, ge=0, description="0: CPU actors; fractions share a GPU")
     cpus_per_actor: float = Field(1, gt=0, description="also the actor's torch thread count")
+    memory_per_actor_gb: float = Field(2.0, ge=0.25, description="memory Ray reserves for each model actor")
     min_actors: int = Field(1, ge=1)
     max_actors: int = Field(1, ge=1)
     batch_size: int = Field(4, ge=1, description="images per model call; equal sizes run as one batch")

