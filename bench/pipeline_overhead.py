@@ -1,0 +1,130 @@
+"""restore_bucket end to end (S3 to S3, Ray's start included) against a plain single-process loop.
+
+    python bench/pipeline_overhead.py --images 48
+    python bench/pipeline_overhead.py --images 500 --threads 1
+
+Both sides use the bundled default model and the same torch thread count. The plain loop reads local
+files, decodes, restores, encodes PNGs and writes them, one image after another. The pipeline is
+``python jobs/restore_bucket.py`` in a fresh process against a SeaweedFS S3 server on 127.0.0.1 (started
+here), so its time includes starting Ray, listing, planning and writing stats. Results are appended to
+bench/results/pipeline_overhead.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).parent / "results"
+sys.path.insert(0, str(ROOT))
+
+
+def make_images(folder: Path, n: int, size: int) -> None:
+    from PIL import Image
+
+    from dgunet.degrade import add_noise, to_uint8
+
+    rng = np.random.default_rng(0)
+    sample = np.asarray(Image.open(ROOT / "dgunet" / "samples" / "astronaut.png").convert("RGB"), np.float32) / 255
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        y, x = rng.integers(0, sample.shape[0] - size + 1), rng.integers(0, sample.shape[1] - size + 1)
+        crop = sample[y : y + size, x : x + size]
+        Image.fromarray(to_uint8(add_noise(crop, 10.0, rng))).save(folder / f"img{i:05d}.png")
+
+
+def plain_loop(src: Path, dst: Path, threads: int) -> float:
+    import torch
+
+    from dgunet import load_pretrained, restore
+    from pipeline.decode import decode_image
+    from pipeline.encode import encode_png
+
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    model = load_pretrained("denoise").to(memory_format=torch.channels_last)
+    dst.mkdir(parents=True, exist_ok=True)
+    for path in sorted(src.glob("*.png")):
+        pixels = decode_image(path.read_bytes(), max_pixels=10**9).pixels
+        (dst / path.name).write_bytes(encode_png(restore(model, pixels), compress_level=1))
+    return time.perf_counter() - t0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=48)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads, both sides (= cpus_per_actor)")
+    args = ap.parse_args(argv)
+
+    from tests.servers import S3_ENV, SeaweedS3
+
+    work = Path(tempfile.mkdtemp(prefix="bench-"))
+    make_images(work / "in", args.images, args.size)
+    server = SeaweedS3(str(work / "weed"))
+    try:
+        env = {**os.environ, **S3_ENV, "AWS_ENDPOINT_URL": server.endpoint}
+        os.environ.update(S3_ENV)
+        import s3fs
+
+        fs = s3fs.S3FileSystem(endpoint_url=server.endpoint)
+        fs.mkdir("bench")
+        fs.put(str(work / "in") + "/", "bench/in/", recursive=True)
+
+        plain = plain_loop(work / "in", work / "plain-out", args.threads)
+        t0 = time.perf_counter()
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "jobs/restore_bucket.py",
+                "--input",
+                "s3://bench/in",
+                "--output",
+                "s3://bench/out",
+                "--cpus-per-actor",
+                str(args.threads),
+                "--batch-size",
+                "4",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        pipeline = time.perf_counter() - t0
+        if proc.returncode != 0:
+            print(proc.stdout[-2000:], proc.stderr[-4000:])
+            return 1
+    finally:
+        server.stop()
+    mp = args.images * args.size * args.size / 1e6
+    r = {
+        "images": args.images,
+        "size": args.size,
+        "threads": args.threads,
+        "plain_s": plain,
+        "pipeline_s": pipeline,
+        "ratio": pipeline / plain,
+        "plain_images_per_s": args.images / plain,
+        "pipeline_images_per_s": args.images / pipeline,
+        "plain_mp_per_s": mp / plain,
+        "pipeline_mp_per_s": mp / pipeline,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    with open(RESULTS / "pipeline_overhead.jsonl", "a") as f:
+        f.write(json.dumps(r) + "\n")
+    print(json.dumps(r, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
