@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -145,6 +146,23 @@ def load_checkpoint(model: nn.Module, uri: str | os.PathLike) -> dict[str, Any]:
     return {"sha256": sha256_of(data), "epoch": obj.get("epoch"), "meta": obj.get("meta")}
 
 
+def write_file_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write a local file so that no reader sees it partly written: a temporary file in the same
+    folder, fsync'd, then renamed over ``path`` (an atomic replace on POSIX)."""
+    path = os.path.abspath(os.fspath(path))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def save_checkpoint(
     uri: str | os.PathLike,
     model: nn.Module,
@@ -170,14 +188,7 @@ def save_checkpoint(
     data = buf.getvalue()
     path = os.fspath(uri)
     if "://" not in path or path.startswith("file://"):
-        path = path.removeprefix("file://")
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_file_atomic(path.removeprefix("file://"), data)
     else:
         with _open(path, "wb") as f:  # object stores publish an object only once it is complete
             f.write(data)

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import posixpath
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+
+from dgunet.checkpoint import write_file_atomic
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp"})
 
@@ -104,17 +105,7 @@ def write_bytes_atomic(uri: str, data: bytes, options: StorageOptions | None = N
     fs, path = filesystem(uri, options)
     protocol, _ = split_protocol(uri)
     if protocol == "file":
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        write_file_atomic(path, data)
     else:
         fs.pipe_file(path, data)
 
