@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--depth", type=int, default=5)
     ap.add_argument("--baselines", nargs="*", default=["nlm", "cbm3d"], choices=["nlm", "cbm3d"])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--tile", type=int, help="tiled inference with this tile side (default: whole images)")
+    ap.add_argument("--overlap", type=int, default=32)
     ap.add_argument("--out", type=Path, default=Path("results/eval"))
     ap.add_argument("--save-noisy", action="store_true")
     args = ap.parse_args(argv)
@@ -57,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     images = {uri.rsplit("/", 1)[-1]: load_rgb(uri) for uri, _ in list_images(args.clean)}
     methods = {"nlm": nlm, "cbm3d": cbm3d}
     methods = {k: methods[k] for k in args.baselines}
-    methods["ours"] = lambda noisy, sigma: restore(model, noisy)
+    tiling = {"max_pixels": 1, "tile": args.tile, "overlap": args.overlap} if args.tile else {}
+    methods["ours"] = lambda noisy, sigma: restore(model, noisy, **tiling)
 
     args.out.mkdir(parents=True, exist_ok=True)
 
