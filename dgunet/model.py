@@ -72,8 +72,9 @@ class _Stage(nn.Module):
         self.stage2_decoder = Decoder(n, cfg.scale_unetfeats)
         self.sam23 = SAM(n, bias=cfg.bias)
         self.r1 = nn.Parameter(torch.tensor([0.5]))
-        # Unused by the official forward pass, but present in its checkpoints.
-        self.concat12 = conv(n * 2, n, k, bias=cfg.bias)
+        # Unused by the official forward pass, but present in its checkpoints. It never gets a gradient,
+        # so it is frozen: DistributedDataParallel would otherwise wait for one.
+        self.concat12 = conv(n * 2, n, k, bias=cfg.bias).requires_grad_(False)
         self.merge12 = mergeblock(n, 3, True)
 
     def forward(self, y, x, enc, dec, sam_feats):

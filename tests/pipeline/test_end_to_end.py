@@ -53,7 +53,9 @@ def test_s3_to_s3_full_incremental_cycle(ray_local, s3fs_client, s3_endpoint, ti
     for name, data in {**good, **bad}.items():
         fs.pipe(f"{bucket}/archive/{name}", data)
     fs.pipe(f"{bucket}/archive/readme.txt", b"not listed: not an image extension")
-    spec = _spec(bucket, s3_endpoint, tiny_weights)
+    path, widths = tiny_weights
+    fs.put(path, f"{bucket}/models/tiny.pth")  # the actors load their weights from S3 too
+    spec = _spec(bucket, s3_endpoint, (f"s3://{bucket}/models/tiny.pth", widths))
 
     # First run: every good file restored, every bad one failed with a reason, nothing stops.
     first = run_restore(spec, run_id="run1")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -56,6 +57,28 @@ def test_train_checkpoint_and_resume(ray_local, tmp_path):
     assert raw["step"] == 6 and set(raw) >= {"epoch", "state_dict", "optimizer"}
     load_checkpoint(model, tmp_path / "ckpt" / "last.pth")
     assert any(not torch.equal(first[k], v) for k, v in model.state_dict().items())
+
+
+def test_paired_data_on_two_workers(ray_local, tmp_path):
+    """Real degradations as input/ and target/ pairs, data-parallel over 2 workers (DDP on gloo)."""
+    rng = np.random.default_rng(0)
+    for i, source in enumerate(["a", "b", "c"]):
+        clean = photo(48, 64, seed=i)
+        for sub, img in (("target", clean), ("input", np.clip(clean + rng.normal(0, 20, clean.shape), 0, 255))):
+            (tmp_path / "pairs" / sub).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img.astype(np.uint8)).save(tmp_path / "pairs" / sub / f"{source}__{i}.png")
+    spec = _spec(tmp_path, steps=2, paired=True)
+    spec = TrainSpec.model_validate(
+        {
+            **spec.model_dump(),
+            "data": {**spec.data.model_dump(), "train": str(tmp_path / "pairs")},
+            "resources": {"workers": 2, "cpus_per_worker": 1},
+        }
+    )
+    result = run_training(spec, storage_path=str(tmp_path / "ray"))
+    assert result.error is None
+    history = [json.loads(line) for line in (tmp_path / "ckpt" / "history.jsonl").read_text().splitlines()]
+    assert [h["step"] for h in history] == [2] and np.isfinite(history[0]["val_psnr"])
 
 
 def test_validation_split_is_by_source():
