@@ -6,7 +6,8 @@
     ray job submit --address http://HEAD:8265 --working-dir . -- python jobs/restore_bucket.py --spec ...
 
 Flags override the spec. Without --spec, jobs/specs/demo.yaml gives the defaults. Exit code 0 when no
-input failed (or no more than the spec's allow_failed_fraction), 1 otherwise, 2 for a bad spec.
+input failed (or no more than the spec's allow_failed_fraction), 1 otherwise, 2 for a bad spec, 3 when
+another run is writing to the same output (a scheduled run that overlaps the previous one).
 """
 
 from __future__ import annotations
@@ -77,10 +78,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from pipeline.job import run_restore
+    from pipeline.lock import LockedError
     from pipeline.ray_env import init_ray
 
     init_ray(args.address)
-    summary = run_restore(spec, run_id=args.run_id)
+    try:
+        summary = run_restore(spec, run_id=args.run_id)
+    except LockedError as err:
+        print(err, file=sys.stderr)
+        return 3
     print(summary.render())
     if summary.processed and summary.failed / summary.processed > spec.allow_failed_fraction:
         print(f"{summary.failed} of {summary.processed} inputs failed", file=sys.stderr)

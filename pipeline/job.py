@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .lock import RunLock
 from .model_stage import ModelRef, RestoreModel, resolve_model
 from .plan import make_plan
 from .rows import OK, STATS_SCHEMA
@@ -163,7 +164,11 @@ def build_dataset(spec: RestoreSpec, rows: list[dict], ref: ModelRef, run_id: st
 
 
 def run_restore(spec: RestoreSpec, *, run_id: str | None = None) -> RunSummary:
-    """Run ``spec`` on the connected Ray cluster; writes images, stats and ``runs/<run_id>.json``."""
+    """Run ``spec`` on the connected Ray cluster; writes images, stats and ``runs/<run_id>.json``.
+
+    Raises:
+        LockedError: another run is writing to the same output prefix.
+    """
     run_id = run_id or new_run_id()
     storage = spec.storage.options()
     m = spec.model
@@ -177,6 +182,13 @@ def run_restore(spec: RestoreSpec, *, run_id: str | None = None) -> RunSummary:
         scale_orsnetfeats=m.scale_orsnetfeats,
         depth=m.depth,
     )
+    lock = RunLock(spec.output.uri, run_id, storage, stale_after=spec.output.lock_stale_hours * 3600)
+    with lock:
+        return _run_locked(spec, run_id, ref)
+
+
+def _run_locked(spec: RestoreSpec, run_id: str, ref: ModelRef) -> RunSummary:
+    storage = spec.storage.options()
     plan = make_plan(
         input_uri=spec.input.uri,
         output_uri=spec.output.uri,

@@ -47,6 +47,7 @@ class InputSpec(_Strict):
 class OutputSpec(_Strict):
     uri: str = Field(description="images/, stats/, runs/ are written under this prefix")
     png_compress_level: int = Field(1, ge=0, le=9, description="zlib level; 1 is fast, 9 small")
+    lock_stale_hours: float = Field(24, gt=0, description="a run lock older than this is taken over")
 
 
 class ResourcesSpec(_Strict):

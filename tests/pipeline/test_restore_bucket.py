@@ -82,3 +82,15 @@ def test_paired_reference_gives_psnr_and_ssim(ray_local, tmp_path):
     assert len(rows) == 2
     for r in rows:
         assert r["psnr_after"] > r["psnr_before"] + 3 and r["ssim_after"] > r["ssim_before"], r
+
+
+def test_overlapping_run_exits_3_and_touches_nothing(ray_local, tmp_path, tiny_weights, capsys):
+    from pipeline.lock import RunLock
+    from pipeline.storage import StorageOptions
+
+    (tmp_path / "in").mkdir()
+    Image.fromarray(photo()).save(tmp_path / "in" / "a.png")
+    with RunLock(str(tmp_path / "out"), "still-running", StorageOptions()):
+        assert main(["--spec", _spec(tmp_path, tiny_weights)]) == 3
+    assert "Another run (still-running" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "images").exists()
