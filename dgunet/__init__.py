@@ -5,7 +5,7 @@
 """
 
 from .checkpoint import CheckpointMismatchError, UnsafeCheckpointError, load_checkpoint, save_checkpoint
-from .inference import InferenceOptions, restore, restore_tensor
+from .inference import InferenceOptions, recommended_options, restore, restore_tensor
 from .model import DGUNet, DGUNetConfig, DGUNetPlus
 from .registry import PRESETS, WEIGHTS, Weights, build_model, load_pretrained, num_params
 
@@ -23,6 +23,7 @@ __all__ = [
     "load_checkpoint",
     "load_pretrained",
     "num_params",
+    "recommended_options",
     "restore",
     "restore_tensor",
     "save_checkpoint",

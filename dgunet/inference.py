@@ -44,6 +44,17 @@ class InferenceOptions:
             raise ValueError(f"Expected 0 <= overlap < tile / 2, but got {self.overlap} instead.")
 
 
+def recommended_options(model: nn.Module) -> InferenceOptions:
+    """The inference options that ``model``'s weights declare (bundled weights may), else the defaults.
+
+    A network trained on small patches sees whole-image statistics in its global operations only at
+    test time; its weights can declare tiles of about the training size, which then work better than
+    the whole image (see the model card in the README).
+    """
+    weights = getattr(model, "weights", None)
+    return InferenceOptions(**getattr(weights, "inference", {}))
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int = MULTIPLE, min_side: int = MIN_SIDE) -> torch.Tensor:
     """Pad ``(N, C, H, W)`` bottom/right to multiples of ``multiple`` and at least ``min_side``.
 
@@ -126,13 +137,16 @@ def iter_tiles(h: int, w: int, opts: InferenceOptions) -> Iterator[tuple[int, in
             yield y, x, th, tw
 
 
-def restore_tensor(model: nn.Module, x: torch.Tensor, opts: InferenceOptions = InferenceOptions()) -> torch.Tensor:
+def restore_tensor(model: nn.Module, x: torch.Tensor, opts: InferenceOptions | None = None) -> torch.Tensor:
     """Restore ``(N, 3, H, W)`` float images in [0, 1] of any size; returns float32 ``(N, 3, H, W)``.
+
+    ``opts`` defaults to :func:`recommended_options` of the model.
 
     ``x`` may live on the CPU while the model is on a GPU: whole images are moved over in one piece,
     tiles one batch at a time, and the blended result is accumulated on ``x``'s device, so that a huge
     image never has to fit in GPU memory.
     """
+    opts = opts or recommended_options(model)
     device = next(model.parameters()).device
     n, _, h, w = x.shape
     with torch.inference_mode():
@@ -185,7 +199,8 @@ def restore(
             [0, 1]; or a tensor ``(C, H, W)`` / ``(N, C, H, W)`` (torch layout) of the same kinds.
             Grayscale goes through the RGB model and comes back grayscale; an alpha channel (C = 2 or 4)
             is returned untouched.
-        options: an :class:`InferenceOptions`; keyword ``overrides`` replace single fields of it.
+        options: an :class:`InferenceOptions` (default: :func:`recommended_options` of the model);
+            keyword ``overrides`` replace single fields of it.
 
     >>> import numpy as np
     >>> from dgunet import build_model, restore
@@ -193,7 +208,7 @@ def restore(
     >>> restore(model, np.zeros((5, 7, 3), np.uint8)).shape
     (5, 7, 3)
     """
-    opts = options or InferenceOptions()
+    opts = options or recommended_options(model)
     if overrides:
         opts = InferenceOptions(**{**opts.__dict__, **overrides})
     if isinstance(image, torch.Tensor):

@@ -93,6 +93,7 @@ class Weights:
     sha256: str
     recipe: dict[str, Any] = field(default_factory=dict)  # command, spec, data, steps, wall time
     metrics: dict[str, Any] = field(default_factory=dict)  # measured quality, with how it was measured
+    inference: dict[str, Any] = field(default_factory=dict)  # recommended InferenceOptions fields
 
     def path(self):
         return resources.files("dgunet") / "weights" / self.file

@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval", help="eval.json from jobs/evaluate.py")
     ap.add_argument("--eval-command", default="", help="the command that made --eval")
     ap.add_argument("--history", help="history.jsonl (default: beside the checkpoint)")
+    ap.add_argument("--inference", default="{}", help='recommended InferenceOptions as JSON, e.g. {"tile": 192}')
     args = ap.parse_args(argv)
 
     from safetensors.torch import save_file
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         "sha256": digest,
         "recipe": recipe,
         "metrics": metrics,
+        "inference": json.loads(args.inference),
     }
     index_path = WEIGHTS_DIR / "index.json"
     index = json.loads(index_path.read_text()) if index_path.exists() else []

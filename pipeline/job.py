@@ -137,7 +137,7 @@ def build_dataset(spec: RestoreSpec, rows: list[dict], ref: ModelRef, run_id: st
         RestoreModel,
         fn_constructor_kwargs={
             "ref": ref,
-            "options": spec.inference.options(tile_batch=res.batch_size if use_gpu else 1),
+            "inference": {**spec.inference.overrides(), "tile_batch": res.batch_size if use_gpu else 1},
             "threads": max(1, int(res.cpus_per_actor)),
             "use_gpu": use_gpu,
             "storage": storage,

@@ -68,12 +68,18 @@ class RestoreModel:
     memory) fails its own row, after a retry on its own when it was part of a group.
     """
 
-    def __init__(self, *, ref: ModelRef, options, threads: int, use_gpu: bool, storage=None):
+    def __init__(self, *, ref: ModelRef, inference: dict, threads: int, use_gpu: bool, storage=None):
+        """``inference``: the spec's :class:`InferenceOptions` fields, over the weights' recommendation."""
+        import dataclasses
+
         import torch
+
+        from dgunet.inference import recommended_options
 
         torch.set_num_threads(max(1, threads))
         self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
         model = load_model(ref, storage).to(self.device)
+        options = dataclasses.replace(recommended_options(model), **inference)
         if options.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model, self.options, self.ref = model, options, ref

@@ -67,27 +67,23 @@ class ResourcesSpec(_Strict):
 
 
 class InferenceSpec(_Strict):
-    tile: int = Field(512, ge=16)
-    overlap: int = Field(64, ge=0)
-    max_pixels: int = Field(1024 * 1024, ge=256, description="whole-image inference up to this, tiles above")
-    precision: Literal["float32", "bfloat16", "float16"] = "float32"
-    ensemble: bool = False
-    channels_last: bool = True
+    """How the model runs. A field left out (null) takes the weights' recommendation where they make
+    one (the bundled denoiser recommends tiles of its training scale), else the library default."""
 
-    def options(self, *, tile_batch: int = 1) -> InferenceOptions:
-        return InferenceOptions(
-            max_pixels=self.max_pixels,
-            tile=self.tile,
-            overlap=self.overlap,
-            tile_batch=tile_batch,
-            ensemble=self.ensemble,
-            precision=self.precision,
-            channels_last=self.channels_last,
-        )
+    tile: int | None = Field(None, ge=16, description="tile side, a multiple of 8 (default 512)")
+    overlap: int | None = Field(None, ge=0, description="pixels shared by neighbouring tiles (default 64)")
+    max_pixels: int | None = Field(None, ge=256, description="whole-image inference up to this, tiles above")
+    precision: Literal["float32", "bfloat16", "float16"] | None = None
+    ensemble: bool | None = None
+    channels_last: bool | None = None
+
+    def overrides(self) -> dict[str, Any]:
+        """The fields this spec sets, as :class:`~dgunet.inference.InferenceOptions` keywords."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
 
     @model_validator(mode="after")
     def _valid(self) -> InferenceSpec:
-        self.options()  # raises ValueError naming the field
+        InferenceOptions(**self.overrides())  # raises ValueError naming the field
         return self
 
 

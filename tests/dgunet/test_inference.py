@@ -135,3 +135,17 @@ def test_bad_options_are_named():
         InferenceOptions(precision="fp8")
     with pytest.raises(ValueError, match="tile"):
         InferenceOptions(tile=100)
+
+
+def test_weights_can_recommend_options(tiny_model):
+    from types import SimpleNamespace
+
+    from dgunet import recommended_options
+
+    x = torch.rand(1, 3, 80, 96)
+    assert recommended_options(tiny_model) == InferenceOptions()
+    tiled = InferenceOptions(max_pixels=1, tile=32, overlap=8)
+    tiny_model.weights = SimpleNamespace(inference={"max_pixels": 1, "tile": 32, "overlap": 8})
+    assert recommended_options(tiny_model) == tiled
+    assert torch.equal(restore_tensor(tiny_model, x), restore_tensor(tiny_model, x, tiled))
+    assert not torch.equal(restore_tensor(tiny_model, x), restore_tensor(tiny_model, x, InferenceOptions()))
