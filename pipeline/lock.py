@@ -51,13 +51,22 @@ class RunLock:
             finally:
                 os.unlink(tmp)
         fs, path = filesystem(self.uri, self.storage)
-        try:
-            fs.pipe_file(path, data, mode="create")  # a conditional PUT, If-None-Match: *
-        except OSError as exc:
-            if isinstance(exc, FileExistsError) or _precondition_failed(exc):
-                return False
-            raise
-        return True
+        for attempt in range(4):
+            try:
+                fs.pipe_file(path, data, mode="create")  # a conditional PUT, If-None-Match: *
+                return True
+            except OSError as exc:
+                if isinstance(exc, FileExistsError) or _precondition_failed(exc):
+                    return False
+                # Racing conditional PUTs can fail with a server error (409 on S3, 500 on SeaweedFS)
+                # whose outcome is unknown: the lock's content says who, if anyone, got it.
+                holder = self.holder()
+                if holder is not None:
+                    return holder.get("run_id") == self.run_id
+                if attempt == 3:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+        return False
 
     def holder(self) -> dict | None:
         """The lock's content, or None when there is no lock."""
@@ -74,6 +83,8 @@ class RunLock:
         if self._create(data):
             return
         other = self.holder()
+        if other is not None and other.get("run_id") == self.run_id:
+            return  # a retried PUT of ours that had already gone through
         if other is not None and time.time() - other.get("started", 0) < self.stale_after:
             started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(other["started"]))
             raise LockedError(
