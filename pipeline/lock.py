@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import time
 from dataclasses import dataclass
@@ -51,7 +52,7 @@ class RunLock:
             finally:
                 os.unlink(tmp)
         fs, path = filesystem(self.uri, self.storage)
-        for attempt in range(4):
+        for attempt in range(8):
             try:
                 fs.pipe_file(path, data, mode="create")  # a conditional PUT, If-None-Match: *
                 return True
@@ -63,9 +64,9 @@ class RunLock:
                 holder = self.holder()
                 if holder is not None:
                     return holder.get("run_id") == self.run_id
-                if attempt == 3:
+                if attempt == 7:
                     raise
-                time.sleep(0.2 * (attempt + 1))
+                time.sleep(random.uniform(0.1, 0.5) * (attempt + 1))  # jitter: racers do not collide again
         return False
 
     def holder(self) -> dict | None:

@@ -60,6 +60,7 @@ def test_local_race_has_one_winner(tmp_path):
 def test_s3_conditional_create_has_one_winner(s3fs_client, s3_endpoint):
     bucket = f"lock-{uuid.uuid4().hex[:8]}"
     s3fs_client.mkdir(bucket)
+    s3fs_client.pipe(f"{bucket}/restored/images/existing.png", b"x")  # an output prefix in use, as in real runs
     opts = StorageOptions(endpoint_url=s3_endpoint)
     out = f"s3://{bucket}/restored"
     assert _race(lambda rid: RunLock(out, rid, opts)) == 1
