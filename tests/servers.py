@@ -82,7 +82,10 @@ class SeaweedS3:
                 f"-master.port={master}",
                 f"-volume.port={volume}",
                 f"-filer.port={filer}",
-                "-volume.max=0",
+                # Small volumes, many allowed: every bucket (a collection) needs volumes of its own, and
+                # the defaults (30 GB volumes, a count from free disk) run out after a few buckets.
+                "-master.volumeSizeLimitMB=64",
+                "-volume.max=64",
             ],
             stdout=self.log,
             stderr=subprocess.STDOUT,
