@@ -182,7 +182,7 @@ def run_restore(spec: RestoreSpec, *, run_id: str | None = None) -> RunSummary:
         scale_orsnetfeats=m.scale_orsnetfeats,
         depth=m.depth,
     )
-    lock = RunLock(spec.output.uri, run_id, storage, stale_after=spec.output.lock_stale_hours * 3600)
+    lock = RunLock(spec.output.uri, run_id, storage, stale_after=spec.output.lock_stale_minutes * 60)
     with lock:
         return _run_locked(spec, run_id, ref)
 

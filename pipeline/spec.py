@@ -47,7 +47,9 @@ class InputSpec(_Strict):
 class OutputSpec(_Strict):
     uri: str = Field(description="images/, stats/, runs/ are written under this prefix")
     png_compress_level: int = Field(1, ge=0, le=9, description="zlib level; 1 is fast, 9 small")
-    lock_stale_hours: float = Field(24, gt=0, description="a run lock older than this is taken over")
+    lock_stale_minutes: float = Field(
+        15, gt=0, description="a run lock not renewed for this long is taken over (live runs renew it every minute)"
+    )
 
 
 class ResourcesSpec(_Strict):

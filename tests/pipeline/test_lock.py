@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -45,10 +47,45 @@ def test_local_lock_excludes_release_and_stale_takeover(tmp_path):
     first.release()
     with RunLock(out, "third", opts) as third:
         assert third.holder()["run_id"] == "third"
-    # A lock left by a killed run is taken over once it is stale.
-    (tmp_path / "out" / "runs" / "LOCK").write_text(json.dumps({"run_id": "dead", "started": time.time() - 7200}))
-    RunLock(out, "fourth", opts, stale_after=3600).acquire()
+    # A lock left by a killed run elsewhere is taken over once it has not been renewed for stale_after.
+    lock_file = tmp_path / "out" / "runs" / "LOCK"
+    lock_file.write_text(json.dumps({"run_id": "dead", "host": "elsewhere", "pid": 1, "heartbeat": time.time() - 7200}))
+    fourth = RunLock(out, "fourth", opts, stale_after=3600)
+    fourth.acquire()
     assert RunLock(out, "x", opts).holder()["run_id"] == "fourth"
+    fourth.release()
+
+
+def test_lock_of_a_killed_process_on_this_machine_is_taken_over_at_once(tmp_path):
+    out, opts = str(tmp_path / "out"), StorageOptions()
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        held = RunLock(out, "killed", opts)
+        record = json.loads(held._record())
+        record["pid"] = child.pid
+        (tmp_path / "out" / "runs").mkdir(parents=True)
+        (tmp_path / "out" / "runs" / "LOCK").write_text(json.dumps(record))
+        with pytest.raises(LockedError, match="killed"):
+            RunLock(out, "restart", opts).acquire()  # its process is alive: the lock holds
+    finally:
+        child.kill()
+        child.wait()
+    with RunLock(out, "restart", opts) as restart:  # SIGKILLed: taken over without waiting
+        assert restart.holder()["run_id"] == "restart"
+
+
+def test_heartbeat_keeps_a_long_run_locked(tmp_path):
+    out, opts = str(tmp_path / "out"), StorageOptions()
+    with RunLock(out, "long", opts, heartbeat_every=0.2) as long_run:
+        first = long_run.holder()["heartbeat"]
+        time.sleep(1.0)
+        renewed = long_run.holder()["heartbeat"]
+        assert renewed > first
+        # Another machine's run, with a staleness bound shorter than this run's age, still sees it alive.
+        other = RunLock(out, "other", opts, stale_after=0.8)
+        with pytest.raises(LockedError):
+            other.acquire()
+    assert RunLock(out, "x", opts).holder() is None
 
 
 def test_local_race_has_one_winner(tmp_path):
