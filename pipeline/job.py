@@ -8,8 +8,10 @@ as it goes, so memory stays flat whatever the archive's size and an interrupted 
 
 from __future__ import annotations
 
+import functools
 import io
 import json
+import logging
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
@@ -21,11 +23,13 @@ import pyarrow.parquet as pq
 from .lock import RunLock
 from .model_stage import ModelRef, RestoreModel, resolve_model
 from .plan import make_plan
-from .rows import OK, STATS_SCHEMA
+from .rows import FAILED, OK, STATS_SCHEMA
 from .spec import RestoreSpec
 from .storage import join_uri, write_bytes_atomic
 
-FLUSH_ROWS, FLUSH_SECONDS = 5000, 30.0
+log = logging.getLogger(__name__)
+
+FLUSH_SECONDS = 30.0  # a stats part is written at least this often, so a killed run keeps its rows
 
 
 def new_run_id() -> str:
@@ -99,13 +103,14 @@ class StatsWriter:
 
     def __init__(self, spec: RestoreSpec, run_id: str):
         self.base, self.run_id, self.storage = join_uri(spec.output.uri, "stats"), run_id, spec.storage.options()
+        self.part_rows = spec.output.stats_part_rows
         self.pending: list[pa.Table] = []
         self.rows, self.parts, self.last = 0, [], time.monotonic()
 
     def add(self, table: pa.Table) -> None:
         self.pending.append(table.select(STATS_SCHEMA.names).cast(STATS_SCHEMA))
         self.rows += table.num_rows
-        if self.rows >= FLUSH_ROWS or time.monotonic() - self.last >= FLUSH_SECONDS:
+        if self.rows >= self.part_rows or time.monotonic() - self.last >= FLUSH_SECONDS:
             self.flush()
 
     def flush(self) -> None:
@@ -119,18 +124,31 @@ class StatsWriter:
         self.pending, self.rows, self.last = [], 0, time.monotonic()
 
 
-def build_dataset(spec: RestoreSpec, rows: list[dict], ref: ModelRef, run_id: str):
-    """The Ray Data pipeline over planned ``rows``; yields stats rows when iterated."""
+def build_dataset(spec: RestoreSpec, rows: list[dict], ref: ModelRef, run_id: str, *, one_by_one: bool = False):
+    """The Ray Data pipeline over planned ``rows``; yields stats rows when iterated.
+
+    A model actor that dies (killed, segfault, out of host memory) is restarted by Ray and its batch
+    retried, at most ``resources.max_task_retries`` times; after that the batch is dropped instead of
+    failing the run, and :func:`run_restore` accounts for its rows. ``one_by_one``: one image per model
+    call, so that a batch that keeps killing its actor is narrowed down to the image at fault.
+    """
     import ray
 
+    from . import faults
     from .decode import decode_batch
     from .read import read_batch
     from .write import write_batch
 
     res, storage = spec.resources, spec.storage.options()
     use_gpu = res.gpus_per_actor > 0
-    ds = ray.data.from_items(rows)
-    ds = ds.map_batches(read_batch, fn_kwargs={"storage": storage, "threads": res.read_threads}, batch_size=16)
+    ctx = ray.data.DataContext.get_current()
+    errored, ctx.max_errored_blocks = ctx.max_errored_blocks, -1  # captured by the dataset created next
+    try:
+        # Narrowing down, every image is its own block: a model task gets a whole block, and a crash loses it.
+        ds = ray.data.from_items(rows, override_num_blocks=len(rows) if one_by_one else None)
+    finally:
+        ctx.max_errored_blocks = errored
+    ds = ds.map_batches(read_batch, fn_kwargs={"storage": storage, "threads": res.read_threads}, batch_size=1 if one_by_one else 16)
     # One image per decode call: a huge image does not hold up (or share a block with) small ones.
     ds = ds.map_batches(decode_batch, fn_kwargs={"max_pixels": spec.input.max_pixels}, batch_size=1)
     ds = ds.map_batches(
@@ -141,14 +159,20 @@ def build_dataset(spec: RestoreSpec, rows: list[dict], ref: ModelRef, run_id: st
             "threads": max(1, int(res.cpus_per_actor)),
             "use_gpu": use_gpu,
             "storage": storage,
+            "failpoints": faults.from_env(),
         },
-        compute=ray.data.ActorPoolStrategy(min_size=res.min_actors, max_size=res.max_actors),
+        # One batch in flight per actor when narrowing down: a crash takes every batch in flight with it.
+        compute=ray.data.ActorPoolStrategy(
+            min_size=res.min_actors, max_size=res.max_actors, max_tasks_in_flight_per_actor=1 if one_by_one else None
+        ),
         # Reserving memory for each actor also keeps Ray Data from fusing the CPU read/decode stage into
         # the model actors (it fuses stages with identical resources), so decoding overlaps inference.
         memory=int(res.memory_per_actor_gb * 2**30),
         num_gpus=res.gpus_per_actor,
         num_cpus=res.cpus_per_actor,
-        batch_size=res.batch_size,
+        batch_size=1 if one_by_one else res.batch_size,
+        # Applied when each actor starts (Ray Data's default is to retry forever).
+        ray_remote_args_fn=functools.partial(dict, max_task_retries=res.max_task_retries),
     )
     return ds.map_batches(
         write_batch,
@@ -210,22 +234,55 @@ def _run_locked(spec: RestoreSpec, run_id: str, ref: ModelRef) -> RunSummary:
     )
     t0 = time.perf_counter()
     writer = StatsWriter(spec, run_id)
-    if plan.todo:
-        for table in build_dataset(spec, plan.todo, ref, run_id).iter_batches(batch_format="pyarrow", batch_size=None):
-            writer.add(table)
-            status = table.column("status").to_pylist()
-            summary.ok += sum(s == OK for s in status)
-            summary.failed += sum(s != OK for s in status)
-            widths, heights = table.column("width").to_pylist(), table.column("height").to_pylist()
-            summary.megapixels += sum((w or 0) * (h or 0) for w, h, s in zip(widths, heights, status) if s == OK) / 1e6
-            for uri, err, s in zip(table.column("input_uri").to_pylist(), table.column("error").to_pylist(), status):
-                if s != OK and len(summary.failures) < 100:
-                    summary.failures.append({"input_uri": uri, "error": err})
+    seen: set[str] = set()
+    lost = plan.todo
+    for one_by_one in (False, True):
+        if not lost:
+            break
+        if one_by_one:
+            log.warning("%d images were lost with workers that died; retrying them one at a time.", len(lost))
+        for table in build_dataset(spec, lost, ref, run_id, one_by_one=one_by_one).iter_batches(
+            batch_format="pyarrow", batch_size=None
+        ):
+            _account(table, writer, summary, seen)
+        lost = [row for row in lost if row["input_uri"] not in seen]
+    if lost:  # every input ends as a row: these killed their worker every time they were tried
+        reason = f"model: the worker died on every attempt ({spec.resources.max_task_retries + 1} with this image alone)"
+        _account(_failed_rows(lost, run_id, ref.id, reason), writer, summary, seen)
     writer.flush()
     summary.wall_seconds = time.perf_counter() - t0
     summary.stats_files = writer.parts
     write_bytes_atomic(join_uri(spec.output.uri, "runs", f"{run_id}.json"), summary.to_json().encode(), storage)
     return summary
+
+
+def _account(table: pa.Table, writer: StatsWriter, summary: RunSummary, seen: set[str]) -> None:
+    """Take a batch of stats rows into the stats files, the summary and the set of inputs seen."""
+    writer.add(table)
+    uris, status = table.column("input_uri").to_pylist(), table.column("status").to_pylist()
+    seen.update(uris)
+    summary.ok += sum(s == OK for s in status)
+    summary.failed += sum(s != OK for s in status)
+    widths, heights = table.column("width").to_pylist(), table.column("height").to_pylist()
+    summary.megapixels += sum((w or 0) * (h or 0) for w, h, s in zip(widths, heights, status) if s == OK) / 1e6
+    for uri, err, s in zip(uris, table.column("error").to_pylist(), status):
+        if s != OK and len(summary.failures) < 100:
+            summary.failures.append({"input_uri": uri, "error": err})
+
+
+def _failed_rows(rows: list[dict], run_id: str, model: str, reason: str) -> pa.Table:
+    now = datetime.now(timezone.utc)
+    columns = {name: [None] * len(rows) for name in STATS_SCHEMA.names}
+    columns.update(
+        run_id=[run_id] * len(rows),
+        input_uri=[r["input_uri"] for r in rows],
+        input_bytes=[r.get("size") for r in rows],
+        model=[model] * len(rows),
+        status=[FAILED] * len(rows),
+        error=[reason] * len(rows),
+        finished_at=[now] * len(rows),
+    )
+    return pa.table(columns, schema=STATS_SCHEMA)
 
 
 def _dashboard_url() -> str | None:

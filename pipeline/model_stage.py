@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -9,6 +12,29 @@ from typing import Any
 import numpy as np
 
 from .rows import OK, fail, model_id, pixels_of
+
+log = logging.getLogger(__name__)
+
+MIN_OOM_TILE = 64  # out of memory, tiles are halved down to this side before the image fails
+
+
+def _is_oom(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, (torch.OutOfMemoryError, MemoryError))
+
+
+def _smaller_tiles(options, pixels: int):
+    """The next inference options to try after running out of memory, or None when none are left."""
+    if pixels <= options.max_pixels:  # it ran whole: tile it, at most at the configured tile side
+        tile = options.tile
+    elif options.tile // 2 >= MIN_OOM_TILE:
+        tile = options.tile // 2 // 8 * 8
+    else:
+        return None
+    return dataclasses.replace(
+        options, max_pixels=0, tile=tile, overlap=min(options.overlap, tile // 4), tile_batch=1
+    )
 
 
 @dataclass(frozen=True)
@@ -64,12 +90,23 @@ class RestoreModel:
     """Ray Data stage (``map_batches`` on an ``ActorPoolStrategy``): ``pixels`` to ``restored``.
 
     The model loads once per actor. Images of equal size in a batch run as one tensor batch; images above
-    the whole-image budget go through tiled inference one at a time. An image that fails (e.g. out of
-    memory) fails its own row, after a retry on its own when it was part of a group.
+    the whole-image budget go through tiled inference one at a time. An image that fails fails its own
+    row, after a retry on its own when it was part of a group. Out of memory, an image is retried in
+    tiles, halving the tile side down to :data:`MIN_OOM_TILE`, before it fails.
     """
 
-    def __init__(self, *, ref: ModelRef, inference: dict, threads: int, use_gpu: bool, storage=None):
-        """``inference``: the spec's :class:`InferenceOptions` fields, over the weights' recommendation."""
+    def __init__(
+        self,
+        *,
+        ref: ModelRef,
+        inference: dict,
+        threads: int,
+        use_gpu: bool,
+        storage=None,
+        failpoints: dict[str, str] | None = None,
+    ):
+        """``inference``: the spec's :class:`InferenceOptions` fields, over the weights' recommendation.
+        ``failpoints``: see :mod:`pipeline.faults` (tests only)."""
         import dataclasses
 
         import torch
@@ -83,17 +120,27 @@ class RestoreModel:
         if options.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model, self.options, self.ref = model, options, ref
+        self.failpoints = failpoints or {}
 
-    def _run(self, images: list[np.ndarray]) -> list[np.ndarray]:
+    def _run(self, images: list[np.ndarray], uris: list[str], options=None) -> list[np.ndarray]:
         import torch
 
         from dgunet.inference import from_model_output, restore_tensor, to_model_input
 
+        from .faults import fires
+
+        options = options or self.options
         inputs = [to_model_input(img) for img in images]
         x = torch.stack([t for t, _ in inputs])
-        if self.device.type == "cuda" and x.shape[-2] * x.shape[-1] <= self.options.max_pixels:
+        whole = x.shape[-2] * x.shape[-1] <= options.max_pixels
+        for uri in uris:
+            if fires(self.failpoints, "model.crash", uri):
+                os._exit(70)
+            if whole and fires(self.failpoints, "model.oom", uri):
+                raise torch.OutOfMemoryError(f"fail point model.oom: {uri}")
+        if self.device.type == "cuda" and whole:
             x = x.pin_memory()
-        y = restore_tensor(self.model, x, self.options)
+        y = restore_tensor(self.model, x, options)
         return [from_model_output(y[i], layout, img) for i, ((_, layout), img) in enumerate(zip(inputs, images))]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -110,13 +157,17 @@ class RestoreModel:
                 groups.setdefault(key, []).append(i)
         for idx in groups.values():
             images = [pixels_of(batch["pixels"][i], batch["shape"][i], batch["dtype"][i]) for i in idx]
+            uris = [str(batch["input_uri"][i]) for i in idx]
             t0 = time.perf_counter()
             try:
-                outs = self._run(images)
+                outs = self._run(images, uris)
             except Exception as exc:
                 self._free()
-                # Alone, an image fails with its own reason; in a group, retry each so only it fails.
-                outs = [exc] if len(idx) == 1 else [self._run_or_error(img) for img in images]
+                # Retry each image on its own, so that only the one at fault fails.
+                if len(idx) == 1 and not _is_oom(exc):
+                    outs = [exc]
+                else:
+                    outs = [self._run_or_error(img, uri) for img, uri in zip(images, uris)]
             per_image = (time.perf_counter() - t0) / len(idx)
             for i, out in zip(idx, outs):
                 if isinstance(out, Exception):
@@ -132,12 +183,19 @@ class RestoreModel:
         )
         return out
 
-    def _run_or_error(self, image: np.ndarray) -> np.ndarray | Exception:
-        try:
-            return self._run([image])[0]
-        except Exception as exc:
-            self._free()
-            return exc
+    def _run_or_error(self, image: np.ndarray, uri: str) -> np.ndarray | Exception:
+        """One image alone; out of memory, again in ever smaller tiles."""
+        options = self.options
+        while True:
+            try:
+                return self._run([image], [uri], options)[0]
+            except Exception as exc:
+                self._free()
+                smaller = _smaller_tiles(options, image.shape[0] * image.shape[1]) if _is_oom(exc) else None
+                if smaller is None:
+                    return exc
+                log.warning("Out of memory on %s; retrying in %d px tiles.", uri, smaller.tile)
+                options = smaller
 
     def _free(self) -> None:
         import torch

@@ -47,6 +47,7 @@ class InputSpec(_Strict):
 class OutputSpec(_Strict):
     uri: str = Field(description="images/, stats/, runs/ are written under this prefix")
     png_compress_level: int = Field(1, ge=0, le=9, description="zlib level; 1 is fast, 9 small")
+    stats_part_rows: int = Field(5000, ge=1, description="stats rows per Parquet part (one is also cut every 30 s)")
     lock_stale_minutes: float = Field(
         15, gt=0, description="a run lock not renewed for this long is taken over (live runs renew it every minute)"
     )
@@ -60,6 +61,9 @@ class ResourcesSpec(_Strict):
     max_actors: int = Field(1, ge=1)
     batch_size: int = Field(4, ge=1, description="images per model call; equal sizes run as one batch")
     read_threads: int = Field(8, ge=1, description="concurrent object reads within one read task")
+    max_task_retries: int = Field(
+        2, ge=0, description="retries of a model batch whose actor died; then its images are tried alone, then fail"
+    )
 
     @model_validator(mode="after")
     def _pool(self) -> ResourcesSpec:
@@ -93,9 +97,19 @@ class StorageSpec(_Strict):
     endpoint_url: str | None = None
     region: str | None = None
     anon: bool = False
+    connect_timeout: float = Field(10.0, gt=0, description="seconds to open a connection before retrying")
+    read_timeout: float = Field(
+        60.0, gt=0, description="seconds to wait for an answer's next bytes before retrying the request"
+    )
 
     def options(self) -> StorageOptions:
-        return StorageOptions(endpoint_url=self.endpoint_url, region=self.region, anon=self.anon)
+        return StorageOptions(
+            endpoint_url=self.endpoint_url,
+            region=self.region,
+            anon=self.anon,
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+        )
 
 
 class RestoreSpec(_Strict):

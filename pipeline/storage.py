@@ -25,6 +25,10 @@ class StorageOptions:
     endpoint_url: str | None = None
     region: str | None = None
     anon: bool = False
+    # Seconds to open a connection, and to wait for any bytes of an answer; a request that runs into
+    # either is retried like a dropped connection. botocore's own defaults are 60 s for both.
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
 
     def fsspec_kwargs(self, protocol: str) -> dict[str, Any]:
         if protocol not in ("s3", "s3a"):
@@ -43,7 +47,11 @@ class StorageOptions:
         # Listings must be fresh: a scheduled run plans against what is there now.
         kw["use_listings_cache"] = False
         # Retry throttling and dropped connections with backoff (botocore's adaptive mode).
-        kw["config_kwargs"] = {"retries": {"max_attempts": 10, "mode": "adaptive"}}
+        kw["config_kwargs"] = {
+            "retries": {"max_attempts": 10, "mode": "adaptive"},
+            "connect_timeout": self.connect_timeout,
+            "read_timeout": self.read_timeout,
+        }
         return kw
 
 

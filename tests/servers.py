@@ -86,6 +86,10 @@ class SeaweedS3:
                 # the defaults (30 GB volumes, a count from free disk) run out after a few buckets.
                 "-master.volumeSizeLimitMB=64",
                 "-volume.max=64",
+                # The Iceberg and Lance catalogs listen on fixed ports (8181, 9101) by default, so a second
+                # server on the machine (a parallel test session) would die on start: off.
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
             ],
             stdout=self.log,
             stderr=subprocess.STDOUT,

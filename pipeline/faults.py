@@ -1,0 +1,34 @@
+"""Fail points: named places where the job can be made to fail on purpose, to test its recovery.
+
+Set ``DGUNET_FAILPOINTS`` in the driver's environment to ``name=substring`` pairs separated by ``;``.
+The driver hands them to the stages, so they reach every worker. Each fires for the rows whose input URI
+contains the substring:
+
+* ``model.crash``: the model actor's process exits at once, as in a segfault or a kill by the OOM killer;
+* ``model.oom``: running the image whole raises an out-of-memory error, as CUDA does on a huge image.
+
+Unset (the normal case), nothing is checked.
+"""
+
+from __future__ import annotations
+
+import os
+
+ENV = "DGUNET_FAILPOINTS"
+KNOWN = frozenset({"model.crash", "model.oom"})
+
+
+def from_env(environ=os.environ) -> dict[str, str]:
+    """The fail points set in ``environ``; an unknown name is an error, not a silently ignored typo."""
+    points = {}
+    for item in filter(None, (s.strip() for s in environ.get(ENV, "").split(";"))):
+        name, _, needle = item.partition("=")
+        if name not in KNOWN or not needle:
+            raise ValueError(f"{ENV}: expected name=substring with a name in {sorted(KNOWN)}, but got {item!r}.")
+        points[name] = needle
+    return points
+
+
+def fires(points: dict[str, str], name: str, uri: str) -> bool:
+    needle = points.get(name)
+    return needle is not None and needle in uri

@@ -1,0 +1,111 @@
+"""A driver killed mid-run (SIGKILL) and started again: every image restored exactly once, no secrets leaked."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from PIL import Image
+
+from tests.images import photo
+from tests.servers import S3_ENV
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+N = 150
+
+
+def _start(spec: Path, address: str, run_id: str, log: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "jobs/restore_bucket.py", "--spec", str(spec), "--address", address, "--run-id", run_id]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=dict(os.environ))
+
+
+def _wait_for(predicate, proc, timeout=180.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        assert proc.poll() is None, f"the run ended (rc {proc.returncode}) before it could be interrupted"
+        time.sleep(0.1)
+    raise TimeoutError("the run made no progress")
+
+
+def test_driver_killed_midway_then_restarted_restores_each_image_once(
+    ray_local, s3fs_client, s3_endpoint, tiny_weights, tmp_path
+):
+    fs, bucket = s3fs_client, f"kill-{uuid.uuid4().hex[:8]}"
+    fs.mkdir(bucket)
+    for i in range(N):
+        buf = io.BytesIO()
+        Image.fromarray(photo(96, 128, seed=i)).save(buf, format="PNG")
+        fs.pipe(f"{bucket}/in/{i // 50}/img{i:03d}.png", buf.getvalue())
+    path, widths = tiny_weights
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "model": {"arch": "dgunet", "weights": path, **widths},
+                "input": {"uri": f"s3://{bucket}/in"},
+                "output": {"uri": f"s3://{bucket}/out", "stats_part_rows": 3},
+                "storage": {"endpoint_url": s3_endpoint},
+                "resources": {"cpus_per_actor": 1, "batch_size": 2},
+                "inference": {"tile": 64, "overlap": 16, "max_pixels": 4096},
+            }
+        )
+    )
+    address = ray_local.get_runtime_context().gcs_address
+
+    def listing(prefix):
+        fs.invalidate_cache()
+        return [p for p in fs.find(f"{bucket}/out/{prefix}")]
+
+    # First run: SIGKILL the driver once some stats parts and images are out, mid-run.
+    first = _start(spec, address, "first", tmp_path / "first.log")
+    _wait_for(lambda: len(listing("stats")) >= 1 and len(listing("images")) >= 6, first)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    done_before = len(listing("images"))
+    assert done_before < N, "the first run finished before it was killed"
+    assert fs.exists(f"{bucket}/out/runs/LOCK")  # a killed run leaves its lock behind
+
+    # Second run, as a scheduler would start it: takes over the dead run's lock and finishes the job.
+    second = _start(spec, address, "second", tmp_path / "second.log")
+    assert second.wait(timeout=300) == 0, (tmp_path / "second.log").read_text()[-3000:]
+    log = (tmp_path / "second.log").read_text()
+    assert "ok" in log and not fs.exists(f"{bucket}/out/runs/LOCK")
+
+    parts = listing("stats")
+    rows = [r for p in parts for r in pq.read_table(fs.open(p, "rb")).to_pylist()]
+    ok = [r for r in rows if r["status"] == "ok"]
+    inputs = {f"s3://{bucket}/in/{i // 50}/img{i:03d}.png" for i in range(N)}
+    assert sorted(r["input_uri"] for r in ok) == sorted(inputs)  # exactly once: no duplicates, none missing
+    assert not [r for r in rows if r["status"] != "ok"]
+    first_ok = [r for r in ok if r["run_id"] == "first"]
+    assert 0 < len(first_ok) < N  # the killed run's finished parts count; the second skipped those
+    # Every output exists, is a whole PNG of the right size, and nothing else is in images/.
+    outputs = sorted(r["output_uri"] for r in ok)
+    assert sorted(f"s3://{p}" for p in listing("images")) == outputs
+    for uri in outputs:
+        with Image.open(io.BytesIO(fs.cat(uri))) as img:
+            img.load()
+            assert img.size == (128, 96)
+
+    # Credentials appear nowhere: logs of both drivers, Ray's session logs, stats, summaries.
+    secret = S3_ENV["AWS_SECRET_ACCESS_KEY"].encode()
+    assert secret not in (tmp_path / "first.log").read_bytes() + (tmp_path / "second.log").read_bytes()
+    for p in listing(""):
+        assert secret not in fs.cat(p), p
+    session = Path(ray_local._private.worker._global_node.get_session_dir_path())
+    for f in session.rglob("*"):
+        if f.is_file() and f.stat().st_size < 50e6:
+            assert secret not in f.read_bytes(), f

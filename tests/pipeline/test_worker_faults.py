@@ -1,0 +1,153 @@
+"""Model workers that fail: out of memory, killed mid-run, or killed by one image every time."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pyarrow.dataset as pads
+import pytest
+import torch
+from PIL import Image
+
+from pipeline.job import run_restore
+from pipeline.model_stage import MIN_OOM_TILE, RestoreModel, resolve_model
+from pipeline.rows import OK
+from pipeline.spec import parse_spec
+from tests.images import photo
+
+
+def _batch(images: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    obj = lambda values: np.array(values, dtype=object)  # noqa: E731
+    return {
+        "input_uri": obj(list(images)),
+        "status": obj([OK] * len(images)),
+        "error": obj([""] * len(images)),
+        "shape": obj([img.shape for img in images.values()]),
+        "dtype": obj([str(img.dtype) for img in images.values()]),
+        "pixels": obj([img.tobytes() for img in images.values()]),
+    }
+
+
+@pytest.fixture
+def actor(tiny_weights):
+    path, widths = tiny_weights
+    ref = resolve_model("denoise", arch="dgunet", weights=path, **widths)
+
+    def make(failpoints=None, **inference):
+        inference = {"tile": 32, "overlap": 8, "max_pixels": 64 * 64, **inference}
+        return RestoreModel(ref=ref, inference=inference, threads=1, use_gpu=False, failpoints=failpoints)
+
+    return make
+
+
+def test_out_of_memory_on_a_whole_image_is_retried_in_tiles(actor):
+    images = {"s3://b/big.png": photo(48, 56, seed=1), "s3://b/small.png": photo(48, 56, seed=2)}
+    out = actor(failpoints={"model.oom": "big"})(_batch(images))
+    assert list(out["status"]) == [OK, OK], list(out["error"])
+    plain = actor()(_batch(images))
+    small = np.frombuffer(out["restored"][1], np.uint8)
+    assert np.array_equal(small, np.frombuffer(plain["restored"][1], np.uint8))  # its neighbour is untouched
+    assert len(out["restored"][0]) == 48 * 56 * 3
+
+
+def test_an_image_that_always_runs_out_of_memory_fails_after_bounded_retries(actor, monkeypatch):
+    import dgunet.inference
+
+    calls = []
+
+    def oom(model, x, opts):
+        calls.append(opts.tile if x.shape[-2] * x.shape[-1] > opts.max_pixels else "whole")
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(dgunet.inference, "restore_tensor", oom)
+    model = actor(tile=256, overlap=32, max_pixels=1 << 20)
+    out = model(_batch({"s3://b/huge.png": photo(40, 40), "s3://b/ok-size.png": photo(40, 40, seed=3)}))
+    assert list(out["status"]) == ["failed", "failed"]
+    assert "OutOfMemoryError" in out["error"][0]
+    # The group, then each image alone: whole, then tiles of 256, 128 and 64 px; then it gives up.
+    assert calls == ["whole"] + ["whole", 256, 128, MIN_OOM_TILE] * 2
+
+
+def _local_spec(tmp_path, tiny_weights, **resources):
+    path, widths = tiny_weights
+    return parse_spec(
+        {
+            "model": {"arch": "dgunet", "weights": path, **widths},
+            "input": {"uri": str(tmp_path / "in")},
+            "output": {"uri": str(tmp_path / "out")},
+            "resources": {"cpus_per_actor": 1, "batch_size": 4, "max_task_retries": 1, **resources},
+            "inference": {"tile": 32, "overlap": 8, "max_pixels": 64 * 64},
+            "allow_failed_fraction": 1.0,
+        }
+    )
+
+
+def _inputs(tmp_path, n, size=(40, 48)):
+    (tmp_path / "in").mkdir()
+    for i in range(n):
+        Image.fromarray(photo(*size, seed=i)).save(tmp_path / "in" / f"img{i:03d}.png")
+
+
+def _rows(tmp_path):
+    return pads.dataset(str(tmp_path / "out" / "stats"), format="parquet").to_table().to_pylist()
+
+
+@pytest.mark.slow
+def test_an_image_that_kills_its_worker_every_time_fails_alone(ray_local, tmp_path, tiny_weights, monkeypatch):
+    _inputs(tmp_path, 7)
+    Image.fromarray(photo(40, 48, seed=99)).save(tmp_path / "in" / "poison.png")
+    monkeypatch.setenv("DGUNET_FAILPOINTS", "model.crash=poison")
+    summary = run_restore(_local_spec(tmp_path, tiny_weights))
+    rows = _rows(tmp_path)
+    assert len(rows) == 8 and len({r["input_uri"] for r in rows}) == 8  # one row per input
+    failed = [r for r in rows if r["status"] != OK]
+    assert [os.path.basename(r["input_uri"]) for r in failed] == ["poison.png"]
+    assert "worker died on every attempt" in failed[0]["error"]
+    assert summary.ok == 7 and summary.failed == 1
+    # The poison image's batch-mates were retried on their own and restored.
+    assert sorted(p.name for p in (tmp_path / "out" / "images").iterdir()) == [f"img{i:03d}.png" for i in range(7)]
+
+
+def _actor_pids() -> list[int]:
+    """Model actors of this machine, by process title (Ray names them ``ray::MapWorker(...RestoreModel...)``)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                title = f.read()
+        except OSError:
+            continue
+        if title.startswith(b"ray::") and b"RestoreModel" in title:
+            pids.append(int(entry))
+    return pids
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_run_is_replaced_and_its_images_retried(ray_local, tmp_path, tiny_weights):
+    _inputs(tmp_path, 24, size=(96, 96))
+    killed = []
+
+    def kill_once_outputs_appear():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            images = tmp_path / "out" / "images"
+            pids = _actor_pids()
+            if pids and images.exists() and any(images.iterdir()):
+                os.kill(pids[0], signal.SIGKILL)
+                killed.append(pids[0])
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_once_outputs_appear)
+    killer.start()
+    summary = run_restore(_local_spec(tmp_path, tiny_weights, max_task_retries=2))
+    killer.join()
+    assert killed, "the actor was never killed: the run ended first"
+    rows = _rows(tmp_path)
+    assert summary.ok == 24 and summary.failed == 0
+    assert len(rows) == 24 and {r["status"] for r in rows} == {OK}
+    for r in rows:
+        assert Image.open(r["output_uri"]).size == (96, 96)
