@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from .lock import RunLock
 from .model_stage import ModelRef, RestoreModel, resolve_model
 from .plan import make_plan
+from .report import ReportCollector
 from .rows import FAILED, OK, STATS_SCHEMA
 from .spec import RestoreSpec
 from .storage import join_uri, write_bytes_atomic
@@ -53,6 +54,8 @@ class RunSummary:
     stats_files: list[str] = field(default_factory=list)
     failures: list[dict] = field(default_factory=list)  # the first 100, with reasons
     dashboard_url: str | None = None
+    report_uri: str | None = None
+    metrics: dict = field(default_factory=dict)  # where the time went, bytes, mean noise, failures by kind
 
     @property
     def processed(self) -> int:
@@ -89,6 +92,8 @@ class RunSummary:
             f"  stats    {join_uri(self.output_uri, 'stats')}",
             f"  summary  {join_uri(self.output_uri, 'runs', self.run_id + '.json')}",
         ]
+        if self.report_uri:
+            lines.append(f"  report   {self.report_uri}")
         if self.dashboard_url:
             lines.append(f"  Ray dashboard  {self.dashboard_url}")
         for f in self.failures[:10]:
@@ -108,7 +113,8 @@ class StatsWriter:
         self.rows, self.parts, self.last = 0, [], time.monotonic()
 
     def add(self, table: pa.Table) -> None:
-        self.pending.append(table.select(STATS_SCHEMA.names).cast(STATS_SCHEMA))
+        """``table``: rows in :data:`STATS_SCHEMA`."""
+        self.pending.append(table)
         self.rows += table.num_rows
         if self.rows >= self.part_rows or time.monotonic() - self.last >= FLUSH_SECONDS:
             self.flush()
@@ -234,7 +240,9 @@ def _run_locked(spec: RestoreSpec, run_id: str, ref: ModelRef) -> RunSummary:
     )
     t0 = time.perf_counter()
     writer = StatsWriter(spec, run_id)
+    report = ReportCollector(start=time.time(), sample=spec.output.report_samples)
     seen: set[str] = set()
+    account = functools.partial(_account, writer=writer, summary=summary, seen=seen, report=report, task=spec.task)
     lost = plan.todo
     for one_by_one in (False, True):
         if not lost:
@@ -244,21 +252,34 @@ def _run_locked(spec: RestoreSpec, run_id: str, ref: ModelRef) -> RunSummary:
         for table in build_dataset(spec, lost, ref, run_id, one_by_one=one_by_one).iter_batches(
             batch_format="pyarrow", batch_size=None
         ):
-            _account(table, writer, summary, seen)
+            account(table)
         lost = [row for row in lost if row["input_uri"] not in seen]
     if lost:  # every input ends as a row: these killed their worker every time they were tried
         reason = f"model: the worker died on every attempt ({spec.resources.max_task_retries + 1} with this image alone)"
-        _account(_failed_rows(lost, run_id, ref.id, reason), writer, summary, seen)
+        account(_failed_rows(lost, run_id, ref.id, reason))
     writer.flush()
     summary.wall_seconds = time.perf_counter() - t0
     summary.stats_files = writer.parts
+    summary.metrics = report.metrics()
+    if spec.output.report:
+        uri = join_uri(spec.output.uri, "reports", f"{run_id}.html")
+        try:
+            page = report.render(summary, max_pixels=spec.input.max_pixels, storage=storage)
+            write_bytes_atomic(uri, page.encode(), storage)
+            summary.report_uri = uri
+        except Exception:  # the images and stats are written; a report that fails does not fail the run
+            log.exception("Could not write the run report %s.", uri)
     write_bytes_atomic(join_uri(spec.output.uri, "runs", f"{run_id}.json"), summary.to_json().encode(), storage)
     return summary
 
 
-def _account(table: pa.Table, writer: StatsWriter, summary: RunSummary, seen: set[str]) -> None:
-    """Take a batch of stats rows into the stats files, the summary and the set of inputs seen."""
+def _account(
+    table: pa.Table, *, writer: StatsWriter, summary: RunSummary, seen: set[str], report: ReportCollector, task: str
+) -> None:
+    """Take a batch of stats rows into the stats files, the summary, the report and the inputs seen."""
+    table = table.select(STATS_SCHEMA.names).cast(STATS_SCHEMA)
     writer.add(table)
+    report.add(table, task=task)
     uris, status = table.column("input_uri").to_pylist(), table.column("status").to_pylist()
     seen.update(uris)
     summary.ok += sum(s == OK for s in status)

@@ -47,6 +47,8 @@ class InputSpec(_Strict):
 class OutputSpec(_Strict):
     uri: str = Field(description="images/, stats/, runs/ are written under this prefix")
     png_compress_level: int = Field(1, ge=0, le=9, description="zlib level; 1 is fast, 9 small")
+    report: bool = Field(True, description="write reports/<run_id>.html: before/after pairs, histograms, failures")
+    report_samples: int = Field(8, ge=0, le=64, description="random before/after pairs in the report")
     stats_part_rows: int = Field(5000, ge=1, description="stats rows per Parquet part (one is also cut every 30 s)")
     lock_stale_minutes: float = Field(
         15, gt=0, description="a run lock not renewed for this long is taken over (live runs renew it every minute)"
