@@ -6,8 +6,10 @@
 Both sides use the bundled default model and the same torch thread count. The plain loop reads local
 files, decodes, restores, encodes PNGs and writes them, one image after another. The pipeline is
 ``python jobs/restore_bucket.py`` in a fresh process against a SeaweedFS S3 server on 127.0.0.1 (started
-here), so its time includes starting Ray, listing, planning and writing stats. Results are appended to
-bench/results/pipeline_overhead.jsonl.
+here), so its time includes starting Ray, listing, planning and writing stats. It also prints where the
+pipeline's time went: Ray Data's wall time per operator (summed over tasks), the per-image decode, model
+and encode+write times from the stats, the planning time, and the peak RSS of each kind of process.
+Results are appended to bench/results/pipeline_overhead.jsonl.
 """
 
 from __future__ import annotations
@@ -15,17 +17,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from jobrun import run_job
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).parent))
 
 
 def make_images(folder: Path, n: int, size: int) -> None:
@@ -81,31 +84,12 @@ def main(argv: list[str] | None = None) -> int:
         fs.put(str(work / "in") + "/", "bench/in/", recursive=True)
 
         plain = plain_loop(work / "in", work / "plain-out", args.threads)
-        t0 = time.perf_counter()
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "jobs/restore_bucket.py",
-                "--input",
-                "s3://bench/in",
-                "--output",
-                "s3://bench/out",
-                "--cpus-per-actor",
-                str(args.threads),
-                "--batch-size",
-                "4",
-            ],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        pipeline = time.perf_counter() - t0
-        if proc.returncode != 0:
-            print(proc.stdout[-2000:], proc.stderr[-4000:])
-            return 1
+        flags = ["--input", "s3://bench/in", "--cpus-per-actor", str(args.threads), "--batch-size", "4"]
+        job = run_job(flags, env=env, fs=fs, output="s3://bench/out", run_id="bench")
     finally:
         server.stop()
+    pipeline = job["wall_s"]
+    summary = job["summary"]
     mp = args.images * args.size * args.size / 1e6
     r = {
         "images": args.images,
@@ -118,6 +102,14 @@ def main(argv: list[str] | None = None) -> int:
         "pipeline_images_per_s": args.images / pipeline,
         "plain_mp_per_s": mp / plain,
         "pipeline_mp_per_s": mp / pipeline,
+        "pipeline_in_job_s": summary["wall_seconds"],
+        "plan_s": summary["plan_seconds"],
+        "ray_data_operator_s": job["operator_s"],
+        "per_image_sums_s": {
+            k: summary["metrics"][k]
+            for k in ("decode_seconds_total", "model_seconds_total", "encode_write_seconds_total")
+        },
+        "peak_rss_mb": job["peak_rss_mb"],
     }
     RESULTS.mkdir(exist_ok=True)
     with open(RESULTS / "pipeline_overhead.jsonl", "a") as f:

@@ -56,6 +56,7 @@ class RunSummary:
     dashboard_url: str | None = None
     report_uri: str | None = None
     metrics: dict = field(default_factory=dict)  # where the time went, bytes, mean noise, failures by kind
+    execution_stats: list[str] = field(default_factory=list)  # Ray Data's per-operator stats, per pass
 
     @property
     def processed(self) -> int:
@@ -154,7 +155,9 @@ def build_dataset(spec: RestoreSpec, rows: list[dict], ref: ModelRef, run_id: st
         ds = ray.data.from_items(rows, override_num_blocks=len(rows) if one_by_one else None)
     finally:
         ctx.max_errored_blocks = errored
-    ds = ds.map_batches(read_batch, fn_kwargs={"storage": storage, "threads": res.read_threads}, batch_size=1 if one_by_one else 16)
+    ds = ds.map_batches(
+        read_batch, fn_kwargs={"storage": storage, "threads": res.read_threads}, batch_size=1 if one_by_one else 16
+    )
     # One image per decode call: a huge image does not hold up (or share a block with) small ones.
     ds = ds.map_batches(decode_batch, fn_kwargs={"max_pixels": spec.input.max_pixels}, batch_size=1)
     ds = ds.map_batches(
@@ -249,13 +252,15 @@ def _run_locked(spec: RestoreSpec, run_id: str, ref: ModelRef) -> RunSummary:
             break
         if one_by_one:
             log.warning("%d images were lost with workers that died; retrying them one at a time.", len(lost))
-        for table in build_dataset(spec, lost, ref, run_id, one_by_one=one_by_one).iter_batches(
-            batch_format="pyarrow", batch_size=None
-        ):
+        ds = build_dataset(spec, lost, ref, run_id, one_by_one=one_by_one)
+        for table in ds.iter_batches(batch_format="pyarrow", batch_size=None):
             account(table)
+        summary.execution_stats.append(ds.stats())
         lost = [row for row in lost if row["input_uri"] not in seen]
     if lost:  # every input ends as a row: these killed their worker every time they were tried
-        reason = f"model: the worker died on every attempt ({spec.resources.max_task_retries + 1} with this image alone)"
+        reason = (
+            f"model: the worker died on every attempt ({spec.resources.max_task_retries + 1} with this image alone)"
+        )
         account(_failed_rows(lost, run_id, ref.id, reason))
     writer.flush()
     summary.wall_seconds = time.perf_counter() - t0

@@ -32,9 +32,7 @@ def _smaller_tiles(options, pixels: int):
         tile = options.tile // 2 // 8 * 8
     else:
         return None
-    return dataclasses.replace(
-        options, max_pixels=0, tile=tile, overlap=min(options.overlap, tile // 4), tile_batch=1
-    )
+    return dataclasses.replace(options, max_pixels=0, tile=tile, overlap=min(options.overlap, tile // 4), tile_batch=1)
 
 
 @dataclass(frozen=True)

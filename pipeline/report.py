@@ -63,9 +63,7 @@ def ranking_measure(task: str, paired: bool) -> Measure:
 class ReportCollector:
     """Bounded-memory summary of a run's stats rows, rendered by :meth:`render`."""
 
-    def __init__(
-        self, *, start: float, sample: int = 8, extremes: int = 4, failures: int = 200, seed: int = 0
-    ):
+    def __init__(self, *, start: float, sample: int = 8, extremes: int = 4, failures: int = 200, seed: int = 0):
         """``start``: the run's start (epoch seconds), the origin of the throughput timeline."""
         self.sample_size, self.extremes, self.max_failures = sample, extremes, failures
         self.rng = random.Random(seed)
@@ -275,7 +273,9 @@ def _pairs(title: str, rows: list[dict], rank: Measure | None, max_pixels: int, 
         try:
             before, after = _load_pair(row, max_pixels, storage)
         except Exception as exc:  # the page still renders; it says which image could not be shown
-            figures.append(f"<figure><figcaption>{html.escape(row['input_uri'])}: not shown ({exc})</figcaption></figure>")
+            figures.append(
+                f"<figure><figcaption>{html.escape(row['input_uri'])}: not shown ({exc})</figcaption></figure>"
+            )
             continue
         caption = html.escape(row["input_uri"])
         if rank is not None and row.get(rank.column) is not None:
@@ -284,7 +284,8 @@ def _pairs(title: str, rows: list[dict], rank: Measure | None, max_pixels: int, 
             caption += f" · noise σ {row['noise_before']:.2f} → {row['noise_after']:.2f}"
         figures.append(
             "<figure><div class=row>"
-            f"<img alt=before title=before src='{_data_uri(before)}'><img alt=after title=after src='{_data_uri(after)}'>"
+            f"<img alt=before title=before src='{_data_uri(before)}'>"
+            f"<img alt=after title=after src='{_data_uri(after)}'>"
             f"</div><figcaption>before | after, 1:1 centre crop · {caption}</figcaption></figure>"
         )
     return f"<h2>{html.escape(title)}</h2><div class=pairs>{''.join(figures)}</div>"
@@ -390,7 +391,11 @@ def _failures(c: ReportCollector) -> str:
     e = html.escape
     kinds = "".join(f"<tr><td class=n>{n:,}</td><td>{e(k)}</td></tr>" for k, n in c.reasons.most_common(30))
     rows = "".join(f"<tr><td>{e(f['input_uri'])}</td><td>{e(f['error'] or '')}</td></tr>" for f in c.failures)
-    more = f"<p class=sub>The first {len(c.failures):,} of {total:,} are listed; the stats have all.</p>" if total > len(c.failures) else ""
+    more = (
+        f"<p class=sub>The first {len(c.failures):,} of {total:,} are listed; the stats have all.</p>"
+        if total > len(c.failures)
+        else ""
+    )
     return (
         f"<h2>Failures ({total:,})</h2><table><tr><th>images</th><th>kind</th></tr>{kinds}</table>"
         f"<h2>Failed inputs</h2>{more}<table><tr><th>input</th><th>reason</th></tr>{rows}</table>"

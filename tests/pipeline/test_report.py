@@ -35,12 +35,21 @@ def browser():
 
 def _render(browser: str, page: Path, tmp_path: Path) -> tuple[dict[str, str], np.ndarray]:
     """Load ``page`` in headless chromium: the DOM after its scripts ran, and a screenshot."""
-    args = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--user-data-dir=" + str(tmp_path / "profile")]
+    args = [
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--user-data-dir=" + str(tmp_path / "profile"),
+    ]
     dom = subprocess.run(
         [*args, "--virtual-time-budget=10000", "--dump-dom", page.as_uri()], capture_output=True, timeout=120
     ).stdout.decode()
     shot = tmp_path / "shot.png"
-    subprocess.run([*args, "--window-size=1280,1600", f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120)
+    subprocess.run(
+        [*args, "--window-size=1280,1600", f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120
+    )
     attrs = dict(re.findall(r'data-([a-z-]+)="([^"]*)"', dom.split(">", 2)[1]))  # on <html>
     return {**attrs, "dom": dom}, np.asarray(Image.open(shot).convert("RGB"))
 
