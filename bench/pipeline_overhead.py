@@ -3,8 +3,9 @@
     python bench/pipeline_overhead.py --images 48
     python bench/pipeline_overhead.py --images 500 --threads 1
 
-Both sides use the bundled default model and the same torch thread count. The plain loop reads local
-files, decodes, restores, encodes PNGs and writes them, one image after another. The pipeline is
+Both sides use the bundled default model and the same torch thread count, and both are timed as whole
+processes, from the interpreter's start to its exit. The plain loop reads local files, decodes, restores,
+encodes PNGs and writes them, one image after another. The pipeline is
 ``python jobs/restore_bucket.py`` in a fresh process against a SeaweedFS S3 server on 127.0.0.1 (started
 here), so its time includes starting Ray, listing, planning and writing stats. It also prints where the
 pipeline's time went: Ray Data's wall time per operator (summed over tasks), the per-image decode, model
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -67,7 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", type=int, default=48)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--threads", type=int, default=1, help="torch threads, both sides (= cpus_per_actor)")
+    ap.add_argument("--plain-loop", nargs=2, metavar=("SRC", "DST"), help="only run the plain loop (internal)")
     args = ap.parse_args(argv)
+    if args.plain_loop:
+        plain_loop(Path(args.plain_loop[0]), Path(args.plain_loop[1]), args.threads)
+        return 0
 
     from tests.servers import S3_ENV, SeaweedS3
 
@@ -83,7 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         fs.mkdir("bench")
         fs.put(str(work / "in") + "/", "bench/in/", recursive=True)
 
-        plain = plain_loop(work / "in", work / "plain-out", args.threads)
+        t0 = time.perf_counter()
+        cmd = [sys.executable, __file__, "--plain-loop", str(work / "in"), str(work / "plain-out"), "--threads"]
+        subprocess.run([*cmd, str(args.threads)], check=True)
+        plain = time.perf_counter() - t0
         flags = ["--input", "s3://bench/in", "--cpus-per-actor", str(args.threads), "--batch-size", "4"]
         job = run_job(flags, env=env, fs=fs, output="s3://bench/out", run_id="bench")
     finally:

@@ -56,10 +56,10 @@ class PeakRSS(threading.Thread):
         super().__init__(daemon=True)
         self.root, self.interval = root, interval
         self.peak_mb: dict[str, float] = {}
-        self._stop = threading.Event()
+        self._done = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while not self._done.wait(self.interval):
             tree, todo = _children(), [self.root]
             while todo:
                 pid = todo.pop()
@@ -68,6 +68,6 @@ class PeakRSS(threading.Thread):
                 self.peak_mb[r] = max(self.peak_mb.get(r, 0.0), _rss_mb(pid))
 
     def stop(self) -> dict[str, float]:
-        self._stop.set()
+        self._done.set()
         self.join()
         return {k: round(v, 1) for k, v in sorted(self.peak_mb.items())}
