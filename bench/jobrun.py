@@ -16,6 +16,7 @@ _OPERATOR = re.compile(
     r"Operator \d+ (?P<name>[^:]+): .*?\n\* Remote wall time: .*?(?P<total>[\d.]+)(?P<unit>us|ms|s) total", re.S
 )
 _UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
+_SPILLED = re.compile(r"Spilled to disk: (\d+)MB")
 
 
 def operator_seconds(stats: str) -> dict[str, float]:
@@ -47,4 +48,13 @@ def run_job(flags: list[str], *, env: dict, fs, output: str, run_id: str) -> dic
     for stats in summary.get("execution_stats", []):
         for k, v in operator_seconds(stats).items():
             operators[k] = operators.get(k, 0.0) + v
-    return {"wall_s": wall, "peak_rss_mb": peaks, "summary": summary, "operator_s": operators, "log": out}
+    # Ray Data prints "Spilled to disk" only when the object store spilled during the run.
+    spilled = sum(int(m) for stats in summary.get("execution_stats", []) for m in _SPILLED.findall(stats))
+    return {
+        "wall_s": wall,
+        "peak_rss_mb": peaks,
+        "summary": summary,
+        "operator_s": operators,
+        "spilled_mb": spilled,
+        "log": out,
+    }

@@ -60,7 +60,7 @@ def wait_http(url: str, timeout: float = 60.0) -> None:
 class SeaweedS3:
     """``weed server`` with its S3 gateway on 127.0.0.1; stopped by its own PID."""
 
-    def __init__(self, workdir: str):
+    def __init__(self, workdir: str, extra_args: tuple[str, ...] = ()):
         self.workdir = workdir
         # The binary sits beside this interpreter when the environment is not activated.
         weed = shutil.which("weed") or shutil.which("weed", path=os.path.dirname(sys.executable))
@@ -90,6 +90,7 @@ class SeaweedS3:
                 # server on the machine (a parallel test session) would die on start: off.
                 "-s3.port.iceberg=0",
                 "-s3.port.lance=0",
+                *extra_args,
             ],
             stdout=self.log,
             stderr=subprocess.STDOUT,
