@@ -38,6 +38,7 @@ class RunLock:
     storage: StorageOptions
     stale_after: float = 15 * 60.0
     heartbeat_every: float = 60.0
+    _started: float = field(default=0.0, init=False, repr=False)
     _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
     _beat: threading.Thread | None = field(default=None, init=False, repr=False)
 
@@ -96,7 +97,7 @@ class RunLock:
                 "host": socket.gethostname(),
                 "boot_id": _boot_id(),
                 "pid": os.getpid(),
-                "started": self._started if hasattr(self, "_started") else now,
+                "started": self._started or now,
                 "heartbeat": now,
             }
         ).encode()
@@ -115,24 +116,26 @@ class RunLock:
         self._started = time.time()
         if not self._create(self._record()):
             other = self.holder()
-            if other is not None and other.get("run_id") == self.run_id:
-                pass  # a retried PUT of ours that had already gone through
-            else:
-                reason = self.dead_reason(other) if other is not None else "it was released meanwhile"
-                if reason is None:
-                    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(other.get("started", 0)))
-                    raise LockedError(
-                        f"Another run ({other.get('run_id')} on {other.get('host')}, pid {other.get('pid')}, started "
-                        f"{started}) is writing to {self.output_uri}; remove {self.uri} if it is known to be dead."
-                    )
-                log.warning("Taking over the run lock of %s: %s.", other and other.get("run_id"), reason)
-                if other is not None:
-                    self._remove()
-                if not self._create(self._record()):
-                    raise LockedError(f"Another run took the lock {self.uri} first.")
+            if other is None or other.get("run_id") != self.run_id:  # else: a retried PUT of ours went through
+                self._take_over(other)
         self._stop.clear()
         self._beat = threading.Thread(target=self._heartbeat, name="run-lock-heartbeat", daemon=True)
         self._beat.start()
+
+    def _take_over(self, other: dict | None) -> None:
+        """Take the lock from a holder known to be dead; raise :class:`LockedError` while it may live."""
+        reason = self.dead_reason(other) if other is not None else "it was released meanwhile"
+        if reason is None:
+            started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(other.get("started", 0)))
+            raise LockedError(
+                f"Another run ({other.get('run_id')} on {other.get('host')}, pid {other.get('pid')}, started "
+                f"{started}) is writing to {self.output_uri}; remove {self.uri} if it is known to be dead."
+            )
+        log.warning("Taking over the run lock of %s: %s.", other and other.get("run_id"), reason)
+        if other is not None:
+            self._remove()
+        if not self._create(self._record()):
+            raise LockedError(f"Another run took the lock {self.uri} first.")
 
     def _heartbeat(self) -> None:
         """Renew the lock while the run lives; stop renewing if another run has taken it over."""
