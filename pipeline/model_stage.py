@@ -105,8 +105,6 @@ class RestoreModel:
     ):
         """``inference``: the spec's :class:`InferenceOptions` fields, over the weights' recommendation.
         ``failpoints``: see :mod:`pipeline.faults` (tests only)."""
-        import dataclasses
-
         import torch
 
         from dgunet.inference import recommended_options
