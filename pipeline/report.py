@@ -165,16 +165,24 @@ class ReportCollector:
         worst = [r for _, _, r in sorted(self.worst, reverse=True)]
         best = [r for _, _, r in sorted(self.best, reverse=True)]
         rank = self._rank
+        pairs: dict[str, tuple[str, str]] = {}  # input URI -> the pair's data URIs: an image shown twice is read once
+
+        def load(row: dict) -> tuple[str, str]:
+            if row["input_uri"] not in pairs:
+                before, after = _load_pair(row, max_pixels, storage)
+                pairs[row["input_uri"]] = (_data_uri(before), _data_uri(after))
+            return pairs[row["input_uri"]]
+
         sections = [
             _head(summary),
             _numbers(summary, self),
-            _pairs("A random sample of the run", self.sample, rank, max_pixels, storage),
+            _pairs("A random sample of the run", self.sample, rank, load),
         ]
         if rank is not None:
             order = "lowest" if rank.higher_is_better else "highest"
-            sections.append(_pairs(f"Worst: {order} {rank.label}", worst, rank, max_pixels, storage))
+            sections.append(_pairs(f"Worst: {order} {rank.label}", worst, rank, load))
             order = "highest" if rank.higher_is_better else "lowest"
-            sections.append(_pairs(f"Best: {order} {rank.label}", best, rank, max_pixels, storage))
+            sections.append(_pairs(f"Best: {order} {rank.label}", best, rank, load))
         sections.append(_histograms(self))
         sections.append(_timeline(self))
         sections.append(_failures(self))
@@ -265,17 +273,16 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _pairs(title: str, rows: list[dict], rank: Measure | None, max_pixels: int, storage) -> str:
+def _pairs(title: str, rows: list[dict], rank: Measure | None, load) -> str:
     if not rows:
         return f"<h2>{html.escape(title)}</h2><p class=sub>No restored images.</p>"
     figures = []
     for row in rows:
         try:
-            before, after = _load_pair(row, max_pixels, storage)
+            before, after = load(row)
         except Exception as exc:  # the page still renders; it says which image could not be shown
-            figures.append(
-                f"<figure><figcaption>{html.escape(row['input_uri'])}: not shown ({exc})</figcaption></figure>"
-            )
+            why = html.escape(f"{row['input_uri']}: not shown ({exc})")
+            figures.append(f"<figure><figcaption>{why}</figcaption></figure>")
             continue
         caption = html.escape(row["input_uri"])
         if rank is not None and row.get(rank.column) is not None:
@@ -284,8 +291,7 @@ def _pairs(title: str, rows: list[dict], rank: Measure | None, max_pixels: int, 
             caption += f" · noise σ {row['noise_before']:.2f} → {row['noise_after']:.2f}"
         figures.append(
             "<figure><div class=row>"
-            f"<img alt=before title=before src='{_data_uri(before)}'>"
-            f"<img alt=after title=after src='{_data_uri(after)}'>"
+            f"<img alt=before title=before src='{before}'><img alt=after title=after src='{after}'>"
             f"</div><figcaption>before | after, 1:1 centre crop · {caption}</figcaption></figure>"
         )
     return f"<h2>{html.escape(title)}</h2><div class=pairs>{''.join(figures)}</div>"
