@@ -159,11 +159,10 @@ class RestoreModel:
                 outs = self._run(images, uris)
             except Exception as exc:
                 self._free()
-                # Retry each image on its own, so that only the one at fault fails.
-                if len(idx) == 1 and not _is_oom(exc):
-                    outs = [exc]
-                else:
+                if len(idx) > 1:  # retry each image on its own, so that only the one at fault fails
                     outs = [self._run_or_error(img, uri) for img, uri in zip(images, uris)]
+                else:
+                    outs = [self._run_or_error(images[0], uris[0], oom=exc) if _is_oom(exc) else exc]
             per_image = (time.perf_counter() - t0) / len(idx)
             for i, out in zip(idx, outs):
                 if isinstance(out, Exception):
@@ -179,19 +178,22 @@ class RestoreModel:
         )
         return out
 
-    def _run_or_error(self, image: np.ndarray, uri: str) -> np.ndarray | Exception:
-        """One image alone; out of memory, again in ever smaller tiles."""
-        options = self.options
-        while True:
+    def _run_or_error(self, image: np.ndarray, uri: str, oom: Exception | None = None) -> np.ndarray | Exception:
+        """One image alone; out of memory, again in ever smaller tiles. ``oom``: it has just run out of
+        memory with the actor's options, so start with smaller tiles."""
+        pixels = image.shape[0] * image.shape[1]
+        options = self.options if oom is None else _smaller_tiles(self.options, pixels)
+        while options is not None:
+            if oom is not None:
+                log.warning("Out of memory on %s; retrying in %d px tiles.", uri, options.tile)
             try:
                 return self._run([image], [uri], options)[0]
             except Exception as exc:
                 self._free()
-                smaller = _smaller_tiles(options, image.shape[0] * image.shape[1]) if _is_oom(exc) else None
-                if smaller is None:
+                if not _is_oom(exc):
                     return exc
-                log.warning("Out of memory on %s; retrying in %d px tiles.", uri, smaller.tile)
-                options = smaller
+                oom, options = exc, _smaller_tiles(options, pixels)
+        return oom
 
     def _free(self) -> None:
         import torch

@@ -58,6 +58,7 @@ def test_s3_to_s3_full_incremental_cycle(ray_local, s3fs_client, s3_endpoint, ti
     spec = _spec(bucket, s3_endpoint, (f"s3://{bucket}/models/tiny.pth", widths))
 
     # First run: every good file restored, every bad one failed with a reason, nothing stops.
+    archive_before = _snapshot(fs, f"{bucket}/archive")
     first = run_restore(spec, run_id="run1")
     assert (first.listed, first.ok, first.failed, first.skipped) == (len(good) + len(bad), len(good), len(bad), 0)
     rows = _stats(fs, bucket)
@@ -82,6 +83,10 @@ def test_s3_to_s3_full_incremental_cycle(ray_local, s3fs_client, s3_endpoint, ti
     assert by_input["rotated.JPG"]["output_uri"].endswith("/restored/images/rotated.png")
     summary = json.loads(fs.cat(f"{bucket}/restored/runs/run1.json"))
     assert summary["ok"] == len(good) and summary["failed"] == len(bad)
+    fs.invalidate_cache()
+    assert _snapshot(fs, f"{bucket}/archive") == archive_before  # the input prefix is only ever read
+    written = {p.split("/")[1] for p in fs.find(bucket)} - {"archive", "models"}
+    assert written == {"restored"}  # and nothing is written beside the output prefix
 
     # Second run over the unchanged archive: no model work, no image or stats written.
     images_before, stats_before = _snapshot(fs, f"{bucket}/restored/images"), _snapshot(fs, f"{bucket}/restored/stats")

@@ -76,3 +76,9 @@ def test_ray_job_submit_restores_images(ray_head, tmp_path, tiny_weights):
     assert [str(p) for p in outputs] == [f"batch 1/img{i}.png" for i in range(3)]
     rows = pads.dataset(str(tmp_path / "out" / "stats"), format="parquet").to_table().to_pylist()
     assert len(rows) == 3 and {r["status"] for r in rows} == {"ok"} and {r["run_id"] for r in rows} == {"submitted"}
+    # On a cluster the summary links the Ray dashboard, and it carries the run's metrics and report.
+    summary = json.loads((tmp_path / "out" / "runs" / "submitted.json").read_text())
+    assert summary["dashboard_url"] == ray_head.dashboard
+    assert "Ray dashboard  " + ray_head.dashboard in proc.stdout
+    assert summary["metrics"]["model_seconds_total"] > 0 and summary["execution_stats"]
+    assert summary["report_uri"] == str(tmp_path / "out" / "reports" / "submitted.html")

@@ -70,6 +70,9 @@ def test_an_image_that_always_runs_out_of_memory_fails_after_bounded_retries(act
     assert "OutOfMemoryError" in out["error"][0]
     # The group, then each image alone: whole, then tiles of 256, 128 and 64 px; then it gives up.
     assert calls == ["whole"] + ["whole", 256, 128, MIN_OOM_TILE] * 2
+    calls.clear()
+    out = model(_batch({"s3://b/alone.png": photo(40, 40)}))  # alone, it goes straight to tiles
+    assert list(out["status"]) == ["failed"] and calls == ["whole", 256, 128, MIN_OOM_TILE]
 
 
 def _local_spec(tmp_path, tiny_weights, **resources):
