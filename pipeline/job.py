@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from .lock import RunLock
 from .model_stage import ModelRef, RestoreModel, resolve_model
 from .plan import make_plan
-from .report import ReportCollector
+from .report import ReportCollector, ranking_measure
 from .rows import FAILED, OK, STATS_SCHEMA
 from .spec import RestoreSpec
 from .storage import join_uri, write_bytes_atomic
@@ -243,9 +243,10 @@ def _run_locked(spec: RestoreSpec, run_id: str, ref: ModelRef) -> RunSummary:
     )
     t0 = time.perf_counter()
     writer = StatsWriter(spec, run_id)
-    report = ReportCollector(start=time.time(), sample=spec.output.report_samples)
+    rank = ranking_measure(spec.task, paired=bool(spec.input.reference))
+    report = ReportCollector(start=time.time(), rank=rank, sample=spec.output.report_samples)
     seen: set[str] = set()
-    account = functools.partial(_account, writer=writer, summary=summary, seen=seen, report=report, task=spec.task)
+    account = functools.partial(_account, writer=writer, summary=summary, seen=seen, report=report)
     lost = plan.todo
     for one_by_one in (False, True):
         if not lost:
@@ -279,12 +280,12 @@ def _run_locked(spec: RestoreSpec, run_id: str, ref: ModelRef) -> RunSummary:
 
 
 def _account(
-    table: pa.Table, *, writer: StatsWriter, summary: RunSummary, seen: set[str], report: ReportCollector, task: str
+    table: pa.Table, *, writer: StatsWriter, summary: RunSummary, seen: set[str], report: ReportCollector
 ) -> None:
     """Take a batch of stats rows into the stats files, the summary, the report and the inputs seen."""
     table = table.select(STATS_SCHEMA.names).cast(STATS_SCHEMA)
     writer.add(table)
-    report.add(table, task=task)
+    report.add(table)
     uris, status = table.column("input_uri").to_pylist(), table.column("status").to_pylist()
     seen.update(uris)
     summary.ok += sum(s == OK for s in status)

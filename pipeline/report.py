@@ -63,24 +63,26 @@ def ranking_measure(task: str, paired: bool) -> Measure:
 class ReportCollector:
     """Bounded-memory summary of a run's stats rows, rendered by :meth:`render`."""
 
-    def __init__(self, *, start: float, sample: int = 8, extremes: int = 4, failures: int = 200, seed: int = 0):
-        """``start``: the run's start (epoch seconds), the origin of the throughput timeline."""
+    def __init__(
+        self, *, start: float, rank: Measure, sample: int = 8, extremes: int = 4, failures: int = 200, seed: int = 0
+    ):
+        """``start``: the run's start (epoch seconds), the origin of the throughput timeline; ``rank``: what
+        orders the worst and best images (see :func:`ranking_measure`)."""
         self.sample_size, self.extremes, self.max_failures = sample, extremes, failures
         self.rng = random.Random(seed)
         columns = [m.column for m, _ in HISTOGRAMS] + [after for _, after in HISTOGRAMS]
         self.hist = {column: np.zeros(BINS, np.int64) for column in columns}
         self.timeline: Counter[int] = Counter()  # bucket index -> images finished
         self.bucket_seconds, self.t0 = 1, start
-        self.seen_ok = 0
         self.sample: list[dict] = []
         self.worst: list[tuple] = []  # heaps of (key, tiebreak, row)
         self.best: list[tuple] = []
         self.failures: list[dict] = []
         self.reasons: Counter[str] = Counter()
         self.totals: Counter[str] = Counter()
-        self._rank: Measure | None = None
+        self.rank = rank
 
-    def add(self, table: pa.Table, *, task: str) -> None:
+    def add(self, table: pa.Table) -> None:
         rows = table.select(
             ["input_uri", "output_uri", "status", "error", "width", "height", "finished_at", "seconds"]
             + ["decode_seconds", "encode_seconds", "input_bytes", "output_bytes"]
@@ -88,9 +90,9 @@ class ReportCollector:
             + [after for _, after in HISTOGRAMS]
         ).to_pylist()
         for row in rows:
-            self._add(row, task)
+            self._add(row)
 
-    def _add(self, row: dict, task: str) -> None:
+    def _add(self, row: dict) -> None:
         if row["finished_at"] is not None:
             self._tick(row["finished_at"].timestamp())
         if row["status"] != OK:
@@ -113,19 +115,16 @@ class ReportCollector:
                 if value is not None and math.isfinite(value):
                     self.hist[column][_bin(m, value)] += 1
         # Reservoir sample (Algorithm R) of ok rows: uniform over the run, whatever its length.
-        self.seen_ok += 1
         if len(self.sample) < self.sample_size:
             self.sample.append(row)
         else:
-            j = self.rng.randrange(self.seen_ok)
+            j = self.rng.randrange(self.totals["ok"])
             if j < self.sample_size:
                 self.sample[j] = row
-        if self._rank is None:
-            self._rank = ranking_measure(task, row.get("psnr_after") is not None)
-        value = row.get(self._rank.column)
+        value = row.get(self.rank.column)
         if value is not None and math.isfinite(value):
-            good = value if self._rank.higher_is_better else -value
-            tiebreak = self.seen_ok
+            good = value if self.rank.higher_is_better else -value
+            tiebreak = self.totals["ok"]
             _push_bounded(self.best, (good, tiebreak, row), self.extremes)
             _push_bounded(self.worst, (-good, tiebreak, row), self.extremes)
 
@@ -164,7 +163,7 @@ class ReportCollector:
         t0 = time.perf_counter()
         worst = [r for _, _, r in sorted(self.worst, reverse=True)]
         best = [r for _, _, r in sorted(self.best, reverse=True)]
-        rank = self._rank
+        rank = self.rank
         pairs: dict[str, tuple[str, str]] = {}  # input URI -> the pair's data URIs: an image shown twice is read once
 
         def load(row: dict) -> tuple[str, str]:
@@ -178,11 +177,9 @@ class ReportCollector:
             _numbers(summary, self),
             _pairs("A random sample of the run", self.sample, rank, load),
         ]
-        if rank is not None:
-            order = "lowest" if rank.higher_is_better else "highest"
-            sections.append(_pairs(f"Worst: {order} {rank.label}", worst, rank, load))
-            order = "highest" if rank.higher_is_better else "lowest"
-            sections.append(_pairs(f"Best: {order} {rank.label}", best, rank, load))
+        order = ("lowest", "highest") if rank.higher_is_better else ("highest", "lowest")
+        sections.append(_pairs(f"Worst: {order[0]} {rank.label}", worst, rank, load))
+        sections.append(_pairs(f"Best: {order[1]} {rank.label}", best, rank, load))
         sections.append(_histograms(self))
         sections.append(_timeline(self))
         sections.append(_failures(self))
@@ -273,7 +270,7 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _pairs(title: str, rows: list[dict], rank: Measure | None, load) -> str:
+def _pairs(title: str, rows: list[dict], rank: Measure, load) -> str:
     if not rows:
         return f"<h2>{html.escape(title)}</h2><p class=sub>No restored images.</p>"
     figures = []
@@ -285,7 +282,7 @@ def _pairs(title: str, rows: list[dict], rank: Measure | None, load) -> str:
             figures.append(f"<figure><figcaption>{why}</figcaption></figure>")
             continue
         caption = html.escape(row["input_uri"])
-        if rank is not None and row.get(rank.column) is not None:
+        if row.get(rank.column) is not None:
             caption += f"<br>{html.escape(rank.label)}: {row[rank.column]:.3g}"
         if row.get("noise_before") is not None and row.get("noise_after") is not None:
             caption += f" · noise σ {row['noise_before']:.2f} → {row['noise_after']:.2f}"
