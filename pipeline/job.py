@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .lock import RunLock
-from .model_stage import ModelRef, RestoreModel, resolve_model
+from .model_stage import ModelRef, RestoreModel, resolve_model, restore_alone
 from .plan import make_plan
 from .report import ReportCollector, ranking_measure
 from .rows import FAILED, OK, STATS_SCHEMA
@@ -136,8 +136,8 @@ def build_dataset(spec: RestoreSpec, rows: list[dict], ref: ModelRef, run_id: st
 
     A model actor that dies (killed, segfault, out of host memory) is restarted by Ray and its batch
     retried, at most ``resources.max_task_retries`` times; after that the batch is dropped instead of
-    failing the run, and :func:`run_restore` accounts for its rows. ``one_by_one``: one image per model
-    call, so that a batch that keeps killing its actor is narrowed down to the image at fault.
+    failing the run, and :func:`run_restore` accounts for its rows. ``one_by_one``: each image alone, in
+    a task of its own, so that a batch that kept killing its actor is narrowed down to the image at fault.
     """
     import ray
 
@@ -160,29 +160,41 @@ def build_dataset(spec: RestoreSpec, rows: list[dict], ref: ModelRef, run_id: st
     )
     # One image per decode call: a huge image does not hold up (or share a block with) small ones.
     ds = ds.map_batches(decode_batch, fn_kwargs={"max_pixels": spec.input.max_pixels}, batch_size=1)
-    ds = ds.map_batches(
-        RestoreModel,
-        fn_constructor_kwargs={
-            "ref": ref,
-            "inference": {**spec.inference.overrides(), "tile_batch": res.batch_size if use_gpu else 1},
-            "threads": max(1, int(res.cpus_per_actor)),
-            "use_gpu": use_gpu,
-            "storage": storage,
-            "failpoints": faults.from_env(),
-        },
-        # One batch in flight per actor when narrowing down: a crash takes every batch in flight with it.
-        compute=ray.data.ActorPoolStrategy(
-            min_size=res.min_actors, max_size=res.max_actors, max_tasks_in_flight_per_actor=1 if one_by_one else None
-        ),
-        # Reserving memory for each actor also keeps Ray Data from fusing the CPU read/decode stage into
+    model = {
+        "ref": ref,
+        "inference": {**spec.inference.overrides(), "tile_batch": res.batch_size if use_gpu else 1},
+        "threads": max(1, int(res.cpus_per_actor)),
+        "use_gpu": use_gpu,
+        "storage": storage,
+        "failpoints": faults.from_env(),
+    }
+    resources = {
+        # Reserving memory for the model also keeps Ray Data from fusing the CPU read/decode stage into
         # the model actors (it fuses stages with identical resources), so decoding overlaps inference.
-        memory=int(res.memory_per_actor_gb * 2**30),
-        num_gpus=res.gpus_per_actor,
-        num_cpus=res.cpus_per_actor,
-        batch_size=1 if one_by_one else res.batch_size,
-        # Applied when each actor starts (Ray Data's default is to retry forever).
-        ray_remote_args_fn=functools.partial(dict, max_task_retries=res.max_task_retries),
-    )
+        "memory": int(res.memory_per_actor_gb * 2**30),
+        "num_gpus": res.gpus_per_actor,
+        "num_cpus": res.cpus_per_actor,
+    }
+    if one_by_one:
+        # Plain tasks, each loading the model for one image: a crash loses that task alone, and a task's
+        # resources are free again when it ends (a second actor pool could wait on the first's).
+        ds = ds.map_batches(
+            restore_alone,
+            fn_kwargs=model,
+            batch_size=1,
+            ray_remote_args_fn=functools.partial(dict, max_retries=res.max_task_retries),
+            **resources,
+        )
+    else:
+        ds = ds.map_batches(
+            RestoreModel,
+            fn_constructor_kwargs=model,
+            compute=ray.data.ActorPoolStrategy(min_size=res.min_actors, max_size=res.max_actors),
+            batch_size=res.batch_size,
+            # Applied when each actor starts (Ray Data's default is to retry forever).
+            ray_remote_args_fn=functools.partial(dict, max_task_retries=res.max_task_retries),
+            **resources,
+        )
     return ds.map_batches(
         write_batch,
         fn_kwargs={

@@ -200,3 +200,10 @@ class RestoreModel:
 
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def restore_alone(batch: dict[str, np.ndarray], **model) -> dict[str, np.ndarray]:
+    """Ray Data task: ``batch`` through a model loaded for it alone. The retry pass of images that were
+    lost with workers that died runs this, one image per task; ``model``: :class:`RestoreModel`'s
+    arguments."""
+    return RestoreModel(**model)(batch)
