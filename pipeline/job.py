@@ -24,7 +24,7 @@ from .lock import RunLock
 from .model_stage import ModelRef, RestoreModel, resolve_model, restore_alone
 from .plan import make_plan
 from .report import ReportCollector, ranking_measure
-from .rows import FAILED, OK, STATS_SCHEMA
+from .rows import FAILED, STATS_SCHEMA
 from .spec import RestoreSpec
 from .storage import join_uri, write_bytes_atomic
 
@@ -258,7 +258,7 @@ def _run_locked(spec: RestoreSpec, run_id: str, ref: ModelRef) -> RunSummary:
     rank = ranking_measure(spec.task, paired=bool(spec.input.reference))
     report = ReportCollector(start=time.time(), rank=rank, sample=spec.output.report_samples)
     seen: set[str] = set()
-    account = functools.partial(_account, writer=writer, summary=summary, seen=seen, report=report)
+    account = functools.partial(_account, writer=writer, seen=seen, report=report)
     lost = plan.todo
     for one_by_one in (False, True):
         if not lost:
@@ -278,6 +278,8 @@ def _run_locked(spec: RestoreSpec, run_id: str, ref: ModelRef) -> RunSummary:
     writer.flush()
     summary.wall_seconds = time.perf_counter() - t0
     summary.stats_files = writer.parts
+    summary.ok, summary.failed = report.totals["ok"], report.totals["failed"]
+    summary.megapixels, summary.failures = report.totals["megapixels"], report.failures[:100]
     summary.metrics = report.metrics()
     if spec.output.report:
         uri = join_uri(spec.output.uri, "reports", f"{run_id}.html")
@@ -291,22 +293,13 @@ def _run_locked(spec: RestoreSpec, run_id: str, ref: ModelRef) -> RunSummary:
     return summary
 
 
-def _account(
-    table: pa.Table, *, writer: StatsWriter, summary: RunSummary, seen: set[str], report: ReportCollector
-) -> None:
-    """Take a batch of stats rows into the stats files, the summary, the report and the inputs seen."""
+def _account(table: pa.Table, *, writer: StatsWriter, seen: set[str], report: ReportCollector) -> None:
+    """Take a batch of stats rows into the stats files, the report (which also counts for the summary)
+    and the inputs seen."""
     table = table.select(STATS_SCHEMA.names).cast(STATS_SCHEMA)
     writer.add(table)
     report.add(table)
-    uris, status = table.column("input_uri").to_pylist(), table.column("status").to_pylist()
-    seen.update(uris)
-    summary.ok += sum(s == OK for s in status)
-    summary.failed += sum(s != OK for s in status)
-    widths, heights = table.column("width").to_pylist(), table.column("height").to_pylist()
-    summary.megapixels += sum((w or 0) * (h or 0) for w, h, s in zip(widths, heights, status) if s == OK) / 1e6
-    for uri, err, s in zip(uris, table.column("error").to_pylist(), status):
-        if s != OK and len(summary.failures) < 100:
-            summary.failures.append({"input_uri": uri, "error": err})
+    seen.update(table.column("input_uri").to_pylist())
 
 
 def _failed_rows(rows: list[dict], run_id: str, model: str, reason: str) -> pa.Table:

@@ -138,7 +138,6 @@ class ReportCollector:
             "model_seconds_per_image": t["seconds"] / ok,
             "input_bytes": int(t["input_bytes"]),
             "output_bytes": int(t["output_bytes"]),
-            "restored_megapixels": t["megapixels"],
         }
         for column in ("noise_before", "noise_after"):
             if t[column + "_n"]:
