@@ -318,10 +318,12 @@ def _failed_rows(rows: list[dict], run_id: str, model: str, reason: str) -> pa.T
 
 
 def _dashboard_url() -> str | None:
+    """The Ray dashboard's URL, when the cluster runs one (a local Ray started by the job does not)."""
     try:
         import ray
+        from ray._private.worker import get_dashboard_url  # what ray.init reports; no public accessor in 2.60
 
-        url = ray.get_runtime_context().get_dashboard_url() if ray.is_initialized() else None
+        url = get_dashboard_url() if ray.is_initialized() else None
     except Exception:
         return None
-    return f"http://{url}" if url and not url.startswith("http") else url or None
+    return f"http://{url}" if url and "://" not in url else url or None
