@@ -18,6 +18,7 @@ import io
 import logging
 import math
 import random
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -97,7 +98,8 @@ class ReportCollector:
             self._tick(row["finished_at"].timestamp())
         if row["status"] != OK:
             self.totals["failed"] += 1
-            self.reasons[_reason_kind(row["error"] or "")] += 1
+            kind = _reason_kind(row["error"] or "")
+            self.reasons[kind if kind in self.reasons or len(self.reasons) < MAX_KINDS else "(other kinds)"] += 1
             if len(self.failures) < self.max_failures:
                 self.failures.append({"input_uri": row["input_uri"], "error": row["error"]})
             return
@@ -199,10 +201,15 @@ def _bin(m: Measure, value: float) -> int:
     return min(BINS - 1, max(0, int((value - m.lo) / (m.hi - m.lo) * BINS)))
 
 
+MAX_KINDS = 500  # distinct failure kinds counted; any further ones are counted together
+
+
 def _reason_kind(error: str) -> str:
-    """Group failures by their stage and error type: ``decode: truncated file``, ``model: OutOfMemoryError``."""
+    """Group failures by stage and error type, numbers masked: ``decode: image of NxN = N pixels exceeds
+    the limit of N pixels``, ``model: OutOfMemoryError``."""
     head = error.split(":")
-    return ":".join(head[:2]).strip()[:80] if len(head) > 1 else error[:80]
+    kind = ":".join(head[:2]).strip() if len(head) > 1 else error
+    return re.sub(r"\d+(\.\d+)?", "N", kind)[:80]
 
 
 # ------------------------------------------------------------------ HTML pieces
