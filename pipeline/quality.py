@@ -20,7 +20,8 @@ def _unit_color(img: np.ndarray) -> np.ndarray:
     return color.astype(np.float32) / scale
 
 
-def _center(img: np.ndarray, size: int = CROP) -> np.ndarray:
+def center_crop(img: np.ndarray, size: int = CROP) -> np.ndarray:
+    """The central ``size`` x ``size`` pixels (all of a smaller image)."""
     h, w = img.shape[:2]
     y, x = max(0, (h - size) // 2), max(0, (w - size) // 2)
     return img[y : y + size, x : x + size]
@@ -30,7 +31,7 @@ def noise_level(img: np.ndarray) -> float | None:
     """Estimated noise sigma in 8-bit levels (0-255), or None for images too small to tell."""
     from skimage.restoration import estimate_sigma
 
-    u = _center(_unit_color(img))
+    u = center_crop(_unit_color(img))
     if min(u.shape[:2]) < 8:
         return None
     return float(estimate_sigma(u, channel_axis=-1, average_sigmas=True)) * 255.0
@@ -39,7 +40,7 @@ def noise_level(img: np.ndarray) -> float | None:
 def sharpness(img: np.ndarray) -> float | None:
     import cv2
 
-    u = _center(_unit_color(img)).mean(axis=2)
+    u = center_crop(_unit_color(img)).mean(axis=2)
     if min(u.shape) < 3:
         return None
     return float(cv2.Laplacian(u, cv2.CV_32F).var())

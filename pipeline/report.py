@@ -314,9 +314,9 @@ def _load_pair(row: dict, max_pixels: int, storage) -> tuple[np.ndarray, np.ndar
 
 def _crop(img: np.ndarray) -> np.ndarray:
     """A 1:1 centre crop as 8-bit gray or RGB (alpha dropped): noise and detail show at full scale."""
-    h, w = img.shape[:2]
-    y, x = max(0, (h - CROP) // 2), max(0, (w - CROP) // 2)
-    img = img[y : y + CROP, x : x + CROP]
+    from .quality import center_crop
+
+    img = center_crop(img, CROP)
     if img.dtype == np.uint16:
         img = (img >> 8).astype(np.uint8)
     return img[..., :1] if img.shape[2] in (1, 2) else img[..., :3]
