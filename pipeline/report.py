@@ -229,12 +229,16 @@ svg{background:#fff;border:1px solid #dde;border-radius:6px} .legend span{margin
 .sw{display:inline-block;width:10px;height:10px;margin-right:4px;border-radius:2px}
 """
 
-# Marks the page once every embedded image has decoded, so a headless browser can confirm it rendered.
+# Marks the page, at its load event, with how many embedded images loaded with pixels (a broken one has
+# no natural width), so a headless browser can confirm it rendered. Set synchronously at load, the marks
+# are there whenever the browser dumps the page after loading it.
 _TAIL = """
 <script>
-Promise.all([...document.images].map(i => i.decode().then(() => i.naturalWidth > 0, () => false)))
-  .then(r => { document.documentElement.dataset.imagesDecoded = r.filter(Boolean).length;
-               document.documentElement.dataset.imagesTotal = r.length; });
+addEventListener("load", () => {
+  const imgs = [...document.images];
+  document.documentElement.dataset.imagesLoaded = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
+  document.documentElement.dataset.imagesTotal = imgs.length;
+});
 </script>
 </body></html>
 """
