@@ -22,6 +22,9 @@ STATS_SCHEMA = pa.schema(
         ("bit_depth", pa.int64()),
         ("mode", pa.string()),
         ("input_bytes", pa.int64()),
+        # The input's version as planned (pipeline.storage.StoredObject.version, or its content's sha256
+        # where the store gives none). Null in rows written before versions were recorded.
+        ("input_version", pa.string()),
         ("output_bytes", pa.int64()),
         ("seconds", pa.float64()),  # model time for this image
         ("decode_seconds", pa.float64()),
