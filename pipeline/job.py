@@ -46,6 +46,8 @@ class RunSummary:
     listed: int = 0
     skipped: int = 0
     still_bad: int = 0
+    changed: int = 0  # restored again: the input changed since an earlier run restored it
+    vanished: int = 0  # inputs that earlier runs saw and that are gone now; their outputs stay
     ok: int = 0
     failed: int = 0
     megapixels: float = 0.0
@@ -85,7 +87,8 @@ class RunSummary:
             f"run {self.run_id}  model {self.model}",
             f"  input    {self.input_uri}  ({self.listed} images listed)",
             f"  ok {self.ok}   failed {self.failed}   skipped: {self.skipped} already done, "
-            f"{self.still_bad} undecodable before and unchanged",
+            f"{self.still_bad} undecodable before and unchanged; {self.changed} changed since restored, "
+            f"{self.vanished} vanished",
             f"  {self.processed} images, {self.megapixels:.1f} MP in {self.wall_seconds:.1f} s: "
             f"{self.images_per_second:.2f} images/s, {self.megapixels_per_second:.2f} MP/s "
             f"(planning {self.plan_seconds:.1f} s)",
@@ -250,6 +253,8 @@ def _run_locked(spec: RestoreSpec, run_id: str, ref: ModelRef) -> RunSummary:
         listed=plan.listed,
         skipped=plan.skipped,
         still_bad=plan.still_bad,
+        changed=plan.changed,
+        vanished=plan.vanished,
         plan_seconds=plan.seconds,
         dashboard_url=_dashboard_url(),
     )
@@ -309,6 +314,7 @@ def _failed_rows(rows: list[dict], run_id: str, model: str, reason: str) -> pa.T
         run_id=[run_id] * len(rows),
         input_uri=[r["input_uri"] for r in rows],
         input_bytes=[r.get("size") for r in rows],
+        input_version=[r.get("version") or None for r in rows],
         model=[model] * len(rows),
         status=[FAILED] * len(rows),
         error=[reason] * len(rows),

@@ -6,27 +6,48 @@ two inputs would get one name (``a.jpg`` and ``a.png``), the first to claim it k
 claim first, then listing order) and the others get ``<name>.<ext>.png``, so nothing is overwritten and
 names stay stable from run to run.
 
-A run is incremental: an input whose latest stats row for the same model is ``ok`` and whose output
-exists is skipped, and so is one that failed to decode before with bytes of the same size; a re-run over
-an unchanged archive does no work, new uploads are picked up, and other failures are retried.
+A run is incremental: an input is skipped when the latest stats row of the same model is about the same
+version of it (:attr:`~pipeline.storage.StoredObject.version`: ETag, size and last-modified from the
+listing, size and mtime for local files, a content hash where the store gives neither) and is ``ok`` with
+its output present, or failed to decode. A re-run over an unchanged archive does no work; new uploads and
+overwritten inputs (whatever their size) are restored, other failures are retried. Inputs that earlier
+runs saw and that are gone now are counted as ``vanished``; their outputs stay.
 """
 
 from __future__ import annotations
 
 import hashlib
 import posixpath
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from .storage import StorageOptions, filesystem, join_uri, list_images, read_bytes, split_protocol, to_uri
+from .rows import OK, STATS_SCHEMA
+from .storage import (
+    StorageOptions,
+    StoredObject,
+    content_version,
+    describe_many,
+    filesystem,
+    join_uri,
+    list_objects,
+    read_bytes,
+    split_protocol,
+    to_uri,
+)
+
+# Rows written before versions were recorded vouch only for inputs last modified this long before them.
+LEGACY_MARGIN = 3600.0
 
 
 @dataclass
 class Plan:
-    todo: list[dict]  # rows for the pipeline: input_uri, size, output_uri, reference_uri
-    skipped: int  # restored before by the same model, output present
-    still_bad: int  # failed to decode before, bytes unchanged (same size)
+    todo: list[dict]  # rows for the pipeline: input_uri, size, version, output_uri, reference_uri
+    skipped: int  # this version restored before by the same model, output present
+    still_bad: int  # this version failed to decode before
     listed: int
     seconds: float = 0.0
+    changed: int = 0  # in todo because the input changed since it was restored (or failed to decode)
+    vanished: int = 0  # inputs with earlier rows that are gone now (their outputs stay)
 
 
 def safe_relative(rel: str) -> str:
@@ -58,43 +79,75 @@ def _png_names(rel: str) -> list[str]:
     return [plain, f"{stem}{ext}.png", f"{stem}-{hashlib.sha256(rel.encode()).hexdigest()[:8]}.png"]
 
 
-def read_manifest(uri: str, storage: StorageOptions) -> list[tuple[str, int]]:
+def read_manifest(uri: str, storage: StorageOptions) -> list[str]:
     """Input URIs from a text file, one per line (blank lines and ``#`` comments ignored)."""
     lines = read_bytes(uri, storage).decode("utf-8").splitlines()
-    return [(s.strip(), 0) for s in lines if s.strip() and not s.lstrip().startswith("#")]
+    return [s.strip() for s in lines if s.strip() and not s.lstrip().startswith("#")]
 
 
-@dataclass(frozen=True)
-class Previous:
-    """What earlier runs of one model concluded about each input (its latest row)."""
+@dataclass(frozen=True, slots=True)
+class Earlier:
+    """The latest stats row of one model for one input: what an earlier run concluded."""
 
-    ok: dict[str, str]  # input_uri -> output_uri
-    undecodable: dict[str, int]  # input_uri -> size of the bytes that failed to decode
+    ok: bool
+    output_uri: str | None
+    undecodable: bool  # it failed to decode (the bytes are bad, not the store or the worker)
+    version: str | None  # None: a row written before versions were recorded
+    size: int | None
+    finished_at: float | None  # epoch seconds
 
 
-def previous_results(output_uri: str, model: str, storage: StorageOptions) -> Previous:
+def previous_results(output_uri: str, model: str, storage: StorageOptions) -> dict[str, Earlier]:
     """The latest stats row of ``model`` per input, from every run under ``<output>/stats``."""
     import pyarrow.dataset as pads
 
     fs, stats = filesystem(join_uri(output_uri, "stats"), storage)
     files = [p for p in fs.find(stats) if p.endswith(".parquet")] if fs.exists(stats) else []
     if not files:
-        return Previous({}, {})
-    table = pads.dataset(files, filesystem=fs, format="parquet").to_table(
-        columns=["input_uri", "output_uri", "status", "error", "input_bytes", "finished_at"],
+        return {}
+    # The schema is given, not taken from the first file: parts written before a column existed
+    # (input_version) read as nulls in it.
+    table = pads.dataset(files, schema=STATS_SCHEMA, filesystem=fs, format="parquet").to_table(
+        columns=["input_uri", "output_uri", "status", "error", "input_bytes", "input_version", "finished_at"],
         filter=pads.field("model") == model,
     )
     table = table.sort_by("finished_at")
     latest = {}
     for row in table.to_pylist():
-        latest[row["input_uri"]] = row
-    ok = {u: r["output_uri"] for u, r in latest.items() if r["status"] == "ok"}
-    bad = {
-        u: r["input_bytes"]
-        for u, r in latest.items()
-        if r["status"] != "ok" and (r["error"] or "").startswith("decode:")
-    }
-    return Previous(ok, bad)
+        finished = row["finished_at"]
+        latest[row["input_uri"]] = Earlier(
+            ok=row["status"] == OK,
+            output_uri=row["output_uri"],
+            undecodable=row["status"] != OK and (row["error"] or "").startswith("decode:"),
+            version=row["input_version"],
+            size=row["input_bytes"],
+            finished_at=finished.timestamp() if finished is not None else None,
+        )
+    return latest
+
+
+def same_version(earlier: Earlier, now: StoredObject, *, content: str | None = None) -> bool:
+    """Whether ``now`` is the version of the input that ``earlier`` was about.
+
+    ``content``: the :func:`~pipeline.storage.content_version` of the input's bytes now, for stores
+    that describe no version (then ``now.version`` is empty).
+    """
+    if earlier.version is None:
+        # A row from before versions were recorded. Trusting it as runs did then (same model, output
+        # present: skip) is safe only where the input provably has not changed since that row was
+        # written: the same size, and last modified well before the row (LEGACY_MARGIN covers the time
+        # between reading the bytes and writing the row, and clocks that disagree). Elsewhere (a store
+        # without modification times, a recent write) the input is restored once more, and its new row
+        # records the version.
+        return (
+            earlier.size == now.size
+            and now.modified is not None
+            and earlier.finished_at is not None
+            and now.modified < earlier.finished_at - LEGACY_MARGIN
+        )
+    if now.version:
+        return earlier.version == now.version
+    return content is not None and earlier.version == content
 
 
 def existing_outputs(output_uri: str, storage: StorageOptions) -> set[str]:
@@ -105,6 +158,30 @@ def existing_outputs(output_uri: str, storage: StorageOptions) -> set[str]:
     if not fs.exists(root):
         return set()
     return {to_uri(protocol, p) for p in fs.find(root)}
+
+
+def _inputs(input_uri: str, manifest: str | None, storage: StorageOptions) -> tuple[list[StoredObject], list[str]]:
+    """The inputs with their versions, and the URIs of manifest entries that are not there."""
+    if not manifest:
+        return list(list_objects(input_uri, storage)), []
+    uris = read_manifest(manifest, storage)
+    # A manifest has no listing to carry sizes and versions: one metadata request per entry, in threads.
+    described = describe_many(uris, storage)
+    return [d for d in described if d is not None], [u for u, d in zip(uris, described) if d is None]
+
+
+def _under(uri: str, prefix: str) -> bool:
+    (p1, path), (p2, root) = split_protocol(uri), split_protocol(prefix)
+    root = root.rstrip("/")
+    return p1 == p2 and (path == root or path.startswith(root + "/"))
+
+
+def _hash_contents(uris: list[str], storage: StorageOptions, *, threads: int = 8) -> dict[str, str]:
+    """:func:`~pipeline.storage.content_version` of each of ``uris``, read ``threads`` at a time."""
+    if not uris:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(threads, len(uris))) as pool:
+        return dict(zip(uris, pool.map(lambda u: content_version(read_bytes(u, storage)), uris)))
 
 
 def make_plan(
@@ -120,22 +197,40 @@ def make_plan(
     import time
 
     t0 = time.perf_counter()
-    listed = read_manifest(manifest, storage) if manifest else list(list_images(input_uri, storage))
-    prev = previous_results(output_uri, model, storage)
-    done = prev.ok
+    listed, missing = _inputs(input_uri, manifest, storage)
+    earlier = previous_results(output_uri, model, storage)
     present = existing_outputs(output_uri, storage)
-    claimed = {out: inp for inp, out in done.items()}  # output name -> input that owns it
-    todo, skipped, still_bad = [], 0, 0
-    for uri, size in listed:
-        if uri in done and done[uri] in present:
+    claimed = {e.output_uri: uri for uri, e in earlier.items() if e.ok}  # output name -> input that owns it
+    # Stores that describe no version: the inputs that an earlier row could vouch for are hashed now.
+    content = _hash_contents(
+        [
+            o.uri
+            for o in listed
+            if not o.version and (e := earlier.get(o.uri)) and (e.version or "").startswith("sha256:")
+        ],
+        storage,
+    )
+    if manifest:
+        # A missing manifest entry that was never tried is planned, and fails with the reason.
+        vanished = sum(1 for uri in missing if uri in earlier)
+        listed += [StoredObject(uri, 0, "", None) for uri in missing if uri not in earlier]
+    else:
+        names = {o.uri for o in listed}
+        vanished = sum(1 for uri in earlier if uri not in names and _under(uri, input_uri))
+    todo, skipped, still_bad, changed = [], 0, 0, 0
+    for obj in listed:
+        uri, e = obj.uri, earlier.get(obj.uri)
+        same = e is not None and same_version(e, obj, content=content.get(uri))
+        if same and e.ok and e.output_uri in present:
             skipped += 1
             continue
-        if prev.undecodable.get(uri, -1) == size:
+        if same and e.undecodable:
             still_bad += 1  # the same bytes failed to decode before: no use trying again
             continue
+        changed += e is not None and (e.ok or e.undecodable) and not same
         rel = relative_key(uri, input_uri)
-        if uri in done:  # re-doing a missing output: keep its name
-            out = done[uri]
+        if e is not None and e.ok:  # re-doing a changed input or a missing output: keep its name
+            out = e.output_uri
         else:
             out = next(
                 o
@@ -146,11 +241,12 @@ def make_plan(
         todo.append(
             {
                 "input_uri": uri,
-                "size": int(size),
+                "size": int(obj.size),
+                "version": obj.version,  # "": the read stage records the content's hash instead
                 "output_uri": out,
                 "reference_uri": join_uri(reference, rel)
                 if reference
                 else "",  # "" not None: all-None columns lose their type
             }
         )
-    return Plan(todo, skipped, still_bad, len(listed), time.perf_counter() - t0)
+    return Plan(todo, skipped, still_bad, len(listed), time.perf_counter() - t0, changed=changed, vanished=vanished)

@@ -7,11 +7,14 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from .rows import OK, fail
-from .storage import StorageOptions, filesystem, split_protocol
+from .storage import StorageOptions, content_version, filesystem, split_protocol
 
 
 def read_batch(batch: dict[str, np.ndarray], *, storage: StorageOptions, threads: int) -> dict[str, np.ndarray]:
     """Ray Data stage: add ``data`` (the object's bytes), ``status`` and ``error`` to each row.
+
+    A row whose ``version`` is empty (its store describes none) gets its content's sha256 as version,
+    which the stats record, so that a later run can tell whether these bytes changed.
 
     Object-store latency dominates small reads, so a task reads its rows on ``threads`` threads.
     Transient errors are retried by the filesystem (botocore's adaptive retries for S3); an object that
@@ -39,4 +42,9 @@ def read_batch(batch: dict[str, np.ndarray], *, storage: StorageOptions, threads
     out["data"] = np.array([r[0] for r in results], dtype=object)
     out["status"] = np.array([r[1] for r in results], dtype=object)
     out["error"] = np.array([r[2] for r in results], dtype=object)
+    if "version" in batch:
+        out["version"] = np.array(
+            [v or (content_version(r[0]) if r[1] == OK else "") for v, r in zip(batch["version"], results)],
+            dtype=object,
+        )
     return out

@@ -7,10 +7,13 @@ explicit ``endpoint_url`` points at S3-compatible stores.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from dgunet.checkpoint import write_file_atomic
@@ -84,19 +87,103 @@ def to_uri(protocol: str, path: str) -> str:
     return path if protocol == "file" else f"{protocol}://{path}"
 
 
-def list_images(uri: str, options: StorageOptions | None = None) -> Iterator[tuple[str, int]]:
-    """Every image under ``uri`` (recursive, extensions case-insensitive): ``(uri, size)``, sorted.
+@dataclass(frozen=True)
+class StoredObject:
+    """One object as its store describes it (a listing entry, or the answer to a metadata request)."""
 
-    ``uri`` may also name a single image file.
+    uri: str
+    size: int
+    # What tells this version of the object from any other: ``"size=N mtime_ns=M"`` for local files,
+    # ``"etag=E size=N modified=S"`` where the store gives an ETag (S3, GCS, Azure) or a modification
+    # time, ``""`` where it gives neither (then a content hash stands in: :func:`content_version`).
+    version: str
+    modified: float | None  # last modification, seconds since the epoch, where the store gives it
+
+
+def _seconds(value: Any) -> float | None:
+    """A store's modification time (datetime, ISO string or epoch seconds) as epoch seconds."""
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str) and value:
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return None
+    return None
+
+
+def describe(protocol: str, path: str, info: dict[str, Any]) -> StoredObject:
+    """The :class:`StoredObject` of ``path`` from its fsspec ``info`` (listing detail or ``fs.info``)."""
+    size = int(info.get("size") or 0)
+    if protocol == "file":
+        st = os.stat(path)  # fsspec gives mtime as a float; nanoseconds tell close writes apart
+        return StoredObject(
+            to_uri(protocol, path), st.st_size, f"size={st.st_size} mtime_ns={st.st_mtime_ns}", st.st_mtime
+        )
+    # S3 (s3fs): ETag, LastModified; GCS (gcsfs): etag, updated; Azure (adlfs): etag, last_modified.
+    etag = next((str(info[k]).strip('"') for k in ("ETag", "etag", "generation", "md5Hash") if info.get(k)), "")
+    modified = next(
+        (s for k in ("LastModified", "last_modified", "updated", "mtime") if (s := _seconds(info.get(k))) is not None),
+        None,
+    )
+    if not etag and modified is None:
+        return StoredObject(to_uri(protocol, path), size, "", None)
+    # Whole seconds: a listing's LastModified may carry milliseconds that a HEAD request's lacks.
+    stamp = "" if modified is None else str(int(modified))
+    return StoredObject(to_uri(protocol, path), size, f"etag={etag} size={size} modified={stamp}", modified)
+
+
+def content_version(data: bytes) -> str:
+    """The version of an object whose store gives no ETag nor modification time: its bytes' sha256."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def list_objects(uri: str, options: StorageOptions | None = None) -> Iterator[StoredObject]:
+    """Every image under ``uri`` (recursive, extensions case-insensitive), sorted, with its version.
+
+    ``uri`` may also name a single image file. One listing: the versions come with it.
     """
     fs, root = filesystem(uri, options)
     protocol, _ = split_protocol(uri)
     if fs.isfile(root):
-        yield to_uri(protocol, root), fs.size(root)
+        yield describe(protocol, root, fs.info(root))
         return
     for path, info in sorted(fs.find(root, detail=True, withdirs=False).items()):
         if os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS:
-            yield to_uri(protocol, path), int(info.get("size") or 0)
+            yield describe(protocol, path, info)
+
+
+def list_images(uri: str, options: StorageOptions | None = None) -> Iterator[tuple[str, int]]:
+    """Every image under ``uri`` as ``(uri, size)``, sorted: :func:`list_objects` without versions."""
+    for obj in list_objects(uri, options):
+        yield obj.uri, obj.size
+
+
+def describe_many(
+    uris: Sequence[str], options: StorageOptions | None = None, *, threads: int = 16
+) -> list[StoredObject | None]:
+    """The metadata of each of ``uris`` (one request each, ``threads`` at a time); None where it is missing.
+
+    For inputs that no listing describes (a manifest's entries).
+    """
+    if not uris:
+        return []
+    fs, _ = filesystem(uris[0], options)
+
+    def one(uri: str) -> StoredObject | None:
+        protocol, path = split_protocol(uri)
+        try:
+            info = fs.info(path)
+        except FileNotFoundError:
+            return None
+        if info.get("type") == "directory":
+            return None
+        return describe(protocol, path, info)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(uris)))) as pool:
+        return list(pool.map(one, uris))
 
 
 def read_bytes(uri: str, options: StorageOptions | None = None) -> bytes:

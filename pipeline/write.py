@@ -42,6 +42,7 @@ def write_batch(
             "output_uri": batch["output_uri"][i],
             "model": model,
             "input_bytes": int(batch["size"][i]),
+            "input_version": batch["version"][i] or None,
             "mode": batch["mode"][i] or None,
             "decode_seconds": float(batch["decode_seconds"][i]),
             "seconds": float(batch["seconds"][i]),

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.plan import make_plan, relative_key, safe_relative
+from pipeline.plan import LEGACY_MARGIN, make_plan, relative_key, safe_relative
 from pipeline.rows import STATS_SCHEMA
-from pipeline.storage import StorageOptions
+from pipeline.storage import StorageOptions, list_objects
 
 NONE = StorageOptions()
 
@@ -26,10 +26,14 @@ def _touch(root, *names):
         p.write_bytes(b"x")
 
 
-def _stats(out, rows):
+def _version(path) -> str:
+    return next(list_objects(str(path))).version
+
+
+def _stats(out, rows, name="run-old-part-00000.parquet", schema=STATS_SCHEMA):
     (out / "stats").mkdir(parents=True, exist_ok=True)
-    full = [{k: r.get(k) for k in STATS_SCHEMA.names} for r in rows]
-    pq.write_table(pa.Table.from_pylist(full, schema=STATS_SCHEMA), out / "stats" / "run-old-part-00000.parquet")
+    full = [{k: r.get(k) for k in schema.names} for r in rows]
+    pq.write_table(pa.Table.from_pylist(full, schema=schema), out / "stats" / name)
 
 
 def test_names_mirror_inputs_and_collisions_do_not_overwrite(tmp_path):
@@ -48,7 +52,14 @@ def test_done_inputs_are_skipped_and_keep_their_names(tmp_path):
 
     def ok(name, model="m"):
         out_uri = str(out / "images" / name)
-        return {"input_uri": str(src / name), "output_uri": out_uri, "status": "ok", "model": model, "run_id": "old"}
+        return {
+            "input_uri": str(src / name),
+            "output_uri": out_uri,
+            "status": "ok",
+            "model": model,
+            "run_id": "old",
+            "input_version": _version(src / name),
+        }
 
     _stats(out, [ok("a.png"), ok("b.png"), ok("c.png", model="other")])
     plan = make_plan(input_uri=str(src), output_uri=str(out), model="m", storage=NONE)
@@ -69,6 +80,7 @@ def test_new_upload_never_takes_an_earlier_name(tmp_path):
                 "status": "ok",
                 "model": "m",
                 "run_id": "old",
+                "input_version": _version(src / "z.jpg"),
             }
         ],
     )
@@ -86,10 +98,11 @@ def test_unchanged_undecodable_inputs_are_not_retried(tmp_path):
             "status": "failed",
             "error": "decode: truncated",
             "model": "m",
-            "input_bytes": size,
+            "input_bytes": 1,
+            "input_version": version,
             "run_id": "old",
         }
-        for n, size in (("bad.png", 1), ("changed.png", 99))
+        for n, version in (("bad.png", _version(src / "bad.png")), ("changed.png", "size=1 mtime_ns=1"))
     ]
     _stats(out, rows)
     plan = make_plan(input_uri=str(src), output_uri=str(out), model="m", storage=NONE)
@@ -111,3 +124,121 @@ def test_manifest_and_reference(tmp_path):
     )
     assert [r["input_uri"] for r in plan.todo] == [str(src / "x/2.png")]
     assert plan.todo[0]["reference_uri"] == str(tmp_path / "ref" / "x/2.png")
+
+
+def _ok_row(src, out, name, **extra):
+    return {
+        "input_uri": str(src / name),
+        "output_uri": str(out / "images" / name),
+        "status": "ok",
+        "model": "m",
+        "run_id": "old",
+        "input_version": _version(src / name),
+        **extra,
+    }
+
+
+def test_overwritten_inputs_are_restored_again_whatever_their_size(tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    _touch(src, "same.png", "bigger.png", "untouched.png")
+    _touch(out / "images", "same.png", "bigger.png", "untouched.png")
+    _stats(out, [_ok_row(src, out, n) for n in ("same.png", "bigger.png", "untouched.png")])
+    (src / "same.png").write_bytes(b"y")  # same size, other bytes
+    (src / "bigger.png").write_bytes(b"xyz")
+    plan = make_plan(input_uri=str(src), output_uri=str(out), model="m", storage=NONE)
+    todo = {r["input_uri"].rsplit("/", 1)[1]: r for r in plan.todo}
+    assert sorted(todo) == ["bigger.png", "same.png"] and (plan.skipped, plan.changed) == (1, 2)
+    assert todo["same.png"]["output_uri"] == str(out / "images" / "same.png")  # restored over its old output
+    assert todo["same.png"]["version"] == _version(src / "same.png")
+
+
+def test_vanished_inputs_are_counted_and_their_outputs_kept(tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    _touch(src, "a.png", "b.png")
+    _touch(out / "images", "a.png", "b.png")
+    _stats(out, [_ok_row(src, out, "a.png"), _ok_row(src, out, "b.png")])
+    (src / "b.png").unlink()
+    _touch(src, "b.jpg")  # a new upload that would take b's output name
+    plan = make_plan(input_uri=str(src), output_uri=str(out), model="m", storage=NONE)
+    assert (plan.skipped, plan.vanished, plan.listed) == (1, 1, 2)
+    assert [r["output_uri"] for r in plan.todo] == [str(out / "images" / "b.jpg.png")]
+
+
+def test_rows_from_before_versions_vouch_only_for_inputs_unchanged_since(tmp_path):
+    """Stats parts without the input_version column still read; such a row skips its input only where
+    the input has the row's size and was last modified well before the row was written."""
+    import os
+    from datetime import datetime, timedelta, timezone
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    names = ("old.png", "resized.png", "touched.png", "new-row.png")
+    _touch(src, *names)
+    _touch(out / "images", *names)
+    now = datetime.now(timezone.utc)
+    for n in names:
+        os.utime(src / n, (now.timestamp() - 3 * LEGACY_MARGIN,) * 2)
+    os.utime(src / "touched.png", (now.timestamp() - LEGACY_MARGIN / 2,) * 2)  # written after the row
+    (src / "resized.png").write_bytes(b"xx")
+    os.utime(src / "resized.png", (now.timestamp() - 3 * LEGACY_MARGIN,) * 2)
+    legacy = pa.schema([f for f in STATS_SCHEMA if f.name != "input_version"])
+    written = now - timedelta(seconds=LEGACY_MARGIN)
+    rows = [{**_ok_row(src, out, n), "input_bytes": 1, "finished_at": written} for n in names[:3]]
+    _stats(out, rows, name="run-0-part-00000.parquet", schema=legacy)  # listed first: its schema lacks the column
+    _stats(out, [_ok_row(src, out, "new-row.png", finished_at=now)], name="run-1-part-00000.parquet")
+    plan = make_plan(input_uri=str(src), output_uri=str(out), model="m", storage=NONE)
+    assert sorted(r["input_uri"].rsplit("/", 1)[1] for r in plan.todo) == ["resized.png", "touched.png"]
+    assert plan.skipped == 2
+
+
+def test_manifest_entries_carry_versions(tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    _touch(src, "bad.png", "fixed.png", "gone.png", "never.png")
+    rows = [
+        {"input_uri": str(src / n), "status": "failed", "error": "decode: truncated", "model": "m", "run_id": "old"}
+        | {"input_bytes": 1, "input_version": _version(src / n)}
+        for n in ("bad.png", "fixed.png", "gone.png")
+    ]
+    _stats(out, rows)
+    (src / "fixed.png").write_bytes(b"z")  # fixed, same size: a manifest run must see it changed
+    (src / "gone.png").unlink()
+    (src / "never.png").unlink()
+    manifest = tmp_path / "list.txt"
+    manifest.write_text("".join(f"{src / n}\n" for n in ("bad.png", "fixed.png", "gone.png", "never.png")))
+    plan = make_plan(input_uri=str(src), output_uri=str(out), model="m", storage=NONE, manifest=str(manifest))
+    todo = {r["input_uri"].rsplit("/", 1)[1]: r for r in plan.todo}
+    assert sorted(todo) == ["fixed.png", "never.png"]  # never tried and missing: planned, it fails with a reason
+    assert (plan.still_bad, plan.vanished, plan.changed) == (1, 1, 1)
+    assert todo["fixed.png"]["size"] == 1 and todo["fixed.png"]["version"] == _version(src / "fixed.png")
+
+
+def test_stores_without_versions_compare_content_hashes():
+    """A store that gives neither ETag nor modification time (fsspec's memory filesystem): the content's
+    sha256 stands in for the version."""
+    import fsspec
+
+    from pipeline.storage import content_version
+
+    fs = fsspec.filesystem("memory")
+    for n in ("same.png", "edited.png"):
+        fs.pipe(f"/in-{id(fs)}/{n}", b"old")
+    src, out = f"memory:///in-{id(fs)}", f"memory:///out-{id(fs)}"
+    assert next(list_objects(src)).version == ""
+    for n in ("same.png", "edited.png"):
+        fs.pipe(f"/out-{id(fs)}/images/{n}", b"png")
+    rows = [
+        {
+            "input_uri": f"{src}/{n}",
+            "output_uri": f"{out}/images/{n}",
+            "status": "ok",
+            "model": "m",
+            "input_version": content_version(b"old"),
+        }
+        for n in ("same.png", "edited.png")
+    ]
+    buf = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pylist([{k: r.get(k) for k in STATS_SCHEMA.names} for r in rows], STATS_SCHEMA), buf)
+    fs.pipe(f"/out-{id(fs)}/stats/run-a-part-00000.parquet", buf.getvalue().to_pybytes())
+    fs.pipe(f"/in-{id(fs)}/edited.png", b"new")
+    plan = make_plan(input_uri=src, output_uri=out, model="m", storage=NONE)
+    assert [r["input_uri"] for r in plan.todo] == [f"{src}/edited.png"] and plan.skipped == 1
+    assert plan.todo[0]["version"] == ""  # the read stage records the hash of what it reads
