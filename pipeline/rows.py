@@ -6,6 +6,7 @@ import numpy as np
 import pyarrow as pa
 
 OK, FAILED = "ok", "failed"
+STOPPED = "stopped"  # a row the model stage did not start because the run is stopping; it is never a stats row
 
 # One Parquet row per input and run.
 STATS_SCHEMA = pa.schema(
