@@ -7,13 +7,15 @@
 
 Flags override the spec. Without --spec, jobs/specs/demo.yaml gives the defaults. Exit code 0 when no
 input failed (or no more than the spec's allow_failed_fraction), 1 otherwise, 2 for a bad spec, 3 when
-another run is writing to the same output (a scheduled run that overlaps the previous one).
+another run is writing to the same output (a scheduled run that overlaps the previous one), 130 or 143
+when SIGINT or SIGTERM stopped the run (after writing what it had done; see pipeline/shutdown.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -88,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         print(err, file=sys.stderr)
         return 3
     print(summary.render())
+    if summary.interrupted:
+        return 128 + signal.Signals[summary.interrupted].value  # the shells' convention: 130, 143
     if summary.processed and summary.failed / summary.processed > spec.allow_failed_fraction:
         print(f"{summary.failed} of {summary.processed} inputs failed", file=sys.stderr)
         return 1

@@ -18,14 +18,17 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .lock import RunLock
-from .model_stage import ModelRef, RestoreModel, resolve_model, restore_alone
-from .plan import make_plan
+from .model_stage import ModelRef, resolve_model, restore_alone
+from .plan import Plan, make_plan
 from .report import ReportCollector, ranking_measure
-from .rows import FAILED, STATS_SCHEMA
+from .rows import FAILED, STATS_SCHEMA, STOPPED
+from .shutdown import GracefulStop, Interrupted
 from .spec import RestoreSpec
+from .stop_gate import StoppableRestoreModel, start_flag
 from .storage import join_uri, write_bytes_atomic
 
 log = logging.getLogger(__name__)
@@ -55,6 +58,7 @@ class RunSummary:
     wall_seconds: float = 0.0
     stats_files: list[str] = field(default_factory=list)
     failures: list[dict] = field(default_factory=list)  # the first 100, with reasons
+    interrupted: str | None = None  # the signal that stopped the run ("SIGTERM", "SIGINT"); None: it ran out
     dashboard_url: str | None = None
     report_uri: str | None = None
     metrics: dict = field(default_factory=dict)  # where the time went, bytes, mean noise, failures by kind
@@ -84,7 +88,8 @@ class RunSummary:
 
     def render(self) -> str:
         lines = [
-            f"run {self.run_id}  model {self.model}",
+            f"run {self.run_id}  model {self.model}"
+            + (f"  INTERRUPTED by {self.interrupted}" if self.interrupted else ""),
             f"  input    {self.input_uri}  ({self.listed} images listed)",
             f"  ok {self.ok}   failed {self.failed}   skipped: {self.skipped} already done, "
             f"{self.still_bad} undecodable before and unchanged; {self.changed} changed since restored, "
@@ -134,13 +139,17 @@ class StatsWriter:
         self.pending, self.rows, self.last = [], 0, time.monotonic()
 
 
-def build_dataset(spec: RestoreSpec, rows: list[dict], ref: ModelRef, run_id: str, *, one_by_one: bool = False):
+def build_dataset(
+    spec: RestoreSpec, rows: list[dict], ref: ModelRef, run_id: str, *, one_by_one: bool = False, stop=None
+):
     """The Ray Data pipeline over planned ``rows``; yields stats rows when iterated.
 
     A model actor that dies (killed, segfault, out of host memory) is restarted by Ray and its batch
     retried, at most ``resources.max_task_retries`` times; after that the batch is dropped instead of
     failing the run, and :func:`run_restore` accounts for its rows. ``one_by_one``: each image alone, in
     a task of its own, so that a batch that kept killing its actor is narrowed down to the image at fault.
+    ``stop``: the run's :class:`~pipeline.stop_gate.StopFlag`; once raised, reading and the model start
+    nothing new and drop their rows, while what is restored is still written (see :mod:`pipeline.shutdown`).
     """
     import ray
 
@@ -159,7 +168,9 @@ def build_dataset(spec: RestoreSpec, rows: list[dict], ref: ModelRef, run_id: st
     finally:
         ctx.max_errored_blocks = errored
     ds = ds.map_batches(
-        read_batch, fn_kwargs={"storage": storage, "threads": res.read_threads}, batch_size=1 if one_by_one else 16
+        read_batch,
+        fn_kwargs={"storage": storage, "threads": res.read_threads, "stop": stop},
+        batch_size=1 if one_by_one else 16,
     )
     # One image per decode call: a huge image does not hold up (or share a block with) small ones.
     ds = ds.map_batches(decode_batch, fn_kwargs={"max_pixels": spec.input.max_pixels}, batch_size=1)
@@ -190,8 +201,8 @@ def build_dataset(spec: RestoreSpec, rows: list[dict], ref: ModelRef, run_id: st
         )
     else:
         ds = ds.map_batches(
-            RestoreModel,
-            fn_constructor_kwargs=model,
+            StoppableRestoreModel,
+            fn_constructor_kwargs={**model, "stop": stop},
             compute=ray.data.ActorPoolStrategy(min_size=res.min_actors, max_size=res.max_actors),
             batch_size=res.batch_size,
             # Applied when each actor starts (Ray Data's default is to retry forever).
@@ -214,6 +225,10 @@ def build_dataset(spec: RestoreSpec, rows: list[dict], ref: ModelRef, run_id: st
 def run_restore(spec: RestoreSpec, *, run_id: str | None = None) -> RunSummary:
     """Run ``spec`` on the connected Ray cluster; writes images, stats and ``runs/<run_id>.json``.
 
+    On SIGTERM or SIGINT (in the main thread) the run stops within ``output.shutdown_grace_seconds``:
+    no new work starts, the stats of every image written are kept, and the summary it returns (and
+    writes) has ``interrupted`` set to the signal's name; see :mod:`pipeline.shutdown`.
+
     Raises:
         LockedError: another run is writing to the same output prefix.
     """
@@ -231,62 +246,51 @@ def run_restore(spec: RestoreSpec, *, run_id: str | None = None) -> RunSummary:
         depth=m.depth,
     )
     lock = RunLock(spec.output.uri, run_id, storage, stale_after=spec.output.lock_stale_minutes * 60)
-    with lock:
-        return _run_locked(spec, run_id, ref)
+    with GracefulStop(spec.output.shutdown_grace_seconds) as stop, lock:
+        return _run_locked(spec, run_id, ref, stop)
 
 
-def _run_locked(spec: RestoreSpec, run_id: str, ref: ModelRef) -> RunSummary:
+def _run_locked(spec: RestoreSpec, run_id: str, ref: ModelRef, stop: GracefulStop) -> RunSummary:
     storage = spec.storage.options()
-    plan = make_plan(
-        input_uri=spec.input.uri,
-        output_uri=spec.output.uri,
-        model=ref.id,
-        storage=storage,
-        manifest=spec.input.manifest,
-        reference=spec.input.reference,
-    )
     summary = RunSummary(
         run_id=run_id,
         model=ref.id,
         input_uri=spec.input.uri,
         output_uri=spec.output.uri,
-        listed=plan.listed,
-        skipped=plan.skipped,
-        still_bad=plan.still_bad,
-        changed=plan.changed,
-        vanished=plan.vanished,
-        plan_seconds=plan.seconds,
         dashboard_url=_dashboard_url(),
     )
+    try:
+        with stop.region("any"):  # nothing is lost by stopping while planning
+            plan = make_plan(
+                input_uri=spec.input.uri,
+                output_uri=spec.output.uri,
+                model=ref.id,
+                storage=storage,
+                manifest=spec.input.manifest,
+                reference=spec.input.reference,
+            )
+            flag = start_flag() if plan.todo else None
+    except Interrupted:
+        plan, flag = None, None
+    if plan is not None:
+        summary.listed, summary.skipped, summary.still_bad = plan.listed, plan.skipped, plan.still_bad
+        summary.changed, summary.vanished, summary.plan_seconds = plan.changed, plan.vanished, plan.seconds
+    if flag is not None:
+        stop.on_stop(flag.set.remote)
     t0 = time.perf_counter()
     writer = StatsWriter(spec, run_id)
     rank = ranking_measure(spec.task, paired=bool(spec.input.reference))
     report = ReportCollector(start=time.time(), rank=rank, sample=spec.output.report_samples)
-    seen: set[str] = set()
-    account = functools.partial(_account, writer=writer, seen=seen, report=report)
-    lost = plan.todo
-    for one_by_one in (False, True):
-        if not lost:
-            break
-        if one_by_one:
-            log.warning("%d images were lost with workers that died; retrying them one at a time.", len(lost))
-        ds = build_dataset(spec, lost, ref, run_id, one_by_one=one_by_one)
-        for table in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-            account(table)
-        summary.execution_stats.append(ds.stats())
-        lost = [row for row in lost if row["input_uri"] not in seen]
-    if lost:  # every input ends as a row: these killed their worker every time they were tried
-        reason = (
-            f"model: the worker died on every attempt ({spec.resources.max_task_retries + 1} with this image alone)"
-        )
-        account(_failed_rows(lost, run_id, ref.id, reason))
+    if plan is not None and not stop.requested:
+        _restore(spec, plan, ref, run_id, summary, stop, flag, writer, report)
     writer.flush()
+    summary.interrupted = stop.signal_name
     summary.wall_seconds = time.perf_counter() - t0
     summary.stats_files = writer.parts
     summary.ok, summary.failed = report.totals["ok"], report.totals["failed"]
     summary.megapixels, summary.failures = report.totals["megapixels"], report.failures[:100]
     summary.metrics = report.metrics()
-    if spec.output.report:
+    if spec.output.report and not summary.interrupted:  # a stopping run spends its grace on the stats
         uri = join_uri(spec.output.uri, "reports", f"{run_id}.html")
         try:
             page = report.render(summary, max_pixels=spec.input.max_pixels, storage=storage)
@@ -298,10 +302,57 @@ def _run_locked(spec: RestoreSpec, run_id: str, ref: ModelRef) -> RunSummary:
     return summary
 
 
+def _restore(
+    spec: RestoreSpec,
+    plan: Plan,
+    ref: ModelRef,
+    run_id: str,
+    summary: RunSummary,
+    stop: GracefulStop,
+    flag,
+    writer: StatsWriter,
+    report: ReportCollector,
+) -> None:
+    """Run the pipeline over the plan's rows, taking their stats rows as they come; a second pass takes
+    the images lost with workers that died, one at a time. Stopping, it takes what finishes until the
+    pipeline drains or the drain deadline passes, and tries nothing again."""
+    seen: set[str] = set()
+    account = functools.partial(_account, writer=writer, seen=seen, report=report)
+    lost = plan.todo
+    for one_by_one in (False, True):
+        if not lost or stop.requested:
+            break
+        if one_by_one:
+            log.warning("%d images were lost with workers that died; retrying them one at a time.", len(lost))
+        ds = build_dataset(spec, lost, ref, run_id, one_by_one=one_by_one, stop=flag)
+        batches = iter(ds.iter_batches(batch_format="pyarrow", batch_size=None))
+        try:
+            while not stop.drain_over:
+                try:
+                    with stop.region("wait"):
+                        table = next(batches)
+                except (StopIteration, Interrupted):
+                    break
+                account(table)
+        finally:
+            batches.close()  # shuts Ray Data's executor down now, also when the drain was cut short
+        try:
+            summary.execution_stats.append(ds.stats())
+        except Exception as exc:  # stats of an execution cut short; the run's own results are what count
+            log.warning("No Ray Data stats for this pass: %s", exc)
+        lost = [row for row in lost if row["input_uri"] not in seen]
+    if lost and not stop.requested:  # every input ends as a row: these killed their worker every time
+        reason = (
+            f"model: the worker died on every attempt ({spec.resources.max_task_retries + 1} with this image alone)"
+        )
+        account(_failed_rows(lost, run_id, ref.id, reason))
+
+
 def _account(table: pa.Table, *, writer: StatsWriter, seen: set[str], report: ReportCollector) -> None:
     """Take a batch of stats rows into the stats files, the report (which also counts for the summary)
     and the inputs seen."""
     table = table.select(STATS_SCHEMA.names).cast(STATS_SCHEMA)
+    table = table.filter(pc.not_equal(table["status"], STOPPED))  # not started: planned again next run
     writer.add(table)
     report.add(table)
     seen.update(table.column("input_uri").to_pylist())

@@ -7,10 +7,13 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from .rows import OK, fail
+from .stop_gate import stopped
 from .storage import StorageOptions, content_version, filesystem, split_protocol
 
 
-def read_batch(batch: dict[str, np.ndarray], *, storage: StorageOptions, threads: int) -> dict[str, np.ndarray]:
+def read_batch(
+    batch: dict[str, np.ndarray], *, storage: StorageOptions, threads: int, stop=None
+) -> dict[str, np.ndarray]:
     """Ray Data stage: add ``data`` (the object's bytes), ``status`` and ``error`` to each row.
 
     A row whose ``version`` is empty (its store describes none) gets its content's sha256 as version,
@@ -19,8 +22,13 @@ def read_batch(batch: dict[str, np.ndarray], *, storage: StorageOptions, threads
     Object-store latency dominates small reads, so a task reads its rows on ``threads`` threads.
     Transient errors are retried by the filesystem (botocore's adaptive retries for S3); an object that
     still cannot be read fails its row only.
+
+    ``stop``: the run's :class:`~pipeline.stop_gate.StopFlag`; once it is raised, rows are dropped
+    unread (the run is stopping, and the next run plans them again).
     """
     uris = list(batch["input_uri"])
+    if uris and stopped(stop):
+        batch, uris = {k: v[:0] for k, v in batch.items()}, []
     if not uris:
         return {
             **batch,

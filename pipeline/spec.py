@@ -53,6 +53,11 @@ class OutputSpec(_Strict):
     lock_stale_minutes: float = Field(
         15, gt=0, description="a run lock not renewed for this long is taken over (live runs renew it every minute)"
     )
+    shutdown_grace_seconds: float = Field(
+        30,
+        ge=1,
+        description="on SIGTERM/SIGINT, seconds to finish what is restored, write the stats and summary, and exit",
+    )
 
 
 class ResourcesSpec(_Strict):

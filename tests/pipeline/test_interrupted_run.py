@@ -1,8 +1,10 @@
-"""A driver killed mid-run (SIGKILL) and started again: every image restored exactly once, no secrets leaked."""
+"""A driver killed mid-run (SIGKILL), or stopped (SIGTERM, SIGINT), and started again: every image restored
+exactly once, no secrets leaked; a stopped run keeps the stats of what it wrote and releases its lock."""
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import subprocess
@@ -40,29 +42,40 @@ def _wait_for(predicate, proc, timeout=180.0):
     raise TimeoutError("the run made no progress")
 
 
-def test_driver_killed_midway_then_restarted_restores_each_image_once(
-    ray_local, s3fs_client, s3_endpoint, tiny_weights, tmp_path
-):
-    fs, bucket = s3fs_client, f"kill-{uuid.uuid4().hex[:8]}"
+def _archive(fs, name: str, n: int, s3_endpoint: str, tiny_weights, spec: Path, **output) -> str:
+    """A bucket of ``n`` photos under ``in/`` and a spec restoring them to ``out/``; the bucket's name."""
+    bucket = f"{name}-{uuid.uuid4().hex[:8]}"
     fs.mkdir(bucket)
-    for i in range(N):
+    for i in range(n):
         buf = io.BytesIO()
         Image.fromarray(photo(96, 128, seed=i)).save(buf, format="PNG")
         fs.pipe(f"{bucket}/in/{i // 50}/img{i:03d}.png", buf.getvalue())
     path, widths = tiny_weights
-    spec = tmp_path / "spec.yaml"
     spec.write_text(
         yaml.safe_dump(
             {
                 "model": {"arch": "dgunet", "weights": path, **widths},
                 "input": {"uri": f"s3://{bucket}/in"},
-                "output": {"uri": f"s3://{bucket}/out", "stats_part_rows": 3},
+                "output": {"uri": f"s3://{bucket}/out", "stats_part_rows": 3, **output},
                 "storage": {"endpoint_url": s3_endpoint},
                 "resources": {"cpus_per_actor": 1, "batch_size": 2},
                 "inference": {"tile": 64, "overlap": 16, "max_pixels": 4096},
             }
         )
     )
+    return bucket
+
+
+def _stats_rows(fs, bucket: str) -> list[dict]:
+    fs.invalidate_cache()
+    return [r for p in fs.find(f"{bucket}/out/stats") for r in pq.read_table(fs.open(p, "rb")).to_pylist()]
+
+
+def test_driver_killed_midway_then_restarted_restores_each_image_once(
+    ray_local, s3fs_client, s3_endpoint, tiny_weights, tmp_path
+):
+    fs, spec = s3fs_client, tmp_path / "spec.yaml"
+    bucket = _archive(fs, "kill", N, s3_endpoint, tiny_weights, spec)
     address = ray_local.get_runtime_context().gcs_address
 
     def listing(prefix):
@@ -109,3 +122,50 @@ def test_driver_killed_midway_then_restarted_restores_each_image_once(
     for f in session.rglob("*"):
         if f.is_file() and f.stat().st_size < 50e6:
             assert secret not in f.read_bytes(), f
+
+
+GRACE = 20
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_driver_stopped_by_a_signal_keeps_what_it_did(ray_local, s3fs_client, s3_endpoint, tiny_weights, tmp_path, sig):
+    """SIGTERM (Kubernetes) or SIGINT (Ctrl-C) mid-run: within the grace period the driver writes the stats
+    of every image it wrote and a summary marked interrupted, releases its lock and exits 128 + signal;
+    the next run restores only what is missing."""
+    n = 60
+    fs, spec = s3fs_client, tmp_path / "spec.yaml"
+    bucket = _archive(fs, "stop", n, s3_endpoint, tiny_weights, spec, shutdown_grace_seconds=GRACE)
+    address = ray_local.get_runtime_context().gcs_address
+
+    def images():
+        fs.invalidate_cache()
+        return sorted(f"s3://{p}" for p in fs.find(f"{bucket}/out/images"))
+
+    first = _start(spec, address, "first", tmp_path / "first.log")
+    _wait_for(lambda: len(images()) >= 4, first)
+    first.send_signal(sig)
+    t0 = time.monotonic()
+    rc = first.wait(timeout=GRACE + 60)
+    stopped_in = time.monotonic() - t0
+    log = (tmp_path / "first.log").read_text()
+    assert rc == 128 + sig, log[-3000:]
+    assert stopped_in < GRACE, f"stopping took {stopped_in:.1f} s"
+    assert f"INTERRUPTED by {sig.name}" in log and "Traceback" not in log, log[-3000:]
+
+    written = images()
+    assert 4 <= len(written) < n, "the run was not stopped midway"
+    rows = _stats_rows(fs, bucket)
+    assert {r["status"] for r in rows} == {"ok"} and {r["run_id"] for r in rows} == {"first"}
+    assert sorted(r["output_uri"] for r in rows) == written  # a row for every image written, and no other
+    summary = json.loads(fs.cat(f"{bucket}/out/runs/first.json"))
+    assert summary["interrupted"] == sig.name and summary["ok"] == len(rows)
+    assert not fs.exists(f"{bucket}/out/runs/LOCK")
+
+    second = _start(spec, address, "second", tmp_path / "second.log")
+    assert second.wait(timeout=300) == 0, (tmp_path / "second.log").read_text()[-3000:]
+    summary = json.loads(fs.cat(f"{bucket}/out/runs/second.json"))
+    assert (summary["skipped"], summary["ok"], summary["interrupted"]) == (len(rows), n - len(rows), None)
+    done = [r for r in _stats_rows(fs, bucket) if r["status"] == "ok"]
+    inputs = {f"s3://{bucket}/in/{i // 50}/img{i:03d}.png" for i in range(n)}
+    assert sorted(r["input_uri"] for r in done) == sorted(inputs)  # each exactly once over both runs
+    assert len(images()) == n
