@@ -1,39 +1,179 @@
-"""KubeRay manifests: they parse, carry the fields KubeRay requires, and run the real entrypoint."""
+"""KubeRay manifests: valid against KubeRay's own CRDs, able to scale, running the real entrypoint in an
+image that the Dockerfile builds.
+
+The CRDs are vendored from a named KubeRay release (tests/data/kuberay/<version>/, see its README). An
+unknown field is an error here, since Kubernetes drops it silently. Beyond the schemas, the rules that no
+schema states: a group that may scale needs the autoscaler, and the job's model actors must fit a worker
+that exists or that the autoscaler can add.
+"""
 
 from __future__ import annotations
 
+import copy
+import re
 import shlex
+from functools import cache
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.structural_schema import load_crds, validate_object
+
 ROOT = Path(__file__).resolve().parents[1]
+KUBERAY = "v1.6.2"
+CRDS = ROOT / "tests" / "data" / "kuberay" / KUBERAY
+MANIFESTS = ["rayjob.yaml", "raycronjob.yaml"]
+
+
+@cache
+def _schemas() -> dict:
+    return load_crds(CRDS)
+
+
+def _load(name: str) -> dict:
+    return yaml.safe_load((ROOT / "k8s" / name).read_text())
 
 
 def _job_spec(doc: dict) -> dict:
     return doc["spec"]["jobTemplate"] if doc["kind"] == "RayCronJob" else doc["spec"]
 
 
-@pytest.mark.parametrize("name", ["rayjob.yaml", "raycronjob.yaml"])
-def test_kuberay_manifest(name):
-    doc = yaml.safe_load((ROOT / "k8s" / name).read_text())
-    assert doc["apiVersion"] == "ray.io/v1" and doc["kind"] in ("RayJob", "RayCronJob")
-    assert doc["metadata"]["name"]
-    if doc["kind"] == "RayCronJob":
-        assert len(doc["spec"]["schedule"].split()) == 5
+def _quantity(value) -> float:
+    """A Kubernetes quantity ("500m", "8", "32Gi") as a number (cores, bytes, devices)."""
+    units = {"m": 1e-3, "": 1, "k": 1e3, "M": 1e6, "G": 1e9, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+    number, unit = re.fullmatch(r"([0-9.]+)([a-zA-Z]*)", str(value)).groups()
+    return float(number) * units[unit]
+
+
+def _capacity(group: dict) -> dict[str, float]:
+    """What one pod of a group offers Ray: CPUs, GPUs, memory (rayStartParams over container limits)."""
+    limits = group["template"]["spec"]["containers"][0].get("resources", {}).get("limits", {})
+    params = group.get("rayStartParams") or {}
+    return {
+        "CPU": float(params.get("num-cpus", _quantity(limits.get("cpu", 0)))),
+        "GPU": float(params.get("num-gpus", _quantity(limits.get("nvidia.com/gpu", 0)))),
+        "memory": _quantity(limits.get("memory", 0)),
+    }
+
+
+def scaling_problems(doc: dict) -> list[str]:
+    """The semantic rules no CRD schema states, for a RayJob or RayCronJob whose entrypoint runs
+    jobs/restore_bucket.py with a spec."""
+    from jobs.restore_bucket import parse_args
+    from pipeline.spec import load_spec
+
     job = _job_spec(doc)
     cluster = job["rayClusterSpec"]
-    assert cluster["headGroupSpec"]["template"]["spec"]["containers"][0]["image"]
+    autoscaling = cluster.get("enableInTreeAutoscaling") is True
+    problems = []
     for group in cluster["workerGroupSpecs"]:
-        assert group["groupName"] and group["minReplicas"] <= group["maxReplicas"]
-        limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
-        assert limits["nvidia.com/gpu"] == "1"
-    # The entrypoint is the real job, with flags it accepts and a spec that exists.
+        lo, hi = group.get("minReplicas", 0), group.get("maxReplicas", 2**31 - 1)
+        replicas = group.get("replicas", lo)
+        if hi > lo and not autoscaling:
+            problems.append(
+                f"worker group {group['groupName']} may scale ({lo}..{hi}) but enableInTreeAutoscaling is not "
+                "true: KubeRay keeps it at `replicas` and never adds a worker"
+            )
+        if not lo <= replicas <= hi:
+            problems.append(f"worker group {group['groupName']}: replicas {replicas} is outside {lo}..{hi}")
+
+    # The job's model actors need a node that has (or can get) the resources of one actor; the CPU
+    # stages (read, decode, encode, write) need CPUs beside them.
+    argv = shlex.split(job["entrypoint"])
+    res = load_spec(ROOT / parse_args(argv[2:]).spec).resources
+    actor = {"CPU": res.cpus_per_actor, "GPU": res.gpus_per_actor, "memory": res.memory_per_actor_gb * 2**30}
+    nodes = [("head", cluster["headGroupSpec"], 1)] + [
+        (g["groupName"], g, g["maxReplicas"] if autoscaling else g.get("replicas", g.get("minReplicas", 0)))
+        for g in cluster["workerGroupSpecs"]
+    ]
+    reachable = [(name, _capacity(g)) for name, g, count in nodes if count > 0]
+    fitting = [name for name, cap in reachable if all(cap[k] >= v for k, v in actor.items())]
+    if not fitting:
+        problems.append(
+            f"no node that exists or that the autoscaler may add fits one model actor ({actor}): the run would "
+            "wait for resources until its deadline"
+        )
+    elif not any(cap["CPU"] - actor["CPU"] >= 1 for name, cap in reachable if name in fitting):
+        problems.append(f"the nodes fitting a model actor ({fitting}) leave no CPU for reading and encoding")
+    return problems
+
+
+@pytest.mark.parametrize("name", MANIFESTS)
+def test_manifest_is_valid_against_kuberays_crds(name):
+    assert validate_object(_load(name), _schemas()) == []
+
+
+@pytest.mark.parametrize("name", MANIFESTS)
+def test_manifest_can_scale_and_runs_the_real_entrypoint(name):
+    doc = _load(name)
+    assert scaling_problems(doc) == []
+    job = _job_spec(doc)
+    if doc["kind"] == "RayCronJob":
+        assert len(doc["spec"]["schedule"].split()) == 5
     argv = shlex.split(job["entrypoint"])
     assert argv[:2] == ["python", "jobs/restore_bucket.py"]
     from jobs.restore_bucket import parse_args
 
-    args = parse_args(argv[2:])
-    assert args.spec.exists() if args.spec.is_absolute() else (ROOT / args.spec).exists()
+    args = parse_args(argv[2:])  # flags it accepts, and a spec that exists in the image's working dir
+    assert (ROOT / args.spec).exists() and not args.spec.is_absolute()
     assert "secret" not in (ROOT / "k8s" / name).read_text().lower()
+
+
+def test_the_checks_catch_what_kubernetes_would_let_through():
+    doc = _load("raycronjob.yaml")
+    cluster = _job_spec(doc)["rayClusterSpec"]
+    typo = copy.deepcopy(doc)
+    _job_spec(typo)["rayClusterSpec"]["workerGroupSpecs"][0]["maxReplica"] = 4
+    _job_spec(typo)["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"] = 3
+    errors = validate_object(typo, _schemas())
+    assert any("workerGroupSpecs[0].maxReplica: unknown field" in e for e in errors), errors
+    assert any("containers[0].image: expected string" in e for e in errors), errors
+
+    # The defect of issue 14: a group from 0 to 4 without the autoscaler never gets a worker.
+    fixed = copy.deepcopy(doc)
+    del _job_spec(fixed)["rayClusterSpec"]["enableInTreeAutoscaling"]
+    problems = scaling_problems(fixed)
+    assert any("enableInTreeAutoscaling is not true" in p for p in problems)
+    assert any("no node that exists or that the autoscaler may add" in p for p in problems)
+    assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"  # why: the head takes no work
+
+    small = copy.deepcopy(doc)
+    limits = _job_spec(small)["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
+    limits["resources"]["limits"]["nvidia.com/gpu"] = "0"
+    assert any("fits one model actor" in p for p in scaling_problems(small))
+
+
+def test_manifests_run_the_image_the_dockerfile_builds():
+    """One image everywhere, built FROM Ray's GPU image of the manifests' rayVersion, which the project's
+    Ray requirement accepts; the README says how to build and push that very tag."""
+    from packaging.requirements import Requirement
+
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    base = re.search(r"^FROM\s+rayproject/ray:(\d+\.\d+\.\d+)(-py3\d+)?-gpu\s*$", dockerfile, re.M)
+    assert base, "the Dockerfile must build on rayproject/ray:<version>[-pyXY]-gpu"
+    images, versions = set(), set()
+    for name in MANIFESTS:
+        cluster = _job_spec(_load(name))["rayClusterSpec"]
+        versions.add(cluster["rayVersion"])
+        for group in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]:
+            images.update(c["image"] for c in group["template"]["spec"]["containers"])
+    assert versions == {base.group(1)}
+    assert len(images) == 1
+    (image,) = images
+    assert not image.endswith(":latest"), "a moving tag: pods of one cluster could run different code"
+    readme = (ROOT / "README.md").read_text()
+    assert f"docker build -t {image} ." in readme and f"docker push {image}" in readme
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    ray_req = Requirement(re.search(r'"(ray\[[^"]+)"', pyproject).group(1))
+    assert ray_req.specifier.contains(base.group(1))
+    assert "pip install" in dockerfile and "'.[pipeline]'" in dockerfile
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {"!dgunet", "!pipeline", "!jobs", "!pyproject.toml", "!README.md"} <= set(ignored)
+
+
+def test_vendored_crds_name_their_release():
+    readme = (CRDS.parent / "README.md").read_text()
+    assert KUBERAY in readme
+    for name in ("ray.io_rayjobs.yaml", "ray.io_rayclusters.yaml", "ray.io_raycronjobs.yaml"):
+        assert (CRDS / name).exists() and name in readme
