@@ -5,7 +5,9 @@ The driver hands them to the stages, so they reach every worker. Each fires for 
 contains the substring:
 
 * ``model.crash``: the model actor's process exits at once, as in a segfault or a kill by the OOM killer;
-* ``model.oom``: running the image whole raises an out-of-memory error, as CUDA does on a huge image.
+* ``model.oom``: running the image whole raises an out-of-memory error, as CUDA does on a huge image;
+* ``write.stall``: writing the image hangs (for :data:`STALL_SECONDS`), as a write to a store that stopped
+  answering does; it announces itself on the worker's stderr first.
 
 Unset (the normal case), nothing is checked.
 """
@@ -15,7 +17,8 @@ from __future__ import annotations
 import os
 
 ENV = "DGUNET_FAILPOINTS"
-KNOWN = frozenset({"model.crash", "model.oom"})
+KNOWN = frozenset({"model.crash", "model.oom", "write.stall"})
+STALL_SECONDS = 600.0
 
 
 def from_env(environ=os.environ) -> dict[str, str]:

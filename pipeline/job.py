@@ -209,6 +209,9 @@ def build_dataset(
             ray_remote_args_fn=functools.partial(dict, max_task_retries=res.max_task_retries),
             **resources,
         )
+    # One row per block from here: each write task writes one image and hands its stats row on as soon
+    # as the image is written, so that a run that stops has a row for every image it wrote.
+    ds = ds.repartition(target_num_rows_per_block=1)
     return ds.map_batches(
         write_batch,
         fn_kwargs={
@@ -217,6 +220,8 @@ def build_dataset(
             "storage": storage,
             "compress_level": spec.output.png_compress_level,
             "max_pixels": spec.input.max_pixels,
+            "failpoints": model["failpoints"],
+            "stop": stop,
         },
         batch_size=1,
     )
@@ -316,6 +321,8 @@ def _restore(
     """Run the pipeline over the plan's rows, taking their stats rows as they come; a second pass takes
     the images lost with workers that died, one at a time. Stopping, it takes what finishes until the
     pipeline drains or the drain deadline passes, and tries nothing again."""
+    import ray
+
     seen: set[str] = set()
     account = functools.partial(_account, writer=writer, seen=seen, report=report)
     lost = plan.todo
@@ -341,6 +348,12 @@ def _restore(
         except Exception as exc:  # stats of an execution cut short; the run's own results are what count
             log.warning("No Ray Data stats for this pass: %s", exc)
         lost = [row for row in lost if row["input_uri"] not in seen]
+    if flag is not None and stop.requested:
+        # Rows of images written while stopping, which the pipeline may not have delivered before the drain
+        # deadline: the write stage also handed them to the stop flag.
+        written = [r for r in ray.get(flag.take.remote(), timeout=30) if r["input_uri"] not in seen]
+        if written:
+            account(pa.Table.from_pylist([{k: r.get(k) for k in STATS_SCHEMA.names} for r in written], STATS_SCHEMA))
     if lost and not stop.requested:  # every input ends as a row: these killed their worker every time
         reason = (
             f"model: the worker died on every attempt ({spec.resources.max_task_retries + 1} with this image alone)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from datetime import datetime, timezone
 
@@ -10,7 +11,9 @@ import numpy as np
 from . import quality
 from .decode import DecodeError, decode_image
 from .encode import encode_png
+from .faults import STALL_SECONDS, fires
 from .rows import OK, QUALITY_COLUMNS, STATS_SCHEMA, fail, pixels_of
+from .stop_gate import record_written, stopped
 from .storage import StorageOptions, read_bytes, write_bytes_atomic
 
 
@@ -22,12 +25,16 @@ def write_batch(
     storage: StorageOptions,
     compress_level: int,
     max_pixels: int,
+    failpoints: dict[str, str] | None = None,
+    stop=None,
 ) -> dict[str, np.ndarray]:
     """Ray Data stage: write ``restored`` to ``output_uri`` as PNG; return stats columns only.
 
     The write goes to a temporary name and is renamed (local) or is a single PUT (object stores), so a
     reader never sees a partial PNG. Quality measures compare the restored image with the decoded input,
-    and with ``reference_uri`` when the row has one.
+    and with ``reference_uri`` when the row has one. ``failpoints``: see :mod:`pipeline.faults` (tests only).
+    ``stop``: the run's :class:`~pipeline.stop_gate.StopFlag`; once it is raised, the row of each image
+    written is also handed to it, in case the driver stops listening before the row reaches it.
     """
     n = len(batch["input_uri"])
     rows: dict[str, list] = {name: [None] * n for name in STATS_SCHEMA.names}
@@ -55,6 +62,9 @@ def write_batch(
                 t0 = time.perf_counter()
                 restored = pixels_of(batch["restored"][i], (h, w, c), dtype)
                 png = encode_png(restored, compress_level=compress_level)
+                if fires(failpoints or {}, "write.stall", batch["input_uri"][i]):
+                    print(f"fail point write.stall: {batch['input_uri'][i]}", file=sys.stderr, flush=True)
+                    time.sleep(STALL_SECONDS)
                 write_bytes_atomic(batch["output_uri"][i], png, storage)
                 row.update(output_bytes=len(png), encode_seconds=time.perf_counter() - t0)
             except Exception as exc:
@@ -65,6 +75,8 @@ def write_batch(
         row.update(status=status, error=error or None)
         if status != OK:
             row["output_uri"] = None
+        elif stopped(stop):
+            record_written(stop, row)
         for k, v in row.items():
             rows[k][i] = v
     out = {k: np.array(v, dtype=object) for k, v in rows.items()}

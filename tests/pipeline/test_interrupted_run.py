@@ -169,3 +169,34 @@ def test_driver_stopped_by_a_signal_keeps_what_it_did(ray_local, s3fs_client, s3
     inputs = {f"s3://{bucket}/in/{i // 50}/img{i:03d}.png" for i in range(n)}
     assert sorted(r["input_uri"] for r in done) == sorted(inputs)  # each exactly once over both runs
     assert len(images()) == n
+
+
+def test_a_stop_that_cannot_drain_ends_within_the_grace_period(
+    ray_local, s3fs_client, s3_endpoint, tiny_weights, tmp_path
+):
+    """A write that hangs (fail point write.stall) keeps the pipeline from draining: the driver gives up
+    waiting at the drain deadline, still writes the stats of what was written and its summary, releases
+    the lock, and exits 143 within the grace period."""
+    n, grace = 30, 12
+    fs, spec = s3fs_client, tmp_path / "spec.yaml"
+    bucket = _archive(fs, "stall", n, s3_endpoint, tiny_weights, spec, shutdown_grace_seconds=grace)
+    address = ray_local.get_runtime_context().gcs_address
+    log = tmp_path / "first.log"
+    env = {**os.environ, "DGUNET_FAILPOINTS": "write.stall=img004"}
+    cmd = [sys.executable, "jobs/restore_bucket.py", "--spec", str(spec), "--address", address, "--run-id", "first"]
+    first = subprocess.Popen(cmd, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
+    _wait_for(lambda: b"fail point write.stall" in log.read_bytes(), first)
+    first.send_signal(signal.SIGTERM)
+    t0 = time.monotonic()
+    rc = first.wait(timeout=grace + 60)
+    stopped_in = time.monotonic() - t0
+    assert rc == 143, log.read_text()[-3000:]
+    assert grace - 5 <= stopped_in < grace, f"stopping took {stopped_in:.1f} s"  # the drain was cut short
+
+    rows = _stats_rows(fs, bucket)
+    fs.invalidate_cache()
+    time.sleep(2)  # the hung write dies with its driver's job: it never writes
+    written = sorted(f"s3://{p}" for p in fs.find(f"{bucket}/out/images"))
+    assert sorted(r["output_uri"] for r in rows) == written and "img004" not in " ".join(written)
+    assert json.loads(fs.cat(f"{bucket}/out/runs/first.json"))["interrupted"] == "SIGTERM"
+    assert not fs.exists(f"{bucket}/out/runs/LOCK")
