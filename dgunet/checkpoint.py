@@ -163,6 +163,17 @@ def write_file_atomic(path: str | os.PathLike, data: bytes) -> None:
             os.unlink(tmp)
 
 
+def save_safetensors(path: str | os.PathLike, state_dict: Mapping[str, torch.Tensor], **metadata: str) -> None:
+    """Weights alone, as safetensors (no code can run when they load).
+
+    safetensors stores each tensor once: the state dict's shared tensors (DGUNet ties the PReLU of
+    ``phi``/``phit`` and of the shallow features across stages) are cloned into separate ones.
+    """
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().clone().contiguous() for k, v in state_dict.items()}, str(path), metadata=metadata)
+
+
 def save_checkpoint(
     uri: str | os.PathLike,
     model: nn.Module,

@@ -16,15 +16,24 @@ KINDS = ("noise", "blur", "rain", "jpeg")
 
 @dataclass(frozen=True)
 class Degradation:
-    """What to do to a clean image. Ranges are sampled uniformly per image."""
+    """What to do to a clean image. Ranges are sampled uniformly per image.
 
-    kinds: tuple[str, ...] = ("noise",)  # applied in this order
+    The training spec's ``degradation`` section is this class (pydantic validates its fields and refuses
+    unknown keys through ``__pydantic_config__``; nothing here imports pydantic).
+    """
+
+    __pydantic_config__ = {"extra": "forbid"}
+
+    kinds: tuple[str, ...] = ("noise",)  # applied in this order, each with its probability below
+    clean_probability: float = 0.0  # share of images left clean (only quantised): teaches "do no harm"
+    noise_probability: float = 1.0
     sigma: tuple[float, float] = (0.0, 50.0)  # Gaussian noise std, in 8-bit levels (0-255)
     blur_size: tuple[int, int] = (7, 21)  # kernel size in pixels (odd)
     blur_motion_probability: float = 0.5  # motion (line) kernel, else defocus (disk)
     rain_density: tuple[float, float] = (0.002, 0.01)  # fraction of pixels seeding a streak
     rain_length: tuple[int, int] = (10, 30)
     jpeg_quality: tuple[int, int] = (30, 90)
+    jpeg_probability: float = 1.0
     quantize: bool = True  # round to 8 bits at the end, as a degraded image saved to a PNG is
 
     def __post_init__(self) -> None:
@@ -35,6 +44,9 @@ class Degradation:
             lo, hi = getattr(self, name)
             if lo > hi or lo < 0:
                 raise ValueError(f"Expected 0 <= low <= high for {name}, but got {(lo, hi)} instead.")
+        for name in ("clean_probability", "noise_probability", "blur_motion_probability", "jpeg_probability"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"Expected {name} in [0, 1], but got {getattr(self, name)} instead.")
 
 
 def add_noise(img: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
@@ -86,11 +98,20 @@ def to_uint8(img: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
 
 
+def _happens(probability: float, rng: np.random.Generator) -> bool:
+    """A draw with ``probability``; certain and impossible events draw nothing, so that a spec without
+    probabilities consumes the generator exactly as before they existed."""
+    if probability >= 1 or probability <= 0:
+        return probability >= 1
+    return bool(rng.random() < probability)
+
+
 def degrade(clean: np.ndarray, spec: Degradation, rng: np.random.Generator) -> np.ndarray:
     """Apply ``spec`` to ``clean`` (float32 ``(H, W, 3)`` in [0, 1]); returns the same shape and range."""
     out = clean.astype(np.float32, copy=True)
-    for kind in spec.kinds:
-        if kind == "noise":
+    kinds = () if _happens(spec.clean_probability, rng) else spec.kinds
+    for kind in kinds:
+        if kind == "noise" and _happens(spec.noise_probability, rng):
             out = add_noise(out, rng.uniform(*spec.sigma), rng)
         elif kind == "blur":
             size = int(rng.integers(spec.blur_size[0], spec.blur_size[1] + 1)) | 1
@@ -103,7 +124,7 @@ def degrade(clean: np.ndarray, spec: Degradation, rng: np.random.Generator) -> n
             length = int(rng.integers(spec.rain_length[0], spec.rain_length[1] + 1))
             angle = np.pi / 2 + rng.uniform(-0.4, 0.4)
             out = add_rain(out, rng.uniform(*spec.rain_density), length, angle, rng)
-        elif kind == "jpeg":
+        elif kind == "jpeg" and _happens(spec.jpeg_probability, rng):
             out = jpeg(out, int(rng.integers(spec.jpeg_quality[0], spec.jpeg_quality[1] + 1)))
     if spec.quantize:
         out = to_uint8(out).astype(np.float32) / 255.0

@@ -17,6 +17,9 @@ class PatchSampler:
         images: clean uint8 RGB arrays ``(H, W, 3)``, each at least ``patch`` on both sides.
         pairs: optional degraded counterparts of ``images`` (real degradations); when given, crops are
             taken at the same place in both and ``degradation`` is not applied.
+        scale: crops are ``patch * s`` pixels, ``s`` drawn log-uniformly from this range (capped by the
+            image), and area-downscaled to ``patch``: texture at many scales from one stored image, each
+            downscale also averaging away the source's own noise. ``(1, 1)``: crops at stored scale.
     """
 
     def __init__(
@@ -27,6 +30,7 @@ class PatchSampler:
         batch: int,
         degradation: Degradation,
         pairs: Sequence[np.ndarray] | None = None,
+        scale: tuple[float, float] = (1.0, 1.0),
     ):
         if not images:
             raise ValueError("Expected at least one training image, but got none.")
@@ -34,7 +38,11 @@ class PatchSampler:
         if small:
             raise ValueError(f"Expected images of at least {patch}x{patch}, but {len(small)} are smaller.")
         self.images, self.pairs = list(images), list(pairs) if pairs is not None else None
-        self.patch, self.batch, self.degradation = patch, batch, degradation
+        if not 1 <= scale[0] <= scale[1]:
+            raise ValueError(f"Expected 1 <= low <= high for scale, but got {scale} instead.")
+        if pairs is not None and scale != (1.0, 1.0):
+            raise ValueError("Expected scale (1, 1) with real pairs: rescaling would change their degradation.")
+        self.patch, self.batch, self.degradation, self.scale = patch, batch, degradation, scale
         # Sample images in proportion to their area, so that every pixel is equally likely.
         area = np.array([im.shape[0] * im.shape[1] for im in images], np.float64)
         self.weights = area / area.sum()
@@ -44,9 +52,17 @@ class PatchSampler:
         p = self.patch
         for idx in rng.choice(len(self.images), size=self.batch, p=self.weights):
             img = self.images[idx]
-            y, x = rng.integers(0, img.shape[0] - p + 1), rng.integers(0, img.shape[1] - p + 1)
+            s = p
+            if self.scale[1] > 1:
+                s = min(round(p * np.exp(rng.uniform(*np.log(self.scale)))), *img.shape[:2])
+            y, x = rng.integers(0, img.shape[0] - s + 1), rng.integers(0, img.shape[1] - s + 1)
             mode = int(rng.integers(8))
-            c = augment(img[y : y + p, x : x + p], mode).astype(np.float32) / 255.0
+            crop = img[y : y + s, x : x + s]
+            if s != p:
+                import cv2
+
+                crop = cv2.resize(crop, (p, p), interpolation=cv2.INTER_AREA)
+            c = augment(crop, mode).astype(np.float32) / 255.0
             if self.pairs is not None:
                 d = augment(self.pairs[idx][y : y + p, x : x + p], mode).astype(np.float32) / 255.0
             else:

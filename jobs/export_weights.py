@@ -31,9 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--inference", default="{}", help='recommended InferenceOptions as JSON, e.g. {"tile": 192}')
     args = ap.parse_args(argv)
 
-    from safetensors.torch import save_file
-
-    from dgunet.checkpoint import extract_state_dict, parse_checkpoint, read_bytes
+    from dgunet.checkpoint import extract_state_dict, parse_checkpoint, read_bytes, save_safetensors
     from dgunet.model import DGUNetConfig
     from dgunet.registry import model_from_config, num_params
 
@@ -41,10 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = DGUNetConfig(**ckpt["config"])
     model = model_from_config(cfg)
     model.load_state_dict(extract_state_dict(ckpt), strict=True)
-    # safetensors stores each tensor once: clone so that the shared PReLU keys are separate tensors.
-    tensors = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
     out = WEIGHTS_DIR / f"{args.name}.safetensors"
-    save_file(tensors, out, metadata={"name": args.name, "task": ckpt["spec"]["task"]})
+    save_safetensors(out, model.state_dict(), name=args.name, task=ckpt["spec"]["task"])
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
 
     history_path = Path(args.history) if args.history else Path(args.checkpoint).with_name("history.jsonl")

@@ -1,6 +1,7 @@
 """Train DGUNet on Ray Train from a YAML spec; resumes from the spec's checkpoint folder.
 
 python jobs/train.py --spec jobs/specs/train_denoise_small.yaml
+python jobs/train.py --spec jobs/specs/train_denoise_small.yaml --local   # one process, no Ray
 ray job submit --working-dir . -- python jobs/train.py --spec jobs/specs/train_denoise_small.yaml
 """
 
@@ -10,8 +11,7 @@ import argparse
 import os
 import sys
 
-from pipeline.ray_env import init_ray
-from pipeline.train import run_training
+from pipeline.train import fit
 from pipeline.train_spec import TrainSpec
 
 
@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", help="override data.train")
     ap.add_argument("--every", type=int, help="override checkpoint.every_steps")
     ap.add_argument("--address", help="Ray address (default: RAY_ADDRESS, else a local Ray)")
+    ap.add_argument("--local", action="store_true", help="train in this process, without Ray (one worker)")
+    ap.add_argument("--time-limit", type=float, help="with --local: stop and save after this many seconds")
     args = ap.parse_args(argv)
 
     spec = TrainSpec.from_yaml(args.spec)
@@ -40,6 +42,16 @@ def main(argv: list[str] | None = None) -> int:
     overrides["checkpoint"] = {**spec.checkpoint.model_dump(), **ckpt}
     overrides["data"] = {**spec.data.model_dump(), "train": absolute(args.data or spec.data.train)}
     spec = TrainSpec.model_validate({**spec.model_dump(), **overrides})
+    if args.local:
+        import torch
+
+        torch.set_num_threads(max(1, int(spec.resources.cpus_per_worker)))
+        metrics = fit(spec, time_limit_s=args.time_limit, loader_threads=spec.resources.loader_threads)
+        print(f"done: {metrics}; checkpoint at {spec.checkpoint.uri}/last.pth")
+        return 0
+    from pipeline.ray_env import init_ray
+    from pipeline.train import run_training
+
     init_ray(args.address)
     result = run_training(spec)
     if result.error:

@@ -5,16 +5,22 @@ The loop keeps its own official-format checkpoint (``<checkpoint.uri>/last.pth``
 and the restore pipeline take it as it is, and a restarted job resumes where it stopped. Every
 ``checkpoint.every_steps`` steps it validates, appends a line to ``history.jsonl`` and reports the same
 metrics to Ray Train.
+
+:func:`fit` is the loop itself and needs no Ray: the device kit (``bench/device_kit.py``) trains on a
+lent GPU with it; :func:`run_training` runs it on every Ray Train worker.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
 import math
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -63,64 +69,138 @@ def psnr(x, y) -> float:
     return 10 * math.log10(1 / max(mse, 1e-12))
 
 
-def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Ray Train entry point; ``config["spec"]`` is a :class:`TrainSpec` as a dict."""
-    import ray.train
-    import ray.train.torch
+@dataclass
+class TrainingData:
+    """What a worker trains and validates on: clean images (and their real degraded pairs, if any)."""
+
+    train: list[np.ndarray]
+    pairs: list[np.ndarray] | None
+    val: list[tuple]  # (degraded, clean) batches, fixed for the whole run
+    n_train: int
+    n_val: int
+
+
+def load_training_data(spec: TrainSpec) -> TrainingData:
+    """Read the spec's images; validation holds out whole sources (see :func:`split_sources`)."""
+    from dgunet.patches import fixed_validation_set
+
+    from .storage import join_uri, list_images
+
+    d = spec.data
+    if d.paired:
+        targets = [u for u, _ in list_images(join_uri(d.train, "target"))]
+        train_uris, val_uris = split_sources(targets, d.val_fraction)
+        pairs = [load_rgb(u.replace("/target/", "/input/"), max_side=d.max_side) for u in train_uris]
+    else:
+        train_uris, val_uris = split_sources([u for u, _ in list_images(d.train)], d.val_fraction)
+        pairs = None
+    train = [load_rgb(u, max_side=d.max_side) for u in train_uris]
+    val_degradation = spec.degradation
+    if "noise" in val_degradation.kinds:  # a fixed noise level alone, so that runs compare
+        val_degradation = dataclasses.replace(
+            val_degradation,
+            kinds=("noise",),
+            sigma=(d.val_sigma, d.val_sigma),
+            clean_probability=0.0,
+            noise_probability=1.0,
+        )
+    val = fixed_validation_set(
+        [load_rgb(u, max_side=d.max_side) for u in val_uris],
+        patch=d.val_patch,
+        per_image=d.val_per_image,
+        degradation=val_degradation,
+        seed=spec.seed,
+    )
+    return TrainingData(train, pairs, val, len(train_uris), len(val_uris))
+
+
+class _Batches:
+    """Training batches drawn ahead of the model on a few threads (numpy, OpenCV and Pillow release the
+    GIL). A generator per ``(seed, rank, step)``: a resumed run draws the batches an uninterrupted one
+    would, whatever the number of threads."""
+
+    def __init__(self, spec: TrainSpec, data: TrainingData, *, rank: int, threads: int):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.spec, self.data, self.rank = spec, data, rank
+        self.samplers: dict[tuple[int, int], Any] = {}
+        self.pool = ThreadPoolExecutor(max(1, threads)) if threads > 0 else None
+        self.pending: dict[int, Any] = {}
+        self.ahead = 2 * max(1, threads)
+
+    def _sampler(self, step: int):
+        from dgunet.patches import PatchSampler
+
+        patch, batch = self.spec.optim.phase(step)
+        if (patch, batch) not in self.samplers:
+            self.samplers[(patch, batch)] = PatchSampler(
+                self.data.train,
+                patch=patch,
+                batch=batch,
+                degradation=self.spec.degradation,
+                pairs=self.data.pairs,
+                scale=self.spec.data.scale,
+            )
+        return self.samplers[(patch, batch)]
+
+    def _draw(self, step: int):
+        return self._sampler(step).sample(np.random.default_rng([self.spec.seed, self.rank, step]))
+
+    def get(self, step: int):
+        if self.pool is None:
+            return self._draw(step)
+        for s in range(step, min(step + self.ahead, self.spec.optim.steps)):
+            if s not in self.pending:
+                self._sampler(s)  # built here, not on two threads at once
+                self.pending[s] = self.pool.submit(self._draw, s)
+        return self.pending.pop(step).result()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def fit(
+    spec: TrainSpec,
+    *,
+    device: str | None = None,
+    rank: int = 0,
+    prepare_model: Callable | None = None,
+    report: Callable[[dict], None] | None = None,
+    time_limit_s: float | None = None,
+    save_every_s: float | None = None,
+    loader_threads: int = 0,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """The training loop, without Ray: the same steps on one process, or on each DDP worker.
+
+    Resumes from ``<checkpoint.uri>/last.pth`` when it exists. Every ``checkpoint.every_steps`` steps
+    (and, on a single process, every ``save_every_s`` seconds) rank 0 validates, saves and logs;
+    ``report`` (every rank) receives the same metrics. With ``time_limit_s`` the loop stops at the first
+    step past the limit and saves there. Returns the last metrics.
+
+    Args:
+        device: ``"cuda"``, ``"cpu"``...; None: CUDA when available.
+        prepare_model: wraps the model for data parallelism (``ray.train.torch.prepare_model``); it must
+            also move it to ``device``.
+        loader_threads: threads drawing batches ahead of the model (0: in the loop).
+    """
     import torch
 
     from dgunet.checkpoint import extract_state_dict, parse_checkpoint, save_checkpoint
     from dgunet.losses import StagesLoss
-    from dgunet.patches import PatchSampler, fixed_validation_set
     from dgunet.registry import describe, make_config, model_from_config
 
-    from .storage import exists, join_uri, list_images, read_bytes, write_bytes_atomic
+    from .storage import exists, join_uri, read_bytes, write_bytes_atomic
 
-    spec = TrainSpec.model_validate(config["spec"])
-    ctx = ray.train.get_context()
-    rank = ctx.get_world_rank()
-    torch.set_num_threads(max(1, int(spec.resources.cpus_per_worker)))
-    device = ray.train.torch.get_device()
-
-    # Data: every worker holds the (small) clean set in memory and draws its own crops.
-    degradation = spec.degradation.build()
-    if spec.data.paired:
-        targets = [u for u, _ in list_images(join_uri(spec.data.train, "target"))]
-        train_uris, val_uris = split_sources(targets, spec.data.val_fraction)
-        to_input = lambda u: u.replace("/target/", "/input/")  # noqa: E731
-        train_clean = [load_rgb(u, max_side=spec.data.max_side) for u in train_uris]
-        pairs = [load_rgb(to_input(u), max_side=spec.data.max_side) for u in train_uris]
-    else:
-        train_uris, val_uris = split_sources([u for u, _ in list_images(spec.data.train)], spec.data.val_fraction)
-        train_clean = [load_rgb(u, max_side=spec.data.max_side) for u in train_uris]
-        pairs = None
-    samplers: dict[tuple[int, int], PatchSampler] = {}
-
-    def sampler_at(step: int) -> PatchSampler:
-        patch, batch = spec.optim.phase(step)
-        if (patch, batch) not in samplers:
-            samplers[(patch, batch)] = PatchSampler(
-                train_clean, patch=patch, batch=batch, degradation=degradation, pairs=pairs
-            )
-        return samplers[(patch, batch)]
-
-    val_degradation = degradation
-    if "noise" in degradation.kinds:
-        val_degradation = spec.degradation.build(sigma=(spec.data.val_sigma, spec.data.val_sigma))
-    val_set = fixed_validation_set(
-        [load_rgb(u, max_side=spec.data.max_side) for u in val_uris],
-        patch=spec.data.val_patch,
-        per_image=spec.data.val_per_image,
-        degradation=val_degradation,
-        seed=spec.seed,
-    )
+    t_start = time.perf_counter()
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    data = load_training_data(spec)
     if rank == 0:
-        print(f"train: {len(train_uris)} images; validation: {len(val_uris)} images from held-out sources")
-
+        log(f"train: {data.n_train} images; validation: {data.n_val} images from held-out sources")
     cfg = make_config(spec.model.arch, task=spec.task, **spec.model.model_dump(exclude={"arch"}))
-    model = model_from_config(cfg)
     memory_format = torch.channels_last if spec.optim.channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
+    model = model_from_config(cfg).to(memory_format=memory_format)
     optimizer = torch.optim.Adam(
         model.parameters(), lr=spec.optim.lr, betas=spec.optim.betas, weight_decay=spec.optim.weight_decay
     )
@@ -135,68 +215,116 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if exists(history_uri):
             history = [json.loads(line) for line in read_bytes(history_uri).decode().splitlines() if line]
         if rank == 0:
-            print(f"resumed from {last_uri} at step {start_step}")
-    model = ray.train.torch.prepare_model(model)  # DDP over the workers, on their device
+            log(f"resumed from {last_uri} at step {start_step}")
+    elif spec.checkpoint.init:
+        ckpt = parse_checkpoint(read_bytes(spec.checkpoint.init), name=spec.checkpoint.init)
+        model.load_state_dict(extract_state_dict(ckpt))
+        if rank == 0:
+            log(f"initialised from {spec.checkpoint.init}")
+    model = prepare_model(model) if prepare_model else model.to(device)
+    _move_optimizer_state(optimizer, device)
     raw_model = model.module if hasattr(model, "module") else model
     criterion = StagesLoss(edge_weight=spec.optim.edge_weight).to(device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.optim.precision == "bfloat16")
 
     def validate() -> tuple[float, float]:
         raw_model.eval()
         losses, psnrs = [], []
-        with torch.inference_mode():
-            for degraded, clean in val_set:
+        with torch.inference_mode(), autocast:
+            for degraded, clean in data.val:
                 degraded = degraded.to(device, memory_format=memory_format)
                 clean = clean.to(device)
-                stages = raw_model(degraded, return_stages=True)
+                stages = [s.float() for s in raw_model(degraded, return_stages=True)]
                 losses.append(float(criterion(stages, clean)))
                 psnrs.extend(psnr(o[None], c[None]) for o, c in zip(stages[0], clean))
         raw_model.train()
         return float(np.mean(losses)) if losses else float("nan"), float(np.mean(psnrs)) if psnrs else float("nan")
 
+    def checkpoint(done: int, window_loss: list[float], elapsed: float) -> dict[str, Any]:
+        metrics = {
+            "step": done,
+            "lr": lr_at(done - 1, spec),
+            "patch": spec.optim.phase(done - 1)[0],
+            "batch_size": spec.optim.phase(done - 1)[1],
+            "train_loss": float(np.mean(window_loss)),
+            "seconds_per_step": elapsed / len(window_loss),
+        }
+        if rank == 0:
+            metrics["val_loss"], metrics["val_psnr"] = validate()
+            history.append(metrics)
+            save_checkpoint(
+                last_uri,
+                raw_model,
+                epoch=len(history),  # the official key counts checkpoints here, as the official scripts' epochs
+                optimizer=optimizer,
+                step=done,
+                config=describe(cfg),
+                spec=spec.model_dump(mode="json"),
+                meta={"task": spec.task, "val_psnr": metrics["val_psnr"]},
+            )
+            write_bytes_atomic(history_uri, "".join(json.dumps(h) + "\n" for h in history).encode())
+            log(json.dumps(metrics))
+        return metrics
+
+    batches = _Batches(spec, data, rank=rank, threads=loader_threads)
     model.train()
-    window_loss, window_start, every = [], time.perf_counter(), spec.checkpoint.every_steps
-    for step in range(start_step, spec.optim.steps):
-        # A generator per (seed, rank, step): a resumed run draws the batches the uninterrupted one would.
-        rng = np.random.default_rng([spec.seed, rank, step])
-        degraded, clean = sampler_at(step).sample(rng)
-        degraded = degraded.to(device, memory_format=memory_format)
-        clean = clean.to(device, memory_format=memory_format)
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, spec)
-        loss = criterion(model(degraded, return_stages=True), clean)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        window_loss.append(loss.item())
-        done = step + 1
-        if done % every == 0 or done == spec.optim.steps:
-            elapsed = time.perf_counter() - window_start
-            metrics = {
-                "step": done,
-                "epoch": done // every,
-                "lr": lr_at(step, spec),
-                "patch": spec.optim.phase(step)[0],
-                "batch_size": spec.optim.phase(step)[1],
-                "train_loss": float(np.mean(window_loss)),
-                "seconds_per_step": elapsed / len(window_loss),
-            }
-            if rank == 0:
-                metrics["val_loss"], metrics["val_psnr"] = validate()
-                history.append(metrics)
-                save_checkpoint(
-                    last_uri,
-                    raw_model,
-                    epoch=metrics["epoch"],
-                    optimizer=optimizer,
-                    step=done,
-                    config=describe(cfg),
-                    spec=spec.model_dump(mode="json"),
-                    meta={"task": spec.task, "val_psnr": metrics["val_psnr"]},
-                )
-                write_bytes_atomic(history_uri, "".join(json.dumps(h) + "\n" for h in history).encode())
-                print(json.dumps(metrics), flush=True)
-            ray.train.report(metrics)
-            window_loss, window_start = [], time.perf_counter()
+    metrics: dict[str, Any] = history[-1] if history else {}
+    window_loss, window_start, last_save = [], time.perf_counter(), time.perf_counter()
+    try:
+        for step in range(start_step, spec.optim.steps):
+            degraded, clean = batches.get(step)
+            degraded = degraded.to(device, memory_format=memory_format, non_blocking=True)
+            clean = clean.to(device, memory_format=memory_format, non_blocking=True)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, spec)
+            with autocast:
+                stages = model(degraded, return_stages=True)
+            loss = criterion([s.float() for s in stages], clean)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            window_loss.append(loss.item())
+            done = step + 1
+            now = time.perf_counter()
+            out_of_time = time_limit_s is not None and now - t_start >= time_limit_s
+            timed_save = save_every_s is not None and prepare_model is None and now - last_save >= save_every_s
+            if done % spec.checkpoint.every_steps == 0 or done == spec.optim.steps or out_of_time or timed_save:
+                metrics = checkpoint(done, window_loss, now - window_start)
+                if report:
+                    report(metrics)
+                window_loss, window_start, last_save = [], time.perf_counter(), time.perf_counter()
+            if out_of_time:
+                log(f"time limit of {time_limit_s:.0f} s reached at step {done}")
+                break
+    finally:
+        batches.close()
+    return metrics
+
+
+def _move_optimizer_state(optimizer, device) -> None:
+    """Adam's moments follow the model to ``device`` (a checkpoint loads them on the CPU)."""
+    for state in optimizer.state.values():
+        for k, v in state.items():
+            if hasattr(v, "to"):
+                state[k] = v.to(device)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train entry point; ``config["spec"]`` is a :class:`TrainSpec` as a dict."""
+    import ray.train
+    import ray.train.torch
+    import torch
+
+    spec = TrainSpec.model_validate(config["spec"])
+    torch.set_num_threads(max(1, int(spec.resources.cpus_per_worker)))
+    fit(
+        spec,
+        device=str(ray.train.torch.get_device()),
+        rank=ray.train.get_context().get_world_rank(),
+        prepare_model=ray.train.torch.prepare_model,  # DDP over the workers, on their device
+        report=ray.train.report,
+        loader_threads=spec.resources.loader_threads,
+    )
 
 
 def run_training(spec: TrainSpec, *, name: str = "dgunet-train", storage_path: str | None = None):

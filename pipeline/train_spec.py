@@ -31,18 +31,9 @@ class DataSpec(_Strict):
     val_per_image: int = Field(4, ge=1)
     val_sigma: float = Field(25.0, ge=0, description="noise level of the validation set (denoising)")
     max_side: int | None = Field(None, ge=64, description="downscale larger training images to this side")
-
-
-class DegradationSpec(_Strict):
-    kinds: tuple[Literal["noise", "blur", "rain", "jpeg"], ...] = ("noise",)
-    sigma: tuple[float, float] = (0.0, 50.0)
-    blur_size: tuple[int, int] = (7, 21)
-    rain_density: tuple[float, float] = (0.002, 0.01)
-    jpeg_quality: tuple[int, int] = (30, 90)
-    quantize: bool = True
-
-    def build(self, **override) -> Degradation:
-        return Degradation(**{**self.model_dump(), **override})
+    scale: tuple[float, float] = Field(
+        (1.0, 1.0), description="crops are drawn this many times larger (log-uniform) and downscaled to the patch"
+    )
 
 
 class OptimSpec(_Strict):
@@ -60,6 +51,7 @@ class OptimSpec(_Strict):
     weight_decay: float = Field(0.0, ge=0)
     edge_weight: float = Field(0.0, ge=0, description="0.05 for deblur/derain in the paper, 0 for denoise")
     channels_last: bool = True
+    precision: Literal["float32", "bfloat16"] = Field("float32", description="autocast of forward passes")
 
     def phase(self, step: int) -> tuple[int, int]:
         """``(patch, batch_size)`` at ``step``."""
@@ -73,19 +65,21 @@ class OptimSpec(_Strict):
 class CheckpointSpec(_Strict):
     uri: str = Field(description="folder (any fsspec URL) for last.pth and history.jsonl")
     every_steps: int = Field(250, ge=1, description="validate, log and save every this many steps")
+    init: str | None = Field(None, description="weights to start from when there is no last.pth to resume")
 
 
 class ResourcesSpec(_Strict):
     workers: int = Field(1, ge=1)
     use_gpu: bool = False
     cpus_per_worker: float = Field(2, gt=0)
+    loader_threads: int = Field(0, ge=0, description="threads drawing batches ahead of the model (0: none)")
 
 
 class TrainSpec(_Strict):
     task: Literal["denoise", "deblur", "derain"] = "denoise"
     model: ModelSpec = ModelSpec()
     data: DataSpec
-    degradation: DegradationSpec = DegradationSpec()
+    degradation: Degradation = Degradation()
     optim: OptimSpec = OptimSpec()
     checkpoint: CheckpointSpec
     resources: ResourcesSpec = ResourcesSpec()

@@ -1,0 +1,67 @@
+"""The device kit's dry run: the same checks, measurements and training loop as on a lent GPU, on the CPU
+at tiny sizes, so that the kit is known to work before a GPU is lent to run it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from dgunet import build_model
+from dgunet.checkpoint import check_state_dict, parse_checkpoint, read_bytes
+from tests.images import photo
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def test_dry_run_checks_measures_and_trains(tmp_path):
+    data = tmp_path / "photos"
+    data.mkdir()
+    for i, source in enumerate(["lake", "city", "forest", "field"]):
+        Image.fromarray(photo(96, 128, seed=i)).save(data / f"{source}__{i}.png")
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "bench/device_kit.py", "run", "--dry-run", "--out", str(out), "--data", str(data)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    kit = json.loads((out / "kit.json").read_text())
+    assert kit["dry_run"] and kit["failures"] == []
+
+    # check: every input kind in every precision, compared with the CPU's float32.
+    check = kit["check"]
+    kinds = {"rgb8", "rgb16", "gray8", "gray_alpha8", "rgba8", "one_pixel", "flat", "tiled"}
+    assert {k.split("/")[0] for k in check if k.endswith("max_err")} == kinds
+    assert {k.split("/")[1] for k in check if k.endswith("max_err")} == {"float32", "bfloat16", "float16"}
+    assert all(check[f"{k}/float32/max_err"] < 1e-5 for k in kinds)  # the same device: the same numbers
+    assert "RestoreModel row kit://tiled.png" in (out / "kit.log").read_text()
+
+    # measure: both models, three precisions, two batch sizes, and the feeding runs.
+    rows = kit["measure"]["forward"]
+    assert {(r["model"], r["precision"], r["batch"]) for r in rows} == {
+        (m, p, b) for m in ("bundled/denoise_small", "tiny") for p in ("float32", "bfloat16", "float16") for b in (1, 2)
+    }
+    assert all(r["images_per_s"] > 0 and r["tflops"] > 0 for r in rows)
+    feeding = kit["measure"]["feeding"]
+    assert feeding["cpu_seconds_per_image"] > 0 and [r["threads"] for r in feeding["runs"]][0] == 1
+    assert all(0 < r["gpu_busy"] <= 1 for r in feeding["runs"])
+
+    # train: two steps of the GPU spec's loop; the weights come back as safetensors that load as they are.
+    name = "train_denoise_gpu"
+    history = [json.loads(line) for line in (out / f"{name}.history.jsonl").read_text().splitlines()]
+    assert [h["step"] for h in history] == [1, 2] and all(h["val_psnr"] > 0 for h in history)
+    state = parse_checkpoint(read_bytes(out / f"{name}.safetensors"), name="w.safetensors")["state_dict"]
+    model = build_model("dgunet", n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4, depth=1)
+    check_state_dict(model, state)  # every key and shape of the dry run's tiny widths
+    model.load_state_dict(state)
+    with torch.inference_mode():
+        assert torch.isfinite(model.eval()(torch.rand(1, 3, 32, 32))).all()
