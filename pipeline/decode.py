@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .quality import noise_level
 from .rows import fail
 
 _TO_RGB_MODES = {"CMYK", "YCbCr", "LAB", "HSV", "RGBX"}
@@ -33,6 +34,7 @@ class Decoded:
     pixels: np.ndarray  # (H, W, C) uint8 or uint16, C in 1..4
     mode: str  # the file's own mode, e.g. "RGB", "I;16", "P", "CMYK"
     frames: int  # frames in the file (only the first is used)
+    lossy: bool = False  # JPEG or lossy WebP: compression artefacts that a noise estimate does not see
 
 
 def _is_16bit(img, data: bytes) -> bool:
@@ -42,6 +44,12 @@ def _is_16bit(img, data: bytes) -> bool:
         bits = img.tag_v2.get(258, (8,))
         return max(bits if isinstance(bits, tuple) else (bits,)) == 16
     return False
+
+
+def _is_lossy(img, data: bytes) -> bool:
+    if img.format in ("JPEG", "MPO"):
+        return True
+    return img.format == "WEBP" and data[12:16] == b"VP8 "  # "VP8L" is lossless, "VP8X" may be either
 
 
 def _apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
@@ -110,14 +118,14 @@ def decode_image(data: bytes, *, max_pixels: int) -> Decoded:
     if w * h > max_pixels:
         raise DecodeError(f"image of {w}x{h} = {w * h} pixels exceeds the limit of {max_pixels} pixels")
     frames = getattr(img, "n_frames", 1)
-    mode = img.mode
+    mode, lossy = img.mode, _is_lossy(img, data)
     try:
         orientation = int(img.getexif().get(0x0112, 1))
     except Exception:
         orientation = 1
     try:
         if _is_16bit(img, data) and mode not in ("I;16", "I;16B", "I;16L", "I"):
-            return Decoded(_decode_16bit(data, orientation), mode, frames)
+            return Decoded(_decode_16bit(data, orientation), mode, frames, lossy)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             img.load()
@@ -126,7 +134,7 @@ def decode_image(data: bytes, *, max_pixels: int) -> Decoded:
         raise
     except Exception as exc:
         raise DecodeError(f"truncated or corrupt image data: {exc}") from None
-    return Decoded(_pixels(img), mode, frames)
+    return Decoded(_pixels(img), mode, frames, lossy)
 
 
 def _pixels(img) -> np.ndarray:
@@ -157,7 +165,9 @@ def _pixels(img) -> np.ndarray:
 
 
 def decode_batch(batch: dict[str, np.ndarray], *, max_pixels: int) -> dict[str, np.ndarray]:
-    """Ray Data stage: ``data`` (file bytes) to ``pixels`` (raw bytes), ``shape`` (H, W, C) and ``dtype``.
+    """Ray Data stage: ``data`` (file bytes) to ``pixels`` (raw bytes), ``shape`` (H, W, C) and ``dtype``,
+    with ``lossy`` (the file's compression) and ``noise_before`` (the estimated noise level, NaN when the
+    image is too small to tell), which the model stage's pass-through gate reads and the stats keep.
 
     Rows that already failed (e.g. unreadable objects) pass through; a file that does not decode fails
     its own row only.
@@ -165,7 +175,7 @@ def decode_batch(batch: dict[str, np.ndarray], *, max_pixels: int) -> dict[str, 
     n = len(batch["input_uri"])
     pixels, shapes, dtypes, modes = [b""] * n, np.zeros((n, 3), np.int64), [""] * n, [""] * n
     status, error = list(batch["status"]), list(batch["error"])
-    seconds = np.zeros(n)
+    seconds, noise, lossy = np.zeros(n), np.full(n, np.nan), np.zeros(n, bool)
     for i in range(n):
         if status[i] != "ok":
             continue
@@ -176,6 +186,9 @@ def decode_batch(batch: dict[str, np.ndarray], *, max_pixels: int) -> dict[str, 
             status[i], error[i] = fail(f"decode: {exc}")
             continue
         pixels[i], shapes[i], dtypes[i], modes[i] = d.pixels.tobytes(), d.pixels.shape, d.pixels.dtype.name, d.mode
+        lossy[i] = d.lossy
+        level = noise_level(d.pixels)
+        noise[i] = np.nan if level is None else level
         seconds[i] = time.perf_counter() - t0
     out = {k: v for k, v in batch.items() if k != "data"}
     out.update(
@@ -186,5 +199,7 @@ def decode_batch(batch: dict[str, np.ndarray], *, max_pixels: int) -> dict[str, 
         status=np.array(status, dtype=object),
         error=np.array(error, dtype=object),
         decode_seconds=seconds,
+        lossy=lossy,
+        noise_before=noise,
     )
     return out

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .rows import OK, fail, model_id, pixels_of
+from .rows import OK, PASSED, RESTORED, fail, model_id, pixels_of
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,10 @@ class RestoreModel:
     the whole-image budget go through tiled inference one at a time. An image that fails fails its own
     row, after a retry on its own when it was part of a group. Out of memory, an image is retried in
     tiles, halving the tile side down to :data:`MIN_OOM_TILE`, before it fails.
+
+    The pass-through gate: with ``pass_below`` set, an image whose estimated noise (``noise_before``, from
+    the decode stage) is below it, and whose file is not lossy (JPEG artefacts hide from the estimate),
+    is not run through the model: its pixels go on unchanged and its ``action`` is ``"passed"``.
     """
 
     def __init__(
@@ -102,8 +106,10 @@ class RestoreModel:
         use_gpu: bool,
         storage=None,
         failpoints: dict[str, str] | None = None,
+        pass_below: float | None = None,
     ):
         """``inference``: the spec's :class:`InferenceOptions` fields, over the weights' recommendation.
+        ``pass_below``: the gate's noise level (8-bit levels), or None to restore every image.
         ``failpoints``: see :mod:`pipeline.faults` (tests only)."""
         import torch
 
@@ -116,7 +122,7 @@ class RestoreModel:
         if options.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model, self.options, self.ref = model, options, ref
-        self.failpoints = failpoints or {}
+        self.failpoints, self.pass_below = failpoints or {}, pass_below
 
     def _run(self, images: list[np.ndarray], uris: list[str], options=None) -> list[np.ndarray]:
         import torch
@@ -142,10 +148,13 @@ class RestoreModel:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch["input_uri"])
         status, error = list(batch["status"]), list(batch["error"])
-        restored, seconds = [b""] * n, np.zeros(n)
+        restored, seconds, action = [b""] * n, np.zeros(n), [""] * n
         groups: dict[tuple, list[int]] = {}
         for i in range(n):
-            if status[i] == OK:
+            if status[i] == OK and self._passes(batch, i):
+                restored[i], action[i] = batch["pixels"][i], PASSED
+            elif status[i] == OK:
+                action[i] = RESTORED
                 h, w, _ = batch["shape"][i]
                 whole = h * w <= self.options.max_pixels
                 # Equal sizes run as one tensor batch (every layout becomes RGB float); tiled images alone.
@@ -172,11 +181,18 @@ class RestoreModel:
         out = dict(batch)
         out.update(
             restored=np.array(restored, dtype=object),
+            action=np.array(action, dtype=object),
             status=np.array(status, dtype=object),
             error=np.array(error, dtype=object),
             seconds=seconds,
         )
         return out
+
+    def _passes(self, batch: dict[str, np.ndarray], i: int) -> bool:
+        if self.pass_below is None or "noise_before" not in batch:
+            return False
+        noise = float(batch["noise_before"][i])
+        return not bool(batch["lossy"][i]) and np.isfinite(noise) and noise < self.pass_below
 
     def _run_or_error(self, image: np.ndarray, uri: str, oom: Exception | None = None) -> np.ndarray | Exception:
         """One image alone; out of memory, again in ever smaller tiles. ``oom``: it has just run out of

@@ -62,10 +62,15 @@ def paired(restored: np.ndarray, degraded: np.ndarray, reference: np.ndarray) ->
     return out
 
 
-def no_reference(restored: np.ndarray, degraded: np.ndarray) -> dict[str, float | None]:
-    return {
-        "noise_before": noise_level(degraded),
-        "noise_after": noise_level(restored),
+def no_reference(
+    restored: np.ndarray, degraded: np.ndarray, *, noise_before: float | None = None, same: bool = False
+) -> dict[str, float | None]:
+    """Noise and sharpness before and after. ``noise_before``: already estimated (the decode stage does,
+    for the gate); ``same``: the image was passed through, so after equals before."""
+    before = {
+        "noise_before": noise_before if noise_before is not None else noise_level(degraded),
         "sharpness_before": sharpness(degraded),
-        "sharpness_after": sharpness(restored),
     }
+    if same:
+        return {**before, "noise_after": before["noise_before"], "sharpness_after": before["sharpness_before"]}
+    return {**before, "noise_after": noise_level(restored), "sharpness_after": sharpness(restored)}

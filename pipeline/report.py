@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from .rows import OK
+from .rows import OK, PASSED
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class ReportCollector:
 
     def add(self, table: pa.Table) -> None:
         rows = table.select(
-            ["input_uri", "output_uri", "status", "error", "width", "height", "finished_at", "seconds"]
+            ["input_uri", "output_uri", "status", "action", "error", "width", "height", "finished_at", "seconds"]
             + ["decode_seconds", "encode_seconds", "input_bytes", "output_bytes"]
             + [m.column for m, _ in HISTOGRAMS]
             + [after for _, after in HISTOGRAMS]
@@ -104,6 +104,7 @@ class ReportCollector:
                 self.failures.append({"input_uri": row["input_uri"], "error": row["error"]})
             return
         self.totals["ok"] += 1
+        self.totals["passed"] += row["action"] == PASSED
         for column in ("seconds", "decode_seconds", "encode_seconds", "input_bytes", "output_bytes"):
             self.totals[column] += row[column] or 0
         self.totals["megapixels"] += (row["width"] or 0) * (row["height"] or 0) / 1e6
@@ -138,6 +139,7 @@ class ReportCollector:
             "decode_seconds_total": t["decode_seconds"],
             "encode_write_seconds_total": t["encode_seconds"],
             "model_seconds_per_image": t["seconds"] / ok,
+            "passed": int(t["passed"]),  # ok images the gate passed through unrestored
             "input_bytes": int(t["input_bytes"]),
             "output_bytes": int(t["output_bytes"]),
         }
@@ -256,7 +258,8 @@ def _head(summary) -> str:
 
 def _numbers(summary, c: ReportCollector) -> str:
     items = [
-        ("restored", f"{summary.ok:,}"),
+        ("restored", f"{summary.ok - c.totals['passed']:,}"),
+        ("passed through (no noise)", f"{int(c.totals['passed']):,}"),
         ("failed", f"{summary.failed:,}"),
         ("skipped (done before)", f"{summary.skipped:,}"),
         ("images/s", f"{summary.images_per_second:.2f}"),

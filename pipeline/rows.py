@@ -6,6 +6,7 @@ import numpy as np
 import pyarrow as pa
 
 OK, FAILED = "ok", "failed"
+RESTORED, PASSED = "restored", "passed"  # the action column: through the model, or passed through
 STOPPED = "stopped"  # a row the model stage did not start because the run is stopping; it is never a stats row
 
 # One Parquet row per input and run.
@@ -27,6 +28,7 @@ STATS_SCHEMA = pa.schema(
         # where the store gives none). Null in rows written before versions were recorded.
         ("input_version", pa.string()),
         ("output_bytes", pa.int64()),
+        ("action", pa.string()),  # "restored", or "passed": below the gate's noise level, written unchanged
         ("seconds", pa.float64()),  # model time for this image
         ("decode_seconds", pa.float64()),
         ("encode_seconds", pa.float64()),

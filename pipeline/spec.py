@@ -60,6 +60,27 @@ class OutputSpec(_Strict):
     )
 
 
+# The gate's default noise level (8-bit levels) per task: below it an image passes through unrestored.
+# None: the task's model always runs (a noise estimate says nothing of blur or rain). Chosen on held-out
+# photos (README, "Do no harm"): clean photos estimate 0.6-2.2, sigma 2 noise 2.2-3.2, JPEGs below 1.
+GATE_DEFAULTS: dict[str, float | None] = {"denoise": 2.5, "deblur": None, "derain": None}
+
+
+class GateSpec(_Strict):
+    """Images that need no restoration pass through: their output holds the input's pixels unchanged and
+    their stats say ``action: passed``. Lossy files (JPEG, lossy WebP) are always restored: their
+    compression artefacts are what the model removes, and they hide from the noise estimate."""
+
+    enabled: bool = True
+    noise_below: float | None = Field(None, ge=0, description="estimated noise sigma (8-bit); null: the task's")
+
+    def threshold(self, task: str) -> float | None:
+        """The noise level under which images pass, or None when every image is restored."""
+        if not self.enabled:
+            return None
+        return self.noise_below if self.noise_below is not None else GATE_DEFAULTS[task]
+
+
 class ResourcesSpec(_Strict):
     gpus_per_actor: float = Field(0, ge=0, description="0: CPU actors; fractions share a GPU")
     cpus_per_actor: float = Field(1, gt=0, description="also the actor's torch thread count")
@@ -126,6 +147,7 @@ class RestoreSpec(_Strict):
     output: OutputSpec
     resources: ResourcesSpec = ResourcesSpec()
     inference: InferenceSpec = InferenceSpec()
+    gate: GateSpec = GateSpec()
     storage: StorageSpec = StorageSpec()
     allow_failed_fraction: float = Field(0.0, ge=0, le=1, description="exit 0 up to this fraction of failures")
 

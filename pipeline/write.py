@@ -12,7 +12,7 @@ from . import quality
 from .decode import DecodeError, decode_image
 from .encode import encode_png
 from .faults import STALL_SECONDS, fires
-from .rows import OK, QUALITY_COLUMNS, STATS_SCHEMA, fail, pixels_of
+from .rows import OK, PASSED, QUALITY_COLUMNS, STATS_SCHEMA, fail, pixels_of
 from .stop_gate import record_written, stopped
 from .storage import StorageOptions, read_bytes, write_bytes_atomic
 
@@ -53,6 +53,7 @@ def write_batch(
             "mode": batch["mode"][i] or None,
             "decode_seconds": float(batch["decode_seconds"][i]),
             "seconds": float(batch["seconds"][i]),
+            "action": batch["action"][i] or None,
             "finished_at": now,
         }
         if dtype:
@@ -71,7 +72,18 @@ def write_batch(
                 status, error = fail(f"write: {type(exc).__name__}: {exc}")
         if status == OK:
             degraded = pixels_of(batch["pixels"][i], (h, w, c), dtype)
-            row.update(_measure(restored, degraded, batch["reference_uri"][i], storage, max_pixels))
+            noise = float(batch["noise_before"][i])
+            row.update(
+                _measure(
+                    restored,
+                    degraded,
+                    batch["reference_uri"][i],
+                    storage,
+                    max_pixels,
+                    noise_before=None if np.isnan(noise) else noise,
+                    passed=batch["action"][i] == PASSED,
+                )
+            )
         row.update(status=status, error=error or None)
         if status != OK:
             row["output_uri"] = None
@@ -83,10 +95,13 @@ def write_batch(
     return out
 
 
-def _measure(restored, degraded, reference_uri, storage, max_pixels) -> dict[str, float | None]:
-    """Quality columns; a measure that cannot be taken stays empty rather than failing the image."""
+def _measure(
+    restored, degraded, reference_uri, storage, max_pixels, *, noise_before: float | None, passed: bool
+) -> dict[str, float | None]:
+    """Quality columns; a measure that cannot be taken stays empty rather than failing the image. The
+    noise before comes from the decode stage; an image passed through is the same after as before."""
     try:
-        values = quality.no_reference(restored, degraded)
+        values = quality.no_reference(restored, degraded, noise_before=noise_before, same=passed)
     except (ValueError, MemoryError):
         values = {}
     if reference_uri:

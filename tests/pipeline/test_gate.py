@@ -1,0 +1,111 @@
+"""The pass-through gate: images with no noise to remove are written unchanged and say so."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pyarrow.dataset as pads
+import pytest
+from PIL import Image
+
+from pipeline.decode import decode_batch
+from pipeline.model_stage import RestoreModel, resolve_model
+from pipeline.rows import OK, PASSED, RESTORED
+from tests.images import photo
+
+
+def _encode(arr: np.ndarray, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def _decoded(files: dict[str, bytes]) -> dict[str, np.ndarray]:
+    n = len(files)
+    batch = {
+        "input_uri": np.array(list(files), dtype=object),
+        "status": np.array([OK] * n, dtype=object),
+        "error": np.array([""] * n, dtype=object),
+        "data": np.array(list(files.values()), dtype=object),
+    }
+    return decode_batch(batch, max_pixels=10**8)
+
+
+CLEAN = photo(64, 80, seed=1, noise=0.0)  # a smooth gradient: no noise at all
+NOISY = photo(64, 80, seed=2, noise=0.08)  # about 20 levels of noise
+
+
+def test_decode_marks_lossy_files_and_estimates_noise():
+    out = _decoded(
+        {
+            "clean.png": _encode(CLEAN, "PNG"),
+            "noisy.png": _encode(NOISY, "PNG"),
+            "clean.jpg": _encode(CLEAN, "JPEG", quality=90),
+            "lossless.webp": _encode(CLEAN, "WEBP", lossless=True),
+            "lossy.webp": _encode(CLEAN, "WEBP", quality=80),
+            "tiny.png": _encode(CLEAN[:4, :4], "PNG"),
+        }
+    )
+    assert list(out["lossy"]) == [False, False, True, False, True, False]
+    noise = out["noise_before"]
+    assert noise[0] < 1.0 and 15 < noise[1] < 25, noise
+    assert np.isnan(noise[5])  # too small to tell
+
+
+@pytest.fixture
+def stage(tiny_weights):
+    path, widths = tiny_weights
+    ref = resolve_model("denoise", arch="dgunet", weights=path, **widths)
+    return lambda pass_below: RestoreModel(ref=ref, inference={}, threads=1, use_gpu=False, pass_below=pass_below)
+
+
+def test_model_stage_passes_clean_lossless_images_through(stage):
+    batch = _decoded(
+        {
+            "clean.png": _encode(CLEAN, "PNG"),
+            "noisy.png": _encode(NOISY, "PNG"),
+            "clean.jpg": _encode(CLEAN, "JPEG", quality=90),  # lossy: always restored
+            "tiny.png": _encode(CLEAN[:4, :4], "PNG"),  # no estimate: restored
+        }
+    )
+    out = stage(2.5)(batch)
+    assert list(out["status"]) == [OK] * 4
+    assert list(out["action"]) == [PASSED, RESTORED, RESTORED, RESTORED]
+    assert out["restored"][0] == batch["pixels"][0] and out["seconds"][0] == 0
+    assert out["restored"][1] != batch["pixels"][1]
+    out = stage(None)(batch)  # the gate off: everything through the model
+    assert list(out["action"]) == [RESTORED] * 4
+
+
+@pytest.mark.slow
+def test_run_writes_passed_images_unchanged_and_counts_them(ray_local, tmp_path, tiny_weights):
+    import yaml
+
+    from jobs.restore_bucket import main
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "clean.png").write_bytes(_encode(CLEAN, "PNG"))
+    (tmp_path / "in" / "noisy.png").write_bytes(_encode(NOISY, "PNG"))
+    (tmp_path / "in" / "photo.jpg").write_bytes(_encode(CLEAN, "JPEG", quality=90))
+    path, widths = tiny_weights
+    spec = {
+        "model": {"weights": path, **widths},
+        "input": {"uri": str(tmp_path / "in")},
+        "output": {"uri": str(tmp_path / "out")},
+    }
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    assert main(["--spec", str(tmp_path / "spec.yaml"), "--run-id", "gated"]) == 0
+    stats = pads.dataset(str(tmp_path / "out" / "stats")).to_table().to_pylist()
+    rows = {r["input_uri"].rsplit("/", 1)[-1]: r for r in stats}
+    actions = {name: r["action"] for name, r in rows.items()}
+    assert actions == {"clean.png": PASSED, "noisy.png": RESTORED, "photo.jpg": RESTORED}
+    assert rows["clean.png"]["noise_after"] == rows["clean.png"]["noise_before"] < 2.5
+    written = np.asarray(Image.open(tmp_path / "out" / "images" / "clean.png"))
+    assert np.array_equal(written, CLEAN)  # the input's pixels, unchanged
+    assert not np.array_equal(np.asarray(Image.open(tmp_path / "out" / "images" / "noisy.png")), NOISY)
+    summary = json.loads((tmp_path / "out" / "runs" / "gated.json").read_text())
+    assert summary["ok"] == 3 and summary["metrics"]["passed"] == 1
+    report = (tmp_path / "out" / "reports" / "gated.html").read_text()
+    assert "<b>1</b>passed through" in report
