@@ -1,11 +1,14 @@
-"""Evaluate a denoiser on clean photos with synthetic Gaussian noise, next to NLM and CBM3D.
+"""Evaluate a denoiser on clean photos, degraded as archives are, next to NLM, CBM3D and FFDNet.
 
-    python jobs/evaluate.py --clean data/photos/test --sigmas 15 25 50 --out results/denoise_small
+    python jobs/evaluate.py --clean data/photos/test --out results/denoise_small
     python jobs/evaluate.py --clean data/photos/test --checkpoint checkpoints/denoise_small/last.pth \
-        --n-feat 16 --scale-unetfeats 8 --scale-orsnetfeats 8
+        --n-feat 16 --scale-unetfeats 8 --scale-orsnetfeats 8 --tile 0
 
-Writes ``<out>/eval.md`` (the table), ``<out>/eval.json`` (means and every image) and, with
-``--save-noisy``, the noisy 8-bit PNGs every method read.
+Cases (``--cases``): ``sigmaN`` (Gaussian noise, every baseline told the true sigma), ``jpegQ`` (JPEG at
+quality Q) and ``clean`` (nothing to remove: a restorer should return the photo unchanged). Inference
+uses the weights' recommended options unless ``--tile`` says otherwise (``--tile 0``: whole images).
+Writes ``<out>/eval.md`` (the mean and per-image tables), ``<out>/eval.json`` and, with
+``--save-degraded``, the 8-bit PNGs every method read.
 """
 
 from __future__ import annotations
@@ -20,25 +23,25 @@ import numpy as np
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clean", required=True, help="prefix or folder of clean images")
-    ap.add_argument("--sigmas", type=float, nargs="+", default=[15, 25, 50])
+    ap.add_argument("--cases", nargs="+", default=["sigma15", "sigma25", "sigma50", "clean", "jpeg30", "jpeg60"])
     ap.add_argument("--checkpoint", help="model weights (default: the bundled denoiser)")
     ap.add_argument("--arch", default="dgunet")
     ap.add_argument("--n-feat", type=int)
     ap.add_argument("--scale-unetfeats", type=int)
     ap.add_argument("--scale-orsnetfeats", type=int)
     ap.add_argument("--depth", type=int, default=5)
-    ap.add_argument("--baselines", nargs="*", default=["nlm", "cbm3d"], choices=["nlm", "cbm3d"])
+    ap.add_argument("--baselines", nargs="*", default=["nlm", "cbm3d", "ffdnet"], choices=["nlm", "cbm3d", "ffdnet"])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--tile", type=int, help="tiled inference with this tile side (default: whole images)")
+    ap.add_argument("--tile", type=int, help="tile side (0: whole images; default: the weights' recommendation)")
     ap.add_argument("--overlap", type=int, default=32)
     ap.add_argument("--out", type=Path, default=Path("results/eval"))
-    ap.add_argument("--save-noisy", action="store_true")
+    ap.add_argument("--save-degraded", action="store_true")
     args = ap.parse_args(argv)
 
     import torch
 
     from dgunet import build_model, load_checkpoint, load_pretrained, restore
-    from pipeline.evaluate import cbm3d, evaluate_noise, nlm
+    from pipeline.evaluate import cbm3d, evaluate, ffdnet, nlm
     from pipeline.storage import list_images
     from pipeline.train import load_rgb
 
@@ -57,21 +60,25 @@ def main(argv: list[str] | None = None) -> int:
         model = load_pretrained("denoise")
     model = model.to(memory_format=torch.channels_last)
     images = {uri.rsplit("/", 1)[-1]: load_rgb(uri) for uri, _ in list_images(args.clean)}
-    methods = {"nlm": nlm, "cbm3d": cbm3d}
-    methods = {k: methods[k] for k in args.baselines}
-    tiling = {"max_pixels": 1, "tile": args.tile, "overlap": args.overlap} if args.tile else {}
-    methods["ours"] = lambda noisy, sigma: restore(model, noisy, **tiling)
+    baselines = {"nlm": lambda: nlm, "cbm3d": lambda: cbm3d, "ffdnet": ffdnet}
+    methods = {k: baselines[k]() for k in args.baselines}
+    tiling = {}
+    if args.tile == 0:
+        tiling = {"max_pixels": 1 << 40}
+    elif args.tile:
+        tiling = {"max_pixels": 1, "tile": args.tile, "overlap": args.overlap}
+    methods["ours"] = lambda degraded, sigma: restore(model, degraded, **tiling)
 
     args.out.mkdir(parents=True, exist_ok=True)
 
-    def save(name: str, sigma: float, noisy: np.ndarray) -> None:
+    def save(name: str, case: str, degraded: np.ndarray) -> None:
         from PIL import Image
 
-        path = args.out / "noisy" / f"sigma{sigma:g}" / name
+        path = args.out / "degraded" / case / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(noisy).save(path.with_suffix(".png"))
+        Image.fromarray(degraded).save(path.with_suffix(".png"))
 
-    result = evaluate_noise(images, args.sigmas, methods, save_noisy=save if args.save_noisy else None)
+    result = evaluate(images, args.cases, methods, save_degraded=save if args.save_degraded else None)
     md = result.markdown()
     (args.out / "eval.md").write_text(md + "\n")
     (args.out / "eval.json").write_text(result.to_json())
