@@ -317,7 +317,7 @@ def measure(kit: Kit) -> None:
         sizes = {"256x256": (256, 256, (1, 4, 16)), "1280x720": (720, 1280, (1, 4)), "1920x1080": (1080, 1920, (1, 2))}
     name = kit.results["device"].get("name", "")
     peaks = next((v for k, v in PEAKS.items() if k in name), None)
-    budget = kit.left() * (0.35 if not kit.dry else 1.0)  # the rest is feeding and training
+    budget = kit.left() * (0.3 if not kit.dry else 1.0)  # the rest: compile, feeding and training
     stop_at = time.monotonic() + budget
     for mname, make in models.items():
         model = make().eval().to(dev, memory_format=torch.channels_last)
@@ -374,7 +374,7 @@ def measure_compile(kit: Kit) -> None:
 
     size = "64x64" if kit.dry else "1280x720"
     best = best_forward(kit, "bundled/denoise_small", size)
-    if kit.dry or best is None or kit.left() < 200:  # compiling on a CPU takes minutes
+    if kit.dry or best is None or kit.left() < 300:  # compiling takes minutes on a CPU, one or two on a GPU
         kit.log("skip torch.compile: dry run, no eager number or too little time")
         return
     h, w = (64, 64) if kit.dry else (720, 1280)

@@ -4,6 +4,7 @@ at tiny sizes, so that the kit is known to work before a GPU is lent to run it."
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -26,12 +27,18 @@ def test_dry_run_checks_measures_and_trains(tmp_path):
     for i, source in enumerate(["lake", "city", "forest", "field"]):
         Image.fromarray(photo(96, 128, seed=i)).save(data / f"{source}__{i}.png")
     out = tmp_path / "out"
+    # The device machine has no Ray and no S3 client: the kit must not need them.
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    for module in ("ray", "s3fs", "boto3"):
+        (blocked / f"{module}.py").write_text(f"raise ImportError('{module} is not on the device machine')\n")
     proc = subprocess.run(
         [sys.executable, "bench/device_kit.py", "run", "--dry-run", "--out", str(out), "--data", str(data)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=900,
+        env={**os.environ, "PYTHONPATH": str(blocked)},
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     kit = json.loads((out / "kit.json").read_text())
