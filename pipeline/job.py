@@ -174,6 +174,11 @@ def build_dataset(
     )
     # One image per decode call: a huge image does not hold up (or share a block with) small ones.
     ds = ds.map_batches(decode_batch, fn_kwargs={"max_pixels": spec.input.max_pixels}, batch_size=1)
+    # Blocks of one model batch: a model task then restores one batch and hands it on, so that images are
+    # written as they are restored (not when a whole read block is), and a stopping run waits for one
+    # batch per actor at most.
+    if not one_by_one:
+        ds = ds.repartition(target_num_rows_per_block=res.batch_size)
     model = {
         "ref": ref,
         "inference": {**spec.inference.overrides(), "tile_batch": res.batch_size if use_gpu else 1},
@@ -210,9 +215,6 @@ def build_dataset(
             ray_remote_args_fn=functools.partial(dict, max_task_retries=res.max_task_retries),
             **resources,
         )
-    # One row per block from here: each write task writes one image and hands its stats row on as soon
-    # as the image is written, so that a run that stops has a row for every image it wrote.
-    ds = ds.repartition(target_num_rows_per_block=1)
     return ds.map_batches(
         write_batch,
         fn_kwargs={
@@ -287,8 +289,14 @@ def _run_locked(spec: RestoreSpec, run_id: str, ref: ModelRef, stop: GracefulSto
     writer = StatsWriter(spec, run_id)
     rank = ranking_measure(spec.task, paired=bool(spec.input.reference))
     report = ReportCollector(start=time.time(), rank=rank, sample=spec.output.report_samples)
-    if plan is not None and not stop.requested:
-        _restore(spec, plan, ref, run_id, summary, stop, flag, writer, report)
+    try:
+        if plan is not None and not stop.requested:
+            _restore(spec, plan, ref, run_id, summary, stop, flag, writer, report)
+    finally:
+        if flag is not None:  # an actor is a process: runs in one driver (tests, notebooks) must not pile them up
+            import ray
+
+            ray.kill(flag)
     writer.flush()
     summary.interrupted = stop.signal_name
     summary.wall_seconds = time.perf_counter() - t0
@@ -342,6 +350,8 @@ def _restore(
                 except (StopIteration, Interrupted):
                     break
                 account(table)
+                if flag is not None:  # the flag holds these rows until now
+                    flag.delivered.remote(table.column("input_uri").to_pylist())
         finally:
             batches.close()  # shuts Ray Data's executor down now, also when the drain was cut short
         try:
@@ -350,8 +360,8 @@ def _restore(
             log.warning("No Ray Data stats for this pass: %s", exc)
         lost = [row for row in lost if row["input_uri"] not in seen]
     if flag is not None and stop.requested:
-        # Rows of images written while stopping, which the pipeline may not have delivered before the drain
-        # deadline: the write stage also handed them to the stop flag.
+        # Rows of images written that the pipeline had not delivered by the drain deadline: the write stage
+        # handed each to the stop flag too.
         written = [r for r in ray.get(flag.take.remote(), timeout=30) if r["input_uri"] not in seen]
         if written:
             account(pa.Table.from_pylist([{k: r.get(k) for k in STATS_SCHEMA.names} for r in written], STATS_SCHEMA))

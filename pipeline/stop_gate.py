@@ -3,10 +3,12 @@
 When the driver is told to stop (:mod:`pipeline.shutdown`), it raises a :class:`StopFlag`, a small Ray
 actor of the run. From then on the read stage reads nothing more (it drops its rows) and the model stage
 starts no new batch (it marks its rows :data:`~pipeline.rows.STOPPED`, which the driver leaves out of the
-stats); the next run plans them again. What the model has already restored is still written. Its stats
-rows reach the driver through the pipeline, and, once the run is stopping, also through the flag itself
-(:meth:`StopFlag.record`): the driver may have to stop listening to the pipeline before the rows of the
-last images written arrive, and takes them from the flag instead, so that every image written has its row.
+stats); the next run plans them again. What the model has already restored is still written.
+
+The flag also holds the stats row of each image written until the driver has it: the write stage records
+the row there (:meth:`StopFlag.record`) before handing it on, and the driver acknowledges the rows the
+pipeline delivers. A driver that has to stop listening to the pipeline (at its drain deadline) takes the
+rows still held (:meth:`StopFlag.take`), so that every image written has its row.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ class StopFlag:
 
     def __init__(self) -> None:
         self._raised = False
-        self._written: list[dict] = []
+        self._undelivered: dict[str, dict] = {}  # input_uri -> stats row of an image written
 
     def set(self) -> None:
         self._raised = True
@@ -35,12 +37,17 @@ class StopFlag:
         return self._raised
 
     def record(self, row: dict) -> None:
-        """Keep the stats row of an image written while the run is stopping."""
-        self._written.append(row)
+        """Hold the stats row of an image just written, until the driver has it."""
+        self._undelivered[row["input_uri"]] = row
+
+    def delivered(self, uris: list[str]) -> None:
+        """The driver has the rows of ``uris`` (through the pipeline)."""
+        for uri in uris:
+            self._undelivered.pop(uri, None)
 
     def take(self) -> list[dict]:
-        """The rows recorded so far (each once)."""
-        rows, self._written = self._written, []
+        """The rows held, each once."""
+        rows, self._undelivered = list(self._undelivered.values()), {}
         return rows
 
 
@@ -65,8 +72,8 @@ def stopped(flag) -> bool:
 
 
 def record_written(flag, row: dict) -> None:
-    """Hand the stats ``row`` of an image just written to the run's stopping ``flag`` (and wait until it
-    has it: the task may be ended as soon as it returns)."""
+    """Hand the stats ``row`` of an image just written to the run's ``flag``, and wait until it has it: a
+    task may be ended (the run stopping) as soon as its images are written."""
     import ray
 
     try:

@@ -13,7 +13,7 @@ from .decode import DecodeError, decode_image
 from .encode import encode_png
 from .faults import STALL_SECONDS, fires
 from .rows import OK, PASSED, QUALITY_COLUMNS, STATS_SCHEMA, fail, pixels_of
-from .stop_gate import record_written, stopped
+from .stop_gate import record_written
 from .storage import StorageOptions, read_bytes, write_bytes_atomic
 
 
@@ -33,8 +33,8 @@ def write_batch(
     The write goes to a temporary name and is renamed (local) or is a single PUT (object stores), so a
     reader never sees a partial PNG. Quality measures compare the restored image with the decoded input,
     and with ``reference_uri`` when the row has one. ``failpoints``: see :mod:`pipeline.faults` (tests only).
-    ``stop``: the run's :class:`~pipeline.stop_gate.StopFlag`; once it is raised, the row of each image
-    written is also handed to it, in case the driver stops listening before the row reaches it.
+    ``stop``: the run's :class:`~pipeline.stop_gate.StopFlag`, which holds the row of each image written
+    until the driver has it, in case a stopping driver cannot wait for the pipeline to deliver it.
     """
     n = len(batch["input_uri"])
     rows: dict[str, list] = {name: [None] * n for name in STATS_SCHEMA.names}
@@ -87,7 +87,7 @@ def write_batch(
         row.update(status=status, error=error or None)
         if status != OK:
             row["output_uri"] = None
-        elif stopped(stop):
+        elif stop is not None:
             record_written(stop, row)
         for k, v in row.items():
             rows[k][i] = v
