@@ -40,7 +40,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 KIT = Path(".kit")
-TRAIN_SPECS = ("jobs/specs/train_denoise_gpu.yaml",)
+TRAIN_SPECS = tuple(f"jobs/specs/train_{task}_gpu.yaml" for task in ("denoise", "deblur", "derain"))
 # Dense peak TFLOP/s by card and dtype (vendor figures, without sparsity); float32 runs on TF32 tensor
 # cores when torch allows it, so both are given.
 PEAKS = {

@@ -2,6 +2,14 @@
 
 All functions take and return float32 RGB arrays ``(H, W, 3)`` in [0, 1] and draw their randomness from
 the ``numpy.random.Generator`` they are given, so that a seed reproduces a data set exactly.
+
+* Blur as a real blurry photo has it: camera shake along a random smooth trajectory
+  (:func:`shake_kernel`) or defocus (:func:`disk_kernel`), up to about 31 px, then a little sensor noise
+  and 8-bit quantisation.
+* Rain from two independent renderers, so that a model is not judged only on the one it trained on:
+  ``"smear"`` (:func:`add_rain`: sparse seeds smeared along the fall direction, screen-blended, the
+  training renderer) and ``"lines"`` (:func:`add_rain_lines`: anti-aliased segments in depth layers,
+  blurred and added as light, kept for testing). Both add haze at high density.
 """
 
 from __future__ import annotations
@@ -12,6 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 
 KINDS = ("noise", "blur", "rain", "jpeg")
+RAIN_RENDERERS = ("smear", "lines")
+MAX_KERNEL = 31
+DOWNPOUR = 0.02  # rain seed density at which the haze is full
 
 
 @dataclass(frozen=True)
@@ -29,9 +40,15 @@ class Degradation:
     noise_probability: float = 1.0
     sigma: tuple[float, float] = (0.0, 50.0)  # Gaussian noise std, in 8-bit levels (0-255)
     blur_size: tuple[int, int] = (7, 21)  # kernel size in pixels (odd)
-    blur_motion_probability: float = 0.5  # motion (line) kernel, else defocus (disk)
+    blur_motion_probability: float = 0.5  # camera shake (random smooth trajectory), else defocus (disk)
+    blur_noise: tuple[float, float] = (0.0, 0.0)  # sensor noise after the blur, sigma in 8-bit levels
     rain_density: tuple[float, float] = (0.002, 0.01)  # fraction of pixels seeding a streak
     rain_length: tuple[int, int] = (10, 30)
+    rain_width: tuple[float, float] = (1.0, 1.0)  # streak width in pixels
+    rain_brightness: tuple[float, float] = (0.5, 1.0)
+    rain_angle: float = 0.4  # the fall direction varies up to this many radians from vertical
+    rain_haze: float = 0.0  # veil of light in a downpour (0: none), less in lighter rain
+    rain_renderer: str = "smear"  # "smear" (training) or "lines" (an independent renderer, for testing)
     jpeg_quality: tuple[int, int] = (30, 90)
     jpeg_probability: float = 1.0
     quantize: bool = True  # round to 8 bits at the end, as a degraded image saved to a PNG is
@@ -40,11 +57,28 @@ class Degradation:
         for k in self.kinds:
             if k not in KINDS:
                 raise ValueError(f"Expected degradation kinds from {KINDS}, but got {k!r} instead.")
-        for name in ("sigma", "blur_size", "rain_density", "rain_length", "jpeg_quality"):
+        if self.rain_renderer not in RAIN_RENDERERS:
+            raise ValueError(f"Expected rain_renderer in {RAIN_RENDERERS}, but got {self.rain_renderer!r} instead.")
+        for name in (
+            "sigma",
+            "blur_size",
+            "blur_noise",
+            "rain_density",
+            "rain_length",
+            "rain_width",
+            "rain_brightness",
+            "jpeg_quality",
+        ):
             lo, hi = getattr(self, name)
             if lo > hi or lo < 0:
                 raise ValueError(f"Expected 0 <= low <= high for {name}, but got {(lo, hi)} instead.")
-        for name in ("clean_probability", "noise_probability", "blur_motion_probability", "jpeg_probability"):
+        for name in (
+            "clean_probability",
+            "noise_probability",
+            "blur_motion_probability",
+            "jpeg_probability",
+            "rain_haze",
+        ):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"Expected {name} in [0, 1], but got {getattr(self, name)} instead.")
 
@@ -64,11 +98,46 @@ def motion_kernel(size: int, angle: float) -> np.ndarray:
     return k / k.sum()
 
 
+def shake_kernel(size: int, rng: np.random.Generator) -> np.ndarray:
+    """Camera shake: a ``size x size`` kernel along a random smooth trajectory, normalised.
+
+    The trajectory is a particle with inertia under small random accelerations, a pull back to its start,
+    and now and then a jerk (after Boracchi and Foi, 2012): from nearly straight sweeps to curls. It is
+    scaled to span 50-100% of the kernel and splatted with bilinear weights, so the kernel is smooth.
+    """
+    steps = 3 * size
+    erratic = rng.uniform(0.01, 0.15)  # how much the direction wanders
+    angle = rng.uniform(0, 2 * np.pi)
+    v, pos = np.array([np.cos(angle), np.sin(angle)]), np.zeros(2)
+    path = np.empty((steps, 2))
+    for t in range(steps):
+        acc = rng.normal(0, erratic, 2) - 0.02 * erratic * pos
+        if rng.random() < 0.005:  # a jerk of the hand
+            acc += rng.normal(0, 0.5, 2)
+        v = v + acc
+        v /= max(np.linalg.norm(v), 1e-6)
+        pos = pos + v
+        path[t] = pos
+    path -= path.min(axis=0)
+    extent = max(float(path.max()), 1e-6)
+    path *= (size - 1) * rng.uniform(0.5, 1.0) / extent
+    path += ((size - 1) - path.max(axis=0)) / 2  # centred
+    k = np.zeros((size + 1, size + 1), np.float64)
+    x0, y0 = np.floor(path[:, 0]).astype(int), np.floor(path[:, 1]).astype(int)
+    fx, fy = path[:, 0] - x0, path[:, 1] - y0
+    for dy, dx, w in ((0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx), (1, 0, fy * (1 - fx)), (1, 1, fy * fx)):
+        np.add.at(k, (y0 + dy, x0 + dx), w)
+    k = k[:size, :size].astype(np.float32)
+    return k / k.sum()
+
+
 def disk_kernel(size: int) -> np.ndarray:
-    """A normalised disk of diameter ``size`` (defocus blur)."""
+    """A normalised disk of diameter ``size`` (defocus blur), anti-aliased by 4x4 supersampling."""
     c = (size - 1) / 2
-    yy, xx = np.mgrid[:size, :size]
-    k = (((yy - c) ** 2 + (xx - c) ** 2) <= c * c + 0.5).astype(np.float32)
+    sub = (np.arange(4 * size) + 0.5) / 4 - 0.5
+    yy, xx = np.meshgrid(sub, sub, indexing="ij")
+    inside = (((yy - c) ** 2 + (xx - c) ** 2) <= c * c + 0.5).astype(np.float32)
+    k = inside.reshape(size, 4, size, 4).mean(axis=(1, 3))
     return k / k.sum()
 
 
@@ -78,12 +147,72 @@ def blur(img: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     return cv2.filter2D(img, -1, kernel, borderType=cv2.BORDER_REFLECT)
 
 
-def add_rain(img: np.ndarray, density: float, length: int, angle: float, rng: np.random.Generator) -> np.ndarray:
-    """Bright, semi-transparent streaks: sparse seeds smeared along ``angle``, screen-blended."""
-    seeds = (rng.random(img.shape[:2]) < density).astype(np.float32) * rng.uniform(0.5, 1.0)
+def add_rain(
+    img: np.ndarray,
+    density: float,
+    length: int,
+    angle: float,
+    rng: np.random.Generator,
+    *,
+    width: float = 1.0,
+    brightness: float = 1.0,
+    haze: float = 0.0,
+) -> np.ndarray:
+    """The training renderer: sparse seeds of random brightness smeared along ``angle`` (radians, pi/2
+    falls straight down), widened to ``width`` pixels, screen-blended as light; ``haze`` veils the image
+    with light (the far rain of a downpour)."""
+    import cv2
+
+    seeds = (rng.random(img.shape[:2]) < density).astype(np.float32) * rng.uniform(0.3, 1.0, img.shape[:2])
     streaks = blur(seeds, motion_kernel(length | 1, angle)) * length * 0.5
-    streaks = np.clip(streaks, 0, 1)[..., None]
-    return 1 - (1 - img) * (1 - 0.8 * streaks)
+    if width > 1:
+        streaks = cv2.GaussianBlur(streaks, (0, 0), (width - 1) / 2 + 1e-3) * width
+    streaks = np.clip(streaks * brightness, 0, 1)[..., None]
+    out = 1 - (1 - img) * (1 - 0.85 * streaks)
+    return _veil(out, haze, rng)
+
+
+def add_rain_lines(
+    img: np.ndarray,
+    density: float,
+    length: int,
+    angle: float,
+    rng: np.random.Generator,
+    *,
+    width: float = 1.0,
+    brightness: float = 1.0,
+    haze: float = 0.0,
+) -> np.ndarray:
+    """An independent renderer, kept for testing: anti-aliased line segments drawn in three depth layers
+    (far ones shorter, thinner, dimmer and more blurred), each segment's direction jittered around
+    ``angle``, the layers added to the image as light and clipped; then the same kind of haze."""
+    import cv2
+
+    h, w = img.shape[:2]
+    layer_sum = np.zeros((h, w), np.float32)
+    for depth in (1.0, 0.6, 0.35):
+        n = int(density * h * w * depth * 0.5)
+        layer = np.zeros((h, w), np.float32)
+        for _ in range(n):
+            a = angle + rng.normal(0, 0.05)
+            ln = max(2.0, length * depth * rng.uniform(0.6, 1.2))
+            x, y = rng.uniform(-ln, w + ln), rng.uniform(-ln, h + ln)
+            dx, dy = np.cos(a) * ln / 2, np.sin(a) * ln / 2
+            p1, p2 = (int(x - dx), int(y - dy)), (int(x + dx), int(y + dy))
+            thick = max(1, int(round(width * depth)))
+            cv2.line(layer, p1, p2, float(rng.uniform(0.4, 1.0)), thick, cv2.LINE_AA)
+        layer = cv2.GaussianBlur(layer, (0, 0), 0.5 + (1 - depth) * 1.5)
+        layer_sum += layer * depth
+    out = np.clip(img + 0.7 * brightness * layer_sum[..., None], 0, 1)
+    return _veil(out, haze, rng)
+
+
+def _veil(img: np.ndarray, haze: float, rng: np.random.Generator) -> np.ndarray:
+    """Atmospheric veil: a blend towards a bright, slightly blue-grey light."""
+    if haze <= 0:
+        return img
+    light = np.array([0.85, 0.88, 0.92], np.float32) * rng.uniform(0.9, 1.0)
+    return img * (1 - haze) + light * haze
 
 
 def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
@@ -96,6 +225,30 @@ def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
 
 def to_uint8(img: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
+
+
+def blur_kernel(spec: Degradation, rng: np.random.Generator) -> np.ndarray:
+    """A kernel as ``spec`` draws it: camera shake with ``blur_motion_probability``, else defocus."""
+    size = min(int(rng.integers(spec.blur_size[0], spec.blur_size[1] + 1)) | 1, MAX_KERNEL)
+    return shake_kernel(size, rng) if rng.random() < spec.blur_motion_probability else disk_kernel(size)
+
+
+def rain(img: np.ndarray, spec: Degradation, rng: np.random.Generator) -> np.ndarray:
+    """Rain as ``spec`` draws it, with its renderer; haze grows with density, reaching ``rain_haze`` at a
+    downpour's density (:data:`DOWNPOUR`)."""
+    density = rng.uniform(*spec.rain_density)
+    haze = spec.rain_haze * min(1.0, density / DOWNPOUR)
+    render = add_rain if spec.rain_renderer == "smear" else add_rain_lines
+    return render(
+        img,
+        density,
+        int(rng.integers(spec.rain_length[0], spec.rain_length[1] + 1)),
+        np.pi / 2 + rng.uniform(-spec.rain_angle, spec.rain_angle),
+        rng,
+        width=rng.uniform(*spec.rain_width),
+        brightness=rng.uniform(*spec.rain_brightness),
+        haze=haze,
+    )
 
 
 def _happens(probability: float, rng: np.random.Generator) -> bool:
@@ -114,16 +267,11 @@ def degrade(clean: np.ndarray, spec: Degradation, rng: np.random.Generator) -> n
         if kind == "noise" and _happens(spec.noise_probability, rng):
             out = add_noise(out, rng.uniform(*spec.sigma), rng)
         elif kind == "blur":
-            size = int(rng.integers(spec.blur_size[0], spec.blur_size[1] + 1)) | 1
-            if rng.random() < spec.blur_motion_probability:
-                kernel = motion_kernel(size, rng.uniform(0, np.pi))
-            else:
-                kernel = disk_kernel(size)
-            out = blur(out, kernel)
+            out = blur(out, blur_kernel(spec, rng))
+            if spec.blur_noise[1] > 0:
+                out = add_noise(out, rng.uniform(*spec.blur_noise), rng)
         elif kind == "rain":
-            length = int(rng.integers(spec.rain_length[0], spec.rain_length[1] + 1))
-            angle = np.pi / 2 + rng.uniform(-0.4, 0.4)
-            out = add_rain(out, rng.uniform(*spec.rain_density), length, angle, rng)
+            out = rain(out, spec, rng)
         elif kind == "jpeg" and _happens(spec.jpeg_probability, rng):
             out = jpeg(out, int(rng.integers(spec.jpeg_quality[0], spec.jpeg_quality[1] + 1)))
     if spec.quantize:

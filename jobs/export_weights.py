@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval", help="eval.json from jobs/evaluate.py")
     ap.add_argument("--eval-command", default="", help="the command that made --eval")
     ap.add_argument("--history", help="history.jsonl (default: beside the checkpoint)")
+    ap.add_argument("--machine", default="2-core x86_64 CPU, torch threads 2, channels_last", help="where it trained")
     ap.add_argument("--inference", default="{}", help='recommended InferenceOptions as JSON, e.g. {"tile": 192}')
     args = ap.parse_args(argv)
 
@@ -50,13 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     recipe = {
         "command": f"python jobs/train.py --spec {args.spec}",
-        "data": "python jobs/prepare_photos.py --debs DEBS --out data/photos (Debian mate-backgrounds, "
-        "plasma-workspace-wallpapers, scikit-image photos; held-out sources in data/photos/test)",
-        "spec": ckpt["spec"],
+        "data": "python jobs/prepare_photos.py --debs DEBS --out data/photos (see the README's data credits)",
+        "spec": _relative(ckpt["spec"]),
         "steps": ckpt["step"],
-        "train_hours_cpu": round(train_seconds / 3600, 2),
-        "machine": "2-core x86_64 CPU, torch threads 2, channels_last",
-        "final_val_psnr_sigma25": history[-1].get("val_psnr") if history else None,
+        "train_hours": round(train_seconds / 3600, 2),
+        "machine": args.machine,
+        "final_val_psnr": history[-1].get("val_psnr") if history else None,
+        "val_sigma": ckpt["spec"]["data"]["val_sigma"],
     }
     metrics = {}
     if args.eval:
@@ -78,6 +79,16 @@ def main(argv: list[str] | None = None) -> int:
     index_path.write_text(json.dumps(index, indent=1) + "\n")
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, sha256 {digest[:16]}...) and {index_path}")
     return 0
+
+
+def _relative(value):
+    """The spec with paths of this checkout made relative to it (they were made absolute for Ray's workers)."""
+    root = str(WEIGHTS_DIR.parents[1]) + "/"
+    if isinstance(value, dict):
+        return {k: _relative(v) for k, v in value.items()}
+    if isinstance(value, str) and value.startswith(root):
+        return value[len(root) :]
+    return value
 
 
 if __name__ == "__main__":
