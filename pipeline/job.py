@@ -186,7 +186,7 @@ def build_dataset(
         "use_gpu": use_gpu,
         "storage": storage,
         "failpoints": faults.from_env(),
-        "pass_below": spec.gate.threshold(spec.task),
+        **spec.gate.settings(spec.task),
     }
     resources = {
         # Reserving memory for the model also keeps Ray Data from fusing the CPU read/decode stage into

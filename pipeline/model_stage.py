@@ -93,8 +93,9 @@ class RestoreModel:
     tiles, halving the tile side down to :data:`MIN_OOM_TILE`, before it fails.
 
     The pass-through gate: with ``pass_below`` set, an image whose estimated noise (``noise_before``, from
-    the decode stage) is below it, and whose file is not lossy (JPEG artefacts hide from the estimate),
-    is not run through the model: its pixels go on unchanged and its ``action`` is ``"passed"``.
+    the decode stage) is below it is not run through the model: its pixels go on unchanged and its
+    ``action`` is ``"passed"``. With ``restore_lossy``, JPEG and lossy WebP files are always restored
+    (for a model that removes compression artefacts, which hide from the noise estimate).
     """
 
     def __init__(
@@ -107,6 +108,7 @@ class RestoreModel:
         storage=None,
         failpoints: dict[str, str] | None = None,
         pass_below: float | None = None,
+        restore_lossy: bool = False,
     ):
         """``inference``: the spec's :class:`InferenceOptions` fields, over the weights' recommendation.
         ``pass_below``: the gate's noise level (8-bit levels), or None to restore every image.
@@ -122,7 +124,7 @@ class RestoreModel:
         if options.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model, self.options, self.ref = model, options, ref
-        self.failpoints, self.pass_below = failpoints or {}, pass_below
+        self.failpoints, self.pass_below, self.restore_lossy = failpoints or {}, pass_below, restore_lossy
 
     def _run(self, images: list[np.ndarray], uris: list[str], options=None) -> list[np.ndarray]:
         import torch
@@ -192,7 +194,9 @@ class RestoreModel:
         if self.pass_below is None or "noise_before" not in batch:
             return False
         noise = float(batch["noise_before"][i])
-        return not bool(batch["lossy"][i]) and np.isfinite(noise) and noise < self.pass_below
+        if self.restore_lossy and bool(batch["lossy"][i]):
+            return False
+        return bool(np.isfinite(noise) and noise < self.pass_below)
 
     def _run_or_error(self, image: np.ndarray, uri: str, oom: Exception | None = None) -> np.ndarray | Exception:
         """One image alone; out of memory, again in ever smaller tiles. ``oom``: it has just run out of

@@ -58,25 +58,41 @@ def test_decode_marks_lossy_files_and_estimates_noise():
 def stage(tiny_weights):
     path, widths = tiny_weights
     ref = resolve_model("denoise", arch="dgunet", weights=path, **widths)
-    return lambda pass_below: RestoreModel(ref=ref, inference={}, threads=1, use_gpu=False, pass_below=pass_below)
+    def make(pass_below, restore_lossy=False):
+        return RestoreModel(
+            ref=ref, inference={}, threads=1, use_gpu=False, pass_below=pass_below, restore_lossy=restore_lossy
+        )
+
+    return make
 
 
-def test_model_stage_passes_clean_lossless_images_through(stage):
+def test_model_stage_passes_clean_images_through(stage):
     batch = _decoded(
         {
             "clean.png": _encode(CLEAN, "PNG"),
             "noisy.png": _encode(NOISY, "PNG"),
-            "clean.jpg": _encode(CLEAN, "JPEG", quality=90),  # lossy: always restored
+            "clean.jpg": _encode(CLEAN, "JPEG", quality=90),
             "tiny.png": _encode(CLEAN[:4, :4], "PNG"),  # no estimate: restored
         }
     )
     out = stage(2.5)(batch)
     assert list(out["status"]) == [OK] * 4
-    assert list(out["action"]) == [PASSED, RESTORED, RESTORED, RESTORED]
+    assert list(out["action"]) == [PASSED, RESTORED, PASSED, RESTORED]
     assert out["restored"][0] == batch["pixels"][0] and out["seconds"][0] == 0
     assert out["restored"][1] != batch["pixels"][1]
+    out = stage(2.5, restore_lossy=True)(batch)  # a model that removes JPEG artefacts gets every JPEG
+    assert list(out["action"]) == [PASSED, RESTORED, RESTORED, RESTORED]
     out = stage(None)(batch)  # the gate off: everything through the model
     assert list(out["action"]) == [RESTORED] * 4
+
+
+def test_gate_settings_per_task_and_spec():
+    from pipeline.spec import GateSpec
+
+    assert GateSpec().settings("denoise") == {"pass_below": 2.5, "restore_lossy": False}
+    assert GateSpec().settings("deblur") == {"pass_below": None, "restore_lossy": True}
+    assert GateSpec(noise_below=4, restore_lossy=True).settings("denoise") == {"pass_below": 4, "restore_lossy": True}
+    assert GateSpec(enabled=False).settings("denoise")["pass_below"] is None
 
 
 @pytest.mark.slow
@@ -88,7 +104,7 @@ def test_run_writes_passed_images_unchanged_and_counts_them(ray_local, tmp_path,
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "clean.png").write_bytes(_encode(CLEAN, "PNG"))
     (tmp_path / "in" / "noisy.png").write_bytes(_encode(NOISY, "PNG"))
-    (tmp_path / "in" / "photo.jpg").write_bytes(_encode(CLEAN, "JPEG", quality=90))
+    (tmp_path / "in" / "photo.jpg").write_bytes(_encode(NOISY, "JPEG", quality=90))  # noisy, so restored
     path, widths = tiny_weights
     spec = {
         "model": {"weights": path, **widths},
@@ -101,6 +117,7 @@ def test_run_writes_passed_images_unchanged_and_counts_them(ray_local, tmp_path,
     rows = {r["input_uri"].rsplit("/", 1)[-1]: r for r in stats}
     actions = {name: r["action"] for name, r in rows.items()}
     assert actions == {"clean.png": PASSED, "noisy.png": RESTORED, "photo.jpg": RESTORED}
+    assert rows["photo.jpg"]["noise_before"] > 2.5
     assert rows["clean.png"]["noise_after"] == rows["clean.png"]["noise_before"] < 2.5
     written = np.asarray(Image.open(tmp_path / "out" / "images" / "clean.png"))
     assert np.array_equal(written, CLEAN)  # the input's pixels, unchanged
