@@ -160,8 +160,8 @@ def evaluate(
             if save_degraded:
                 save_degraded(image, name, degraded)
             todo = {"input": lambda x, s: x, **methods}
-            if case.sigma is None:
-                todo = {m: fn for m, fn in todo.items() if m in ("input", "ours")}
+            if case.sigma is None:  # the baselines need a sigma; a clean input is trivially perfect
+                todo = {m: fn for m, fn in todo.items() if m == "ours" or (m == "input" and name != "clean")}
             start = len(result.per_image)
             for method, fn in todo.items():
                 t0 = time.perf_counter()

@@ -43,3 +43,18 @@ def test_load_pretrained_denoiser_restores_noise():
 def test_missing_default_is_a_clear_error():
     with pytest.raises(LookupError, match="No trained default model for task 'derain'"):
         default_weights("derain")
+
+
+def test_readme_model_card_matches_the_measured_metrics():
+    """The README's table for the default denoiser holds the numbers of its index.json entry."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    card = readme[readme.index("## The bundled default denoiser") :]
+    rows = {line.split("|")[1].strip(): line for line in card.splitlines() if line.startswith("| ")}
+    metrics = default_weights("denoise").metrics["mean"]
+    assert set(metrics) <= set(rows)
+    for case, methods in metrics.items():
+        for method, value in methods.items():
+            shown = f"**{value['psnr']:.2f}** / {value['ssim']:.3f}" if method == "ours" else f"{value['psnr']:.2f} / "
+            assert shown in rows[case], (case, method, rows[case])
