@@ -58,6 +58,7 @@ def test_decode_marks_lossy_files_and_estimates_noise():
 def stage(tiny_weights):
     path, widths = tiny_weights
     ref = resolve_model("denoise", arch="dgunet", weights=path, **widths)
+
     def make(pass_below, restore_lossy=False):
         return RestoreModel(
             ref=ref, inference={}, threads=1, use_gpu=False, pass_below=pass_below, restore_lossy=restore_lossy
