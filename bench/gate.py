@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     for c_i, name in enumerate(CASES):
         gains, levels = [], []
         for i_i, (image, clean) in enumerate(sorted(images.items())):
-            degraded = Case(name).degrade(clean, seed=c_i * 100 + i_i)
+            degraded, _ = Case(name).degrade(clean, seed=c_i * 100 + i_i)
             before, after = psnr_ssim(clean, degraded)[0], psnr_ssim(clean, restore(model, degraded, **tiling))[0]
             level = noise_level(degraded)
             rows.append({"case": name, "image": image, "noise_estimate": level, "psnr_in": before, "psnr_out": after})

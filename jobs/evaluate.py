@@ -4,9 +4,11 @@
     python jobs/evaluate.py --clean data/photos/test --checkpoint checkpoints/denoise_small/last.pth \
         --n-feat 16 --scale-unetfeats 8 --scale-orsnetfeats 8 --tile 0
 
-Cases (``--cases``): ``sigmaN`` (Gaussian noise, every baseline told the true sigma), ``jpegQ`` (JPEG at
-quality Q) and ``clean`` (nothing to remove: a restorer should return the photo unchanged). Inference
-uses the weights' recommended options unless ``--tile`` says otherwise (``--tile 0``: whole images).
+Cases (``--cases``, by default those of ``--task``): ``sigmaN`` (Gaussian noise, every baseline told the
+true sigma), ``jpegQ`` (JPEG at quality Q), ``clean`` (nothing to remove: a restorer should return the
+photo unchanged), ``blur`` (baselines told the true kernel), ``rain-smear`` and ``rain-lines`` (the
+training renderer and an independent one); see :mod:`pipeline.evaluate`. Inference uses the weights'
+recommended options unless ``--tile`` says otherwise (``--tile 0``: whole images).
 Writes ``<out>/eval.md`` (the mean and per-image tables), ``<out>/eval.json`` and, with
 ``--save-degraded``, the 8-bit PNGs every method read.
 """
@@ -19,18 +21,26 @@ from pathlib import Path
 
 import numpy as np
 
+TASK_CASES = {
+    "denoise": ["sigma15", "sigma25", "sigma50", "clean", "jpeg30", "jpeg60"],
+    "deblur": ["blur", "clean"],
+    "derain": ["rain-smear", "rain-lines", "clean"],
+}
+BASELINES = ("nlm", "cbm3d", "ffdnet", "unsharp", "wiener", "richardson_lucy", "median", "bilateral")
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clean", required=True, help="prefix or folder of clean images")
-    ap.add_argument("--cases", nargs="+", default=["sigma15", "sigma25", "sigma50", "clean", "jpeg30", "jpeg60"])
+    ap.add_argument("--task", choices=sorted(TASK_CASES), default="denoise")
+    ap.add_argument("--cases", nargs="+", help="default: the task's (see TASK_CASES)")
     ap.add_argument("--checkpoint", help="model weights (default: the bundled denoiser)")
     ap.add_argument("--arch", default="dgunet")
     ap.add_argument("--n-feat", type=int)
     ap.add_argument("--scale-unetfeats", type=int)
     ap.add_argument("--scale-orsnetfeats", type=int)
     ap.add_argument("--depth", type=int, default=5)
-    ap.add_argument("--baselines", nargs="*", default=["nlm", "cbm3d", "ffdnet"], choices=["nlm", "cbm3d", "ffdnet"])
+    ap.add_argument("--baselines", nargs="*", choices=sorted(BASELINES), help="default: all of the task's cases")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tile", type=int, help="tile side (0: whole images; default: the weights' recommendation)")
     ap.add_argument("--overlap", type=int, default=32)
@@ -41,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from dgunet import build_model, load_checkpoint, load_pretrained, restore
-    from pipeline.evaluate import cbm3d, evaluate, ffdnet, nlm
+    from pipeline import evaluate as ev
     from pipeline.storage import list_images
     from pipeline.train import load_rgb
 
@@ -53,21 +63,23 @@ def main(argv: list[str] | None = None) -> int:
             "scale_orsnetfeats": args.scale_orsnetfeats,
             "depth": args.depth,
         }
-        model = build_model(args.arch, task="denoise", **{k: v for k, v in widths.items() if v is not None})
+        model = build_model(args.arch, task=args.task, **{k: v for k, v in widths.items() if v is not None})
         load_checkpoint(model, args.checkpoint)
         model.eval()
     else:
-        model = load_pretrained("denoise")
+        model = load_pretrained(args.task)
     model = model.to(memory_format=torch.channels_last)
     images = {uri.rsplit("/", 1)[-1]: load_rgb(uri) for uri, _ in list_images(args.clean)}
-    baselines = {"nlm": lambda: nlm, "cbm3d": lambda: cbm3d, "ffdnet": ffdnet}
-    methods = {k: baselines[k]() for k in args.baselines}
+    cases = args.cases or TASK_CASES[args.task]
+    kinds = {ev.Case(c).kind for c in cases}
+    names = args.baselines if args.baselines is not None else [b for b in BASELINES if ev.KIND_OF[b] in kinds]
+    methods = {k: ev.ffdnet() if k == "ffdnet" else getattr(ev, k) for k in names}
     tiling = {}
     if args.tile == 0:
         tiling = {"max_pixels": 1 << 40}
     elif args.tile:
         tiling = {"max_pixels": 1, "tile": args.tile, "overlap": args.overlap}
-    methods["ours"] = lambda degraded, sigma: restore(model, degraded, **tiling)
+    methods["ours"] = lambda degraded, known: restore(model, degraded, **tiling)
 
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -78,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(degraded).save(path.with_suffix(".png"))
 
-    result = evaluate(images, args.cases, methods, save_degraded=save if args.save_degraded else None)
+    result = ev.evaluate(images, cases, methods, save_degraded=save if args.save_degraded else None)
     md = result.markdown()
     (args.out / "eval.md").write_text(md + "\n")
     (args.out / "eval.json").write_text(result.to_json())
