@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.timeout(1500)  # a loaded machine: the dry run takes minutes where the GPU run is budgeted
 def test_dry_run_checks_measures_and_trains(tmp_path):
     data = tmp_path / "photos"
     data.mkdir()
@@ -37,7 +38,7 @@ def test_dry_run_checks_measures_and_trains(tmp_path):
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=1400,
         env={**os.environ, "PYTHONPATH": str(blocked)},
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
