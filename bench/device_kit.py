@@ -52,10 +52,10 @@ PEAKS = {
 class Kit:
     """Collects results and failures; every section writes into ``self.results[section]``."""
 
-    def __init__(self, out: Path, deadline: float, dry_run: bool):
+    def __init__(self, out: Path, deadline: float, dry_run: bool, compile: bool = False):
         import torch
 
-        self.out, self.deadline, self.dry = out, deadline, dry_run
+        self.out, self.deadline, self.dry, self.compile = out, deadline, dry_run, compile
         self.device = torch.device("cuda" if torch.cuda.is_available() and not dry_run else "cpu")
         self.results: dict[str, Any] = {"dry_run": dry_run, "device": self.describe_device(), "failures": []}
         out.mkdir(parents=True, exist_ok=True)
@@ -185,7 +185,9 @@ def check(kit: Kit) -> None:
         f"mergeblock solve in float32 under bfloat16 autocast ({len(solve_dtypes)} solves)",
     )
     kit.expect(bool(torch.isfinite(y).all()), "bfloat16 forward has no NaN")
-    check_model_stage(kit, kinds)
+    threads = torch.get_num_threads()
+    check_model_stage(kit, kinds)  # RestoreModel sets the process's torch threads to its own count
+    torch.set_num_threads(threads)
     if dev.type == "cuda":
         check_oom(kit)
     else:
@@ -235,7 +237,8 @@ def check_model_stage(kit: Kit, kinds: dict[str, Any]) -> None:
 
 
 def check_oom(kit: Kit) -> None:
-    """A memory cap makes a whole 4k image run out of memory; the stage retries it in tiles."""
+    """A 1 GiB cap makes a whole 4k image run out of memory (its activations take several GiB); the stage
+    retries it in tiles of the weights' recommended size, which fit."""
     import numpy as np
     import torch
 
@@ -244,17 +247,18 @@ def check_oom(kit: Kit) -> None:
     img = (np.random.default_rng(1).random((2160, 3840, 3)) * 255).astype(np.uint8)
     torch.cuda.empty_cache()
     total = torch.cuda.get_device_properties(0).total_memory
-    torch.cuda.set_per_process_memory_fraction(min(1.0, 3 * 2**30 / total))  # 3 GiB
+    torch.cuda.set_per_process_memory_fraction(min(1.0, 2**30 / total))  # 1 GiB
     try:
         model = load_pretrained("denoise").eval().cuda()
-        raised = None
+        raised = False
         try:
             restore(model, img, options=InferenceOptions(max_pixels=1 << 30))
-        except torch.OutOfMemoryError as exc:
-            raised = exc
-        kit.expect(raised is not None, "a whole 3840x2160 image under a 3 GiB cap raises torch.OutOfMemoryError")
+        except torch.OutOfMemoryError:  # not kept: its traceback would hold the tensors that filled memory
+            raised = True
+        kit.expect(raised, "a whole 3840x2160 image under a 1 GiB cap raises torch.OutOfMemoryError")
         del model
         torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
         stage = model_stage(kit, max_pixels=1 << 30)
         out = stage(decoded_batch({"big": img}))
         kit.expect(out["status"][0] == "ok", f"RestoreModel recovers it in tiles: {out['status'][0]} {out['error'][0]}")
@@ -353,7 +357,11 @@ def measure(kit: Kit) -> None:
         del model
         if dev.type == "cuda":
             torch.cuda.empty_cache()
-    measure_compile(kit)
+    try:  # opt-in: compiling takes a minute or two of a GPU's few minutes, which training needs more
+        measure_compile(kit)
+    except Exception as exc:  # a compiler missing on a bare machine must not cost the rest of the kit
+        kit.log(f"torch.compile failed: {type(exc).__name__}: {str(exc)[:300]}")
+        kit.results["measure"]["compile"] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
     measure_feeding(kit)
 
 
@@ -374,8 +382,8 @@ def measure_compile(kit: Kit) -> None:
 
     size = "64x64" if kit.dry else "1280x720"
     best = best_forward(kit, "bundled/denoise_small", size)
-    if kit.dry or best is None or kit.left() < 300:  # compiling takes minutes on a CPU, one or two on a GPU
-        kit.log("skip torch.compile: dry run, no eager number or too little time")
+    if not kit.compile or best is None or kit.left() < 300:
+        kit.log("skip torch.compile: not asked for (--compile), no eager number, or too little time")
         return
     h, w = (64, 64) if kit.dry else (720, 1280)
     model = load_pretrained("denoise").eval().to(kit.device, memory_format=torch.channels_last)
@@ -454,21 +462,21 @@ def measure_feeding(kit: Kit) -> None:
             q.put(torch.from_numpy(arr).permute(2, 0, 1).float().div_(255))
 
         busy, wall0 = 0.0, time.perf_counter()
-        with ThreadPoolExecutor(t) as pool:
+        with ThreadPoolExecutor(t) as pool, ThreadPoolExecutor(t) as encoder:
             threading.Thread(target=lambda: list(pool.map(decode, range(n_images))), daemon=True).start()
             done, encodes = 0, []
             while done < n_images:
-                group = [q.get() for _ in range(min(best["batch"], n_images - done))]
+                group = [q.get(timeout=60) for _ in range(min(best["batch"], n_images - done))]
                 x = torch.stack(group).to(kit.device, non_blocking=True)
                 b0 = time.perf_counter()
                 y = restore_tensor(model, x, opts)
                 sync(kit.device)
                 busy += time.perf_counter() - b0
                 out = (y.clamp(0, 1) * 255).byte().permute(0, 2, 3, 1).cpu().numpy()
-                encodes += [pool.submit(cv2.imencode, ".png", o, [cv2.IMWRITE_PNG_COMPRESSION, 1]) for o in out]
+                encodes += [encoder.submit(cv2.imencode, ".png", o, [cv2.IMWRITE_PNG_COMPRESSION, 1]) for o in out]
                 done += len(group)
             for f in encodes:
-                f.result()
+                f.result(timeout=60)
         wall = time.perf_counter() - wall0
         run = {"threads": t, "images_per_s": n_images / wall, "gpu_busy": busy / wall}
         feed["runs"].append(run)
@@ -490,6 +498,7 @@ def train(kit: Kit, specs: list[str], data: str | None) -> None:
     from pipeline.train_spec import TrainSpec
 
     res = kit.results.setdefault("train", {})
+    shares = [2.0] + [1.0] * (len(specs) - 1)  # the first spec (the shipped denoiser's) gets twice the time
     for i, path in enumerate(specs):
         name = Path(path).stem
         spec = TrainSpec.from_yaml(path)
@@ -523,7 +532,12 @@ def train(kit: Kit, specs: list[str], data: str | None) -> None:
             }
             overrides["resources"] = {**spec.resources.model_dump(), "loader_threads": 1}
         spec = TrainSpec.model_validate({**spec.model_dump(), **overrides})
-        seconds = max(30.0, (kit.left() - 45) / (len(specs) - i))
+        seconds = (kit.left() - 45) * shares[i] / sum(shares[i:])  # 45 s: loading data and the final saves
+        if seconds < 40 and not kit.dry:
+            kit.log(f"train {name}: skipped, {seconds:.0f} s is too little")
+            res[name] = {"skipped": f"{seconds:.0f} s left"}
+            continue
+        seconds = max(seconds, 30.0) if kit.dry else seconds
         kit.log(f"train {name}: {seconds:.0f} s on {kit.device}")
         t0 = time.monotonic()
         metrics = fit(
@@ -607,6 +621,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--train-spec", action="append", help=f"training specs (default: {', '.join(TRAIN_SPECS)})")
     r.add_argument("--data", help="training photos (default: .kit/data/train if present, else the spec's)")
     r.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes, one-step training: tests the kit")
+    r.add_argument("--compile", action="store_true", help="also time torch.compile against eager (minutes)")
     args = ap.parse_args(argv)
     if args.cmd == "pack":
         return pack(args)
@@ -615,7 +630,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(1)  # CI's small machine runs other things beside it
-    kit = Kit(args.out, time.monotonic() + args.budget, args.dry_run)
+    kit = Kit(args.out, time.monotonic() + args.budget, args.dry_run, compile=args.compile)
     kit.log(f"device kit on {kit.results['device']}")
     sections = args.sections.split(",")
     data = args.data or (str(KIT / "data" / "train") if (KIT / "data" / "train").is_dir() else None)

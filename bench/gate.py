@@ -61,14 +61,16 @@ def main(argv: list[str] | None = None) -> int:
         gains, levels = [], []
         for i_i, (image, clean) in enumerate(sorted(images.items())):
             degraded, _ = Case(name).degrade(clean, seed=c_i * 100 + i_i)
-            before, after = psnr_ssim(clean, degraded)[0], psnr_ssim(clean, restore(model, degraded, **tiling))[0]
+            after = psnr_ssim(clean, restore(model, degraded, **tiling))[0]
+            before = psnr_ssim(clean, degraded)[0] if name != "clean" else None  # a clean input is perfect
             level = noise_level(degraded)
             rows.append({"case": name, "image": image, "noise_estimate": level, "psnr_in": before, "psnr_out": after})
-            gains.append(after - before)
+            gains.append(after - before if before is not None else after)
             levels.append(level)
+        what = "PSNR of the output" if name == "clean" else "model gain"
         print(
             f"{name:8s} noise estimate {min(levels):5.2f}-{max(levels):5.2f}  "
-            f"model gain {np.mean(gains):+6.2f} dB (min {min(gains):+6.2f}, max {max(gains):+6.2f})",
+            f"{what} {np.mean(gains):+6.2f} dB (min {min(gains):+6.2f}, max {max(gains):+6.2f})",
             flush=True,
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)

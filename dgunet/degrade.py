@@ -192,7 +192,7 @@ def add_rain_lines(
     layer_sum = np.zeros((h, w), np.float32)
     for depth in (1.0, 0.6, 0.35):
         n = int(density * h * w * depth * 0.5)
-        layer = np.zeros((h, w), np.float32)
+        layer = np.zeros((h, w), np.uint8)  # OpenCV anti-aliases lines on 8-bit images only
         for _ in range(n):
             a = angle + rng.normal(0, 0.05)
             ln = max(2.0, length * depth * rng.uniform(0.6, 1.2))
@@ -200,8 +200,8 @@ def add_rain_lines(
             dx, dy = np.cos(a) * ln / 2, np.sin(a) * ln / 2
             p1, p2 = (int(x - dx), int(y - dy)), (int(x + dx), int(y + dy))
             thick = max(1, int(round(width * depth)))
-            cv2.line(layer, p1, p2, float(rng.uniform(0.4, 1.0)), thick, cv2.LINE_AA)
-        layer = cv2.GaussianBlur(layer, (0, 0), 0.5 + (1 - depth) * 1.5)
+            cv2.line(layer, p1, p2, int(rng.uniform(0.4, 1.0) * 255), thick, cv2.LINE_AA)
+        layer = cv2.GaussianBlur(layer.astype(np.float32) / 255.0, (0, 0), 0.5 + (1 - depth) * 1.5)
         layer_sum += layer * depth
     out = np.clip(img + 0.7 * brightness * layer_sum[..., None], 0, 1)
     return _veil(out, haze, rng)

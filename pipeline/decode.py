@@ -187,7 +187,10 @@ def decode_batch(batch: dict[str, np.ndarray], *, max_pixels: int) -> dict[str, 
             continue
         pixels[i], shapes[i], dtypes[i], modes[i] = d.pixels.tobytes(), d.pixels.shape, d.pixels.dtype.name, d.mode
         lossy[i] = d.lossy
-        level = noise_level(d.pixels)
+        try:
+            level = noise_level(d.pixels)
+        except (ValueError, MemoryError):  # no estimate: the gate restores the image, the stats stay empty
+            level = None
         noise[i] = np.nan if level is None else level
         seconds[i] = time.perf_counter() - t0
     out = {k: v for k, v in batch.items() if k != "data"}

@@ -184,11 +184,12 @@ def wiener(blurred: np.ndarray, known: Known) -> np.ndarray:
 
 def _deconvolve(blurred: np.ndarray, known: Known, method) -> np.ndarray:
     """``method`` per channel, with the blur's point spread function (the kernel flipped: OpenCV's
-    filter2D correlates) on the image padded by reflection, as it was blurred, so that the deconvolution
+    filter2D correlates) on the image padded as it was blurred, so that the deconvolution
     does not darken the borders; cropped back."""
     psf = np.ascontiguousarray(known.kernel[::-1, ::-1], dtype=np.float64)
     pad = psf.shape[0]
-    u = np.pad(blurred.astype(np.float64) / 255.0, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    # "symmetric" repeats the edge pixel, as OpenCV's BORDER_REFLECT did when the image was blurred
+    u = np.pad(blurred.astype(np.float64) / 255.0, ((pad, pad), (pad, pad), (0, 0)), mode="symmetric")
     out = np.stack([method(u[..., c], psf) for c in range(3)], -1)
     return _to_uint8(out[pad:-pad, pad:-pad])
 

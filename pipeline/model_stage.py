@@ -24,6 +24,15 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, (torch.OutOfMemoryError, MemoryError))
 
 
+def _released(exc: BaseException) -> BaseException:
+    """``exc`` without the local variables of its traceback's frames, which hold the tensors of the attempt
+    that failed: out of memory, a retry must not find that memory still taken."""
+    import traceback
+
+    traceback.clear_frames(exc.__traceback__)
+    return exc
+
+
 def _smaller_tiles(options, pixels: int):
     """The next inference options to try after running out of memory, or None when none are left."""
     if pixels <= options.max_pixels:  # it ran whole: tile it, at most at the configured tile side
@@ -166,14 +175,19 @@ class RestoreModel:
             images = [pixels_of(batch["pixels"][i], batch["shape"][i], batch["dtype"][i]) for i in idx]
             uris = [str(batch["input_uri"][i]) for i in idx]
             t0 = time.perf_counter()
+            failure = None
             try:
                 outs = self._run(images, uris)
             except Exception as exc:
+                failure = _released(exc)
+            if failure is not None:  # retried outside the except block, so the failed attempt's memory is free
                 self._free()
                 if len(idx) > 1:  # retry each image on its own, so that only the one at fault fails
                     outs = [self._run_or_error(img, uri) for img, uri in zip(images, uris)]
+                elif _is_oom(failure):
+                    outs = [self._run_or_error(images[0], uris[0], oom=failure)]
                 else:
-                    outs = [self._run_or_error(images[0], uris[0], oom=exc) if _is_oom(exc) else exc]
+                    outs = [failure]
             per_image = (time.perf_counter() - t0) / len(idx)
             for i, out in zip(idx, outs):
                 if isinstance(out, Exception):
@@ -209,10 +223,11 @@ class RestoreModel:
             try:
                 return self._run([image], [uri], options)[0]
             except Exception as exc:
-                self._free()
-                if not _is_oom(exc):
-                    return exc
-                oom, options = exc, _smaller_tiles(options, pixels)
+                failure = _released(exc)
+            self._free()
+            if not _is_oom(failure):
+                return failure
+            oom, options = failure, _smaller_tiles(options, pixels)
         return oom
 
     def _free(self) -> None:

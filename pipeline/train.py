@@ -302,10 +302,11 @@ def fit(
 
 
 def _move_optimizer_state(optimizer, device) -> None:
-    """Adam's moments follow the model to ``device`` (a checkpoint loads them on the CPU)."""
+    """Adam's moments follow the model to ``device`` (a checkpoint loads them on the CPU); its step count
+    stays on the CPU, where torch keeps it unless the optimizer is fused or capturable."""
     for state in optimizer.state.values():
         for k, v in state.items():
-            if hasattr(v, "to"):
+            if k != "step" and hasattr(v, "to"):
                 state[k] = v.to(device)
 
 

@@ -90,7 +90,7 @@ def test_model_stage_passes_clean_images_through(stage):
 def test_gate_settings_per_task_and_spec():
     from pipeline.spec import GateSpec
 
-    assert GateSpec().settings("denoise") == {"pass_below": 2.5, "restore_lossy": False}
+    assert GateSpec().settings("denoise") == {"pass_below": 4.5, "restore_lossy": False}
     assert GateSpec().settings("deblur") == {"pass_below": None, "restore_lossy": True}
     assert GateSpec(noise_below=4, restore_lossy=True).settings("denoise") == {"pass_below": 4, "restore_lossy": True}
     assert GateSpec(enabled=False).settings("denoise")["pass_below"] is None
@@ -118,8 +118,8 @@ def test_run_writes_passed_images_unchanged_and_counts_them(ray_local, tmp_path,
     rows = {r["input_uri"].rsplit("/", 1)[-1]: r for r in stats}
     actions = {name: r["action"] for name, r in rows.items()}
     assert actions == {"clean.png": PASSED, "noisy.png": RESTORED, "photo.jpg": RESTORED}
-    assert rows["photo.jpg"]["noise_before"] > 2.5
-    assert rows["clean.png"]["noise_after"] == rows["clean.png"]["noise_before"] < 2.5
+    assert rows["photo.jpg"]["noise_before"] > 4.5
+    assert rows["clean.png"]["noise_after"] == rows["clean.png"]["noise_before"] < 4.5
     written = np.asarray(Image.open(tmp_path / "out" / "images" / "clean.png"))
     assert np.array_equal(written, CLEAN)  # the input's pixels, unchanged
     assert not np.array_equal(np.asarray(Image.open(tmp_path / "out" / "images" / "noisy.png")), NOISY)
