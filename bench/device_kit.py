@@ -13,8 +13,8 @@ fails (the exit code is 1 when any check failed):
    card's peak, peak memory; ``torch.compile`` against eager; then how many CPU threads of PNG decode and
    encode keep the GPU busy, and the busy fraction reached.
 3. **train**: :func:`pipeline.train.fit` (the loop of ``jobs/train.py``, without Ray) on each training
-   spec given, for the time left, checkpointing every minute; the weights (safetensors) and histories
-   come back for evaluation on the CPU.
+   spec given, for the time left, checkpointing every minute; the checkpoints and histories come back
+   for evaluation on the CPU.
 
 Prepare here, then run there (the device tool's ``run``, carrying ``.kit``)::
 
@@ -22,8 +22,9 @@ Prepare here, then run there (the device tool's ``run``, carrying ``.kit``)::
     bash bench/device_kit.sh                              # on the device: installs .kit/wheels, runs all
     python bench/device_kit.py run --dry-run --out /tmp/kit   # the same code on this CPU, tiny sizes (CI)
 
-Results: ``$OUT/kit.json`` (every number), ``$OUT/kit.log``, ``$OUT/<spec name>.safetensors`` and
-``$OUT/<spec name>.history.jsonl``.
+Results: ``$OUT/kit.json`` (every number), ``$OUT/kit.log``, and per training spec
+``$OUT/<spec name>.pth`` (the whole checkpoint; ``.safetensors``, the weights alone, where it is too big
+to come back) and ``$OUT/<spec name>.history.jsonl``.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 KIT = Path(".kit")
+MAX_RETURNED = 15 * 2**20  # a file the device tool brings back is at most 16 MiB
 TRAIN_SPECS = tuple(f"jobs/specs/train_{task}_gpu.yaml" for task in ("denoise", "deblur", "derain"))
 # Dense peak TFLOP/s by card and dtype (vendor figures, without sparsity); float32 runs on TF32 tensor
 # cores when torch allows it, so both are given.
@@ -548,13 +550,17 @@ def train(kit: Kit, specs: list[str], data: str | None) -> None:
             loader_threads=spec.resources.loader_threads or max(1, (os.cpu_count() or 2) - 2),
             log=kit.log,
         )
-        # Weights alone come back (last.pth also holds Adam's state, three times the size).
-        state = extract_state_dict(parse_checkpoint(read_bytes(str(work / "last.pth")), name="last.pth"))
-        save_safetensors(kit.out / f"{name}.safetensors", state, name=name, task=spec.task)
+        # The whole checkpoint comes back where it fits what a call returns (it holds the spec, steps and
+        # Adam's state: resumable, and what jobs/export_weights.py reads); else the weights alone.
+        last = work / "last.pth"
+        if last.stat().st_size <= MAX_RETURNED:
+            (kit.out / f"{name}.pth").write_bytes(last.read_bytes())
+        else:
+            state = extract_state_dict(parse_checkpoint(read_bytes(str(last)), name="last.pth"))
+            save_safetensors(kit.out / f"{name}.safetensors", state, name=name, task=spec.task)
         (kit.out / f"{name}.history.jsonl").write_bytes((work / "history.jsonl").read_bytes())
         res[name] = {"metrics": metrics, "seconds": time.monotonic() - t0, "spec": spec.model_dump(mode="json")}
         kit.expect(bool(metrics) and metrics.get("val_psnr", 0) > 0, f"train {name}: {metrics.get('step')} steps")
-        del state
         if kit.device.type == "cuda":
             torch.cuda.empty_cache()
 

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from dgunet import build_model
-from dgunet.checkpoint import check_state_dict, parse_checkpoint, read_bytes
+from dgunet.checkpoint import check_state_dict, extract_state_dict, parse_checkpoint, read_bytes
 from tests.images import photo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,12 +63,14 @@ def test_dry_run_checks_measures_and_trains(tmp_path):
     assert feeding["cpu_seconds_per_image"] > 0 and [r["threads"] for r in feeding["runs"]][0] == 1
     assert all(0 < r["gpu_busy"] <= 1 for r in feeding["runs"])
 
-    # train: two steps of each GPU spec's loop; the weights come back as safetensors that load as they are.
+    # train: two steps of each GPU spec's loop; the checkpoints come back, resumable and loadable as they are.
     assert set(kit["train"]) == {"train_denoise_gpu", "train_deblur_gpu", "train_derain_gpu"}
     for name in kit["train"]:
         history = [json.loads(line) for line in (out / f"{name}.history.jsonl").read_text().splitlines()]
         assert [h["step"] for h in history] == [1, 2] and all(h["val_psnr"] > 0 for h in history)
-        state = parse_checkpoint(read_bytes(out / f"{name}.safetensors"), name="w.safetensors")["state_dict"]
+        ckpt = parse_checkpoint(read_bytes(out / f"{name}.pth"), name=f"{name}.pth")  # weights_only
+        assert ckpt["step"] == 2 and ckpt["spec"]["task"] == name.split("_")[1] and "optimizer" in ckpt
+        state = extract_state_dict(ckpt)
         model = build_model("dgunet", n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4, depth=1)
         check_state_dict(model, state)  # every key and shape of the dry run's tiny widths
         model.load_state_dict(state)
