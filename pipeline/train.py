@@ -75,9 +75,7 @@ class TrainingData:
 
     train: list[np.ndarray]
     pairs: list[np.ndarray] | None
-    val: list[tuple]  # (degraded, clean) batches, fixed for the whole run
-    n_train: int
-    n_val: int
+    val: list[tuple]  # (degraded, clean) batches, one per validation image, fixed for the whole run
 
 
 def load_training_data(spec: TrainSpec) -> TrainingData:
@@ -111,7 +109,7 @@ def load_training_data(spec: TrainSpec) -> TrainingData:
         degradation=val_degradation,
         seed=spec.seed,
     )
-    return TrainingData(train, pairs, val, len(train_uris), len(val_uris))
+    return TrainingData(train, pairs, val)
 
 
 class _Batches:
@@ -197,7 +195,7 @@ def fit(
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     data = load_training_data(spec)
     if rank == 0:
-        log(f"train: {data.n_train} images; validation: {data.n_val} images from held-out sources")
+        log(f"train: {len(data.train)} images; validation: {len(data.val)} images from held-out sources")
     cfg = make_config(spec.model.arch, task=spec.task, **spec.model.model_dump(exclude={"arch"}))
     memory_format = torch.channels_last if spec.optim.channels_last else torch.contiguous_format
     model = model_from_config(cfg).to(memory_format=memory_format)
