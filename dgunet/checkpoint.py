@@ -105,8 +105,12 @@ def extract_state_dict(obj: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     return out
 
 
-def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
-    """Raise :class:`CheckpointMismatchError` naming every missing, unexpected and mis-shaped key."""
+def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, name: str = "the checkpoint") -> None:
+    """Raise :class:`CheckpointMismatchError` naming every missing, unexpected and mis-shaped key.
+
+    Only names and shapes are compared, so ``model`` may live on the ``meta`` device (no memory, no init):
+    that is how the driver checks a run's weights before anything else (:func:`check_weights`).
+    """
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
@@ -121,11 +125,48 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -
             if items:
                 shown = ", ".join(items[:20]) + (f", ... ({len(items)} in all)" if len(items) > 20 else "")
                 parts.append(f"{len(items)} {title} key(s): {shown}")
-        raise CheckpointMismatchError("Checkpoint does not fit the model. " + "; ".join(parts))
+        raise CheckpointMismatchError(
+            f"Expected weights that fit {_described(model)} in {name}, but got {'; '.join(parts)} instead. "
+            "Are the arch and widths the ones the weights were trained with?"
+        )
+
+
+def _described(model: nn.Module) -> str:
+    """``dgunet (n_feat=80, scale_unetfeats=48, scale_orsnetfeats=32, depth=5)``, or the class name."""
+    cfg = getattr(model, "cfg", None)
+    if cfg is None:
+        return type(model).__name__
+    widths = ", ".join(f"{k}={getattr(cfg, k)}" for k in ("n_feat", "scale_unetfeats", "scale_orsnetfeats", "depth"))
+    return f"{cfg.arch} ({widths})"
+
+
+def load_weights(model: nn.Module, checkpoint: bytes | Mapping[str, Any], *, name: str = "<bytes>") -> dict[str, Any]:
+    """Load a checkpoint's weights into ``model`` in place: the one way weights enter a model.
+
+    Every key and shape is checked first (:func:`check_state_dict`), so a mismatch names its keys
+    instead of failing inside ``torch``; ``module.`` prefixes are removed.
+
+    Args:
+        model: a :class:`~dgunet.model.DGUNet` or :class:`~dgunet.model.DGUNetPlus` (any module works).
+        checkpoint: the file's bytes (any format :func:`parse_checkpoint` reads) or an already parsed dict.
+        name: where the checkpoint came from, for the error messages.
+
+    Returns:
+        The parsed checkpoint dict (``state_dict``, and ``optimizer``, ``step``... where it has them).
+
+    >>> from dgunet import build_model
+    >>> model = build_model("dgunet", n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4)
+    >>> ckpt = load_weights(model, {"state_dict": model.state_dict()})
+    """
+    obj = parse_checkpoint(checkpoint, name=name) if isinstance(checkpoint, (bytes, bytearray)) else checkpoint
+    state_dict = extract_state_dict(obj)
+    check_state_dict(model, state_dict, name=name)
+    model.load_state_dict(state_dict, strict=True)
+    return dict(obj)
 
 
 def load_checkpoint(model: nn.Module, uri: str | os.PathLike) -> dict[str, Any]:
-    """Load weights from ``uri`` into ``model`` in place, strictly.
+    """Load weights from ``uri`` into ``model`` in place, strictly (see :func:`load_weights`).
 
     Args:
         model: a :class:`~dgunet.model.DGUNet` or :class:`~dgunet.model.DGUNetPlus` (any module works).
@@ -139,10 +180,7 @@ def load_checkpoint(model: nn.Module, uri: str | os.PathLike) -> dict[str, Any]:
     >>> info = load_checkpoint(model, "s3://models/DGUNet.pth")  # doctest: +SKIP
     """
     data = read_bytes(uri)
-    obj = parse_checkpoint(data, name=os.fspath(uri))
-    state_dict = extract_state_dict(obj)
-    check_state_dict(model, state_dict)
-    model.load_state_dict(state_dict, strict=True)
+    obj = load_weights(model, data, name=os.fspath(uri))
     return {"sha256": sha256_of(data), "epoch": obj.get("epoch"), "meta": obj.get("meta")}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -76,6 +77,28 @@ def build_model(arch: str = "dgunet", *, task: str | None = None, **widths: Any)
     return model_from_config(make_config(arch, task=task, **widths))
 
 
+def check_weights(cfg: DGUNetConfig, checkpoint: bytes | Mapping[str, Any], *, name: str = "<bytes>") -> None:
+    """Check that a checkpoint's keys and shapes fit the model of ``cfg``, without building its weights.
+
+    The model is built on the ``meta`` device (shapes only, no memory, no initialisation), so this takes
+    milliseconds even for the full widths: a driver checks a run's weights before it does anything else.
+
+    Raises:
+        CheckpointMismatchError: naming every missing, unexpected and mis-shaped key.
+
+    >>> cfg = make_config("dgunet", n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4)
+    >>> check_weights(cfg, {"state_dict": model_from_config(cfg).state_dict()})
+    """
+    import torch
+
+    from .checkpoint import check_state_dict, extract_state_dict, parse_checkpoint
+
+    with torch.device("meta"):
+        model = model_from_config(cfg)
+    obj = parse_checkpoint(checkpoint, name=name) if isinstance(checkpoint, (bytes, bytearray)) else checkpoint
+    check_state_dict(model, extract_state_dict(obj), name=name)
+
+
 def num_params(model: nn.Module) -> int:
     """Unique parameters (shared modules counted once, as the official figures are)."""
     return sum(p.numel() for p in model.parameters())
@@ -137,7 +160,7 @@ def load_pretrained(task: str = "denoise", *, name: str | None = None) -> nn.Mod
     >>> from dgunet import load_pretrained, restore
     >>> model = load_pretrained("denoise")  # doctest: +SKIP
     """
-    from .checkpoint import extract_state_dict, parse_checkpoint, sha256_of
+    from .checkpoint import load_weights, sha256_of
 
     w = WEIGHTS[name] if name is not None else default_weights(task)
     data = w.path().read_bytes()
@@ -145,7 +168,7 @@ def load_pretrained(task: str = "denoise", *, name: str | None = None) -> nn.Mod
     if digest != w.sha256:
         raise ValueError(f"Expected sha256 {w.sha256} for bundled weights {w.file}, but got {digest} instead.")
     model = model_from_config(w.config)
-    model.load_state_dict(extract_state_dict(parse_checkpoint(data, name=w.file)), strict=True)
+    load_weights(model, data, name=w.file)
     model.weights = w  # so that callers can report what they ran
     return model.eval()
 

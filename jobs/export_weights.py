@@ -32,14 +32,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--inference", default="{}", help='recommended InferenceOptions as JSON, e.g. {"tile": 192}')
     args = ap.parse_args(argv)
 
-    from dgunet.checkpoint import extract_state_dict, parse_checkpoint, read_bytes, save_safetensors
+    from dgunet.checkpoint import load_weights, parse_checkpoint, read_bytes, save_safetensors
     from dgunet.model import DGUNetConfig
     from dgunet.registry import model_from_config, num_params
 
     ckpt = parse_checkpoint(read_bytes(args.checkpoint), name=args.checkpoint)
     cfg = DGUNetConfig(**ckpt["config"])
     model = model_from_config(cfg)
-    model.load_state_dict(extract_state_dict(ckpt), strict=True)
+    load_weights(model, ckpt, name=args.checkpoint)
     out = WEIGHTS_DIR / f"{args.name}.safetensors"
     save_safetensors(out, model.state_dict(), name=args.name, task=ckpt["spec"]["task"])
     digest = hashlib.sha256(out.read_bytes()).hexdigest()

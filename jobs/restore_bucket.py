@@ -6,9 +6,11 @@
     ray job submit --address http://HEAD:8265 --working-dir . -- python jobs/restore_bucket.py --spec ...
 
 Flags override the spec. Without --spec, jobs/specs/demo.yaml gives the defaults. Exit code 0 when no
-input failed (or no more than the spec's allow_failed_fraction), 1 otherwise, 2 for a bad spec, 3 when
-another run is writing to the same output (a scheduled run that overlaps the previous one), 130 or 143
-when SIGINT or SIGTERM stopped the run (after writing what it had done; see pipeline/shutdown.py).
+input failed (or no more than the spec's allow_failed_fraction), 1 otherwise, 2 for a bad spec (weights
+whose keys or shapes do not fit its arch and widths included: checked before anything is listed, locked
+or written), 3 when another run is writing to the same output (a scheduled run that overlaps the
+previous one), 130 or 143 when SIGINT or SIGTERM stopped the run (after writing what it had done; see
+pipeline/shutdown.py).
 """
 
 from __future__ import annotations
@@ -79,13 +81,19 @@ def main(argv: list[str] | None = None) -> int:
         print(err, file=sys.stderr)
         return 2
 
-    from pipeline.job import run_restore
+    from dgunet.checkpoint import CheckpointMismatchError
+    from pipeline.job import model_ref, run_restore
     from pipeline.lock import LockedError
     from pipeline.ray_env import init_ray
 
+    try:
+        ref = model_ref(spec)  # before Ray, the listing and the lock: a wrong spec fails in a second
+    except CheckpointMismatchError as err:
+        print(f"model.weights: {err}", file=sys.stderr)
+        return 2
     init_ray(args.address)
     try:
-        summary = run_restore(spec, run_id=args.run_id)
+        summary = run_restore(spec, run_id=args.run_id, ref=ref)
     except LockedError as err:
         print(err, file=sys.stderr)
         return 3

@@ -230,30 +230,42 @@ def build_dataset(
     )
 
 
-def run_restore(spec: RestoreSpec, *, run_id: str | None = None) -> RunSummary:
+def model_ref(spec: RestoreSpec) -> ModelRef:
+    """The weights of ``spec``'s run, checked on the driver before any work (see :func:`resolve_model`).
+
+    Raises:
+        CheckpointMismatchError: the weights' keys or shapes do not fit the spec's arch and widths.
+    """
+    m = spec.model
+    return resolve_model(
+        spec.task,
+        arch=m.arch,
+        weights=m.weights,
+        storage=spec.storage.options(),
+        n_feat=m.n_feat,
+        scale_unetfeats=m.scale_unetfeats,
+        scale_orsnetfeats=m.scale_orsnetfeats,
+        depth=m.depth,
+    )
+
+
+def run_restore(spec: RestoreSpec, *, run_id: str | None = None, ref: ModelRef | None = None) -> RunSummary:
     """Run ``spec`` on the connected Ray cluster; writes images, stats and ``runs/<run_id>.json``.
 
     On SIGTERM or SIGINT (in the main thread) the run stops within ``output.shutdown_grace_seconds``:
     no new work starts, the stats of every image written are kept, and the summary it returns (and
     writes) has ``interrupted`` set to the signal's name; see :mod:`pipeline.shutdown`.
 
+    Args:
+        ref: the run's weights as :func:`model_ref` checked them (None: checked here, before the lock).
+
     Raises:
+        CheckpointMismatchError: the weights do not fit the spec's model; nothing was listed or written.
         LockedError: another run is writing to the same output prefix.
     """
     run_id = run_id or new_run_id()
-    storage = spec.storage.options()
-    m = spec.model
-    ref = resolve_model(
-        spec.task,
-        arch=m.arch,
-        weights=m.weights,
-        storage=storage,
-        n_feat=m.n_feat,
-        scale_unetfeats=m.scale_unetfeats,
-        scale_orsnetfeats=m.scale_orsnetfeats,
-        depth=m.depth,
-    )
-    lock = RunLock(spec.output.uri, run_id, storage, stale_after=spec.output.lock_stale_minutes * 60)
+    ref = ref or model_ref(spec)
+    lock = RunLock(spec.output.uri, run_id, spec.storage.options(), stale_after=spec.output.lock_stale_minutes * 60)
     with GracefulStop(spec.output.shutdown_grace_seconds) as stop, lock:
         return _run_locked(spec, run_id, ref, stop)
 

@@ -60,21 +60,34 @@ class ModelRef:
 
 
 def resolve_model(task: str, *, arch: str, weights: str | None, storage=None, **widths) -> ModelRef:
-    """Identify the weights of a run (reads the file once for its sha256)."""
+    """Identify the weights of a run, on the driver: reads the file once for its sha256 and checks that its
+    keys and shapes fit ``arch`` with ``widths``, so a wrong spec fails here, before any work, rather than
+    in every actor.
+
+    Raises:
+        CheckpointMismatchError: the weights do not fit the model, every mismatched key named.
+    """
     from dgunet.checkpoint import sha256_of
-    from dgunet.registry import default_weights
+    from dgunet.registry import check_weights, default_weights, make_config
 
     if weights is None:
         w = default_weights(task)
         return ModelRef(w.config.arch, task, w.sha256, None, {})
     from .storage import read_bytes
 
-    return ModelRef(arch, task, sha256_of(read_bytes(weights, storage)), weights, widths)
+    data = read_bytes(weights, storage)
+    check_weights(make_config(arch, task=task, **_given(widths)), data, name=weights)
+    return ModelRef(arch, task, sha256_of(data), weights, widths)
+
+
+def _given(widths: dict[str, Any]) -> dict[str, Any]:
+    """The widths a spec sets (None: the task preset's)."""
+    return {k: v for k, v in widths.items() if v is not None}
 
 
 def load_model(ref: ModelRef, storage=None):
     """Build and load the model of ``ref`` on the CPU, in eval mode; checks the sha256."""
-    from dgunet.checkpoint import extract_state_dict, parse_checkpoint, sha256_of
+    from dgunet.checkpoint import load_weights, sha256_of
     from dgunet.registry import build_model, load_pretrained
 
     if ref.weights_uri is None:
@@ -88,8 +101,8 @@ def load_model(ref: ModelRef, storage=None):
     digest = sha256_of(data)
     if digest != ref.sha256:
         raise ValueError(f"Weights at {ref.weights_uri} changed during the run: sha256 {digest}, not {ref.sha256}.")
-    model = build_model(ref.arch, task=ref.task, **{k: v for k, v in ref.widths.items() if v is not None})
-    model.load_state_dict(extract_state_dict(parse_checkpoint(data, name=ref.weights_uri)), strict=True)
+    model = build_model(ref.arch, task=ref.task, **_given(ref.widths))
+    load_weights(model, data, name=ref.weights_uri)
     return model.eval()
 
 

@@ -185,7 +185,7 @@ def fit(
     """
     import torch
 
-    from dgunet.checkpoint import extract_state_dict, parse_checkpoint, save_checkpoint
+    from dgunet.checkpoint import load_weights, save_checkpoint
     from dgunet.losses import StagesLoss
     from dgunet.registry import describe, make_config, model_from_config
 
@@ -206,8 +206,7 @@ def fit(
     history_uri = join_uri(spec.checkpoint.uri, "history.jsonl")
     start_step, history = 0, []
     if exists(last_uri):
-        ckpt = parse_checkpoint(read_bytes(last_uri), name=last_uri)
-        model.load_state_dict(extract_state_dict(ckpt))
+        ckpt = load_weights(model, read_bytes(last_uri), name=last_uri)
         optimizer.load_state_dict(ckpt["optimizer"])
         start_step = int(ckpt["step"])
         if exists(history_uri):
@@ -215,8 +214,7 @@ def fit(
         if rank == 0:
             log(f"resumed from {last_uri} at step {start_step}")
     elif spec.checkpoint.init:
-        ckpt = parse_checkpoint(read_bytes(spec.checkpoint.init), name=spec.checkpoint.init)
-        model.load_state_dict(extract_state_dict(ckpt))
+        load_weights(model, read_bytes(spec.checkpoint.init), name=spec.checkpoint.init)
         if rank == 0:
             log(f"initialised from {spec.checkpoint.init}")
     model = prepare_model(model) if prepare_model else model.to(device)

@@ -58,6 +58,18 @@ def test_bad_spec_exits_2_naming_the_key(tmp_path, tiny_weights, capsys):
     assert "resources.max_actor: unknown key" in capsys.readouterr().err
 
 
+def test_weights_that_do_not_fit_the_spec_exit_2_naming_the_keys_before_any_work(tmp_path, tiny_weights, capsys):
+    (tmp_path / "in").mkdir()
+    Image.fromarray(photo()).save(tmp_path / "in" / "a.png")
+    path, widths = tiny_weights  # a real checkpoint of n_feat 8
+    spec = _spec(tmp_path, (path, {**widths, "n_feat": 16}))
+    assert main(["--spec", spec]) == 2
+    err = capsys.readouterr().err
+    assert "model.weights:" in err and path in err
+    assert "basic.shallow_feat2.0.weight: checkpoint (8, 3, 3, 3), model (16, 3, 3, 3)" in err
+    assert not (tmp_path / "out").exists()  # no lock, no images, no stats, no run summary
+
+
 def test_paired_reference_gives_psnr_and_ssim(ray_local, tmp_path):
     from dgunet.degrade import add_noise, to_uint8
 
