@@ -30,6 +30,7 @@ from .shutdown import GracefulStop, Interrupted
 from .spec import RestoreSpec
 from .stop_gate import StoppableRestoreModel, start_flag
 from .storage import join_uri, write_bytes_atomic
+from .tally import RunTally
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class RunSummary:
     still_bad: int = 0
     changed: int = 0  # restored again: the input changed since an earlier run restored it
     vanished: int = 0  # inputs that earlier runs saw and that are gone now; their outputs stay
+    reformatted: int = 0  # restored again: their output is in another format than output.format asks now
     ok: int = 0
     failed: int = 0
     megapixels: float = 0.0
@@ -93,7 +95,7 @@ class RunSummary:
             f"  input    {self.input_uri}  ({self.listed} images listed)",
             f"  ok {self.ok}   failed {self.failed}   skipped: {self.skipped} already done, "
             f"{self.still_bad} undecodable before and unchanged; {self.changed} changed since restored, "
-            f"{self.vanished} vanished",
+            f"{self.vanished} vanished, {self.reformatted} into a new format",
             f"  {self.processed} images, {self.megapixels:.1f} MP in {self.wall_seconds:.1f} s: "
             f"{self.images_per_second:.2f} images/s, {self.megapixels_per_second:.2f} MP/s "
             f"(planning {self.plan_seconds:.1f} s)",
@@ -221,8 +223,9 @@ def build_dataset(
             "run_id": run_id,
             "model": ref.id,
             "storage": storage,
-            "compress_level": spec.output.png_compress_level,
             "max_pixels": spec.input.max_pixels,
+            "options": spec.output.encode_options(),
+            "keep_metadata": spec.output.metadata,
             "failpoints": model["failpoints"],
             "stop": stop,
         },
@@ -288,6 +291,7 @@ def _run_locked(spec: RestoreSpec, run_id: str, ref: ModelRef, stop: GracefulSto
                 storage=storage,
                 manifest=spec.input.manifest,
                 reference=spec.input.reference,
+                output_format=spec.output.format,
             )
             flag = start_flag() if plan.todo else None
     except Interrupted:
@@ -295,15 +299,18 @@ def _run_locked(spec: RestoreSpec, run_id: str, ref: ModelRef, stop: GracefulSto
     if plan is not None:
         summary.listed, summary.skipped, summary.still_bad = plan.listed, plan.skipped, plan.still_bad
         summary.changed, summary.vanished, summary.plan_seconds = plan.changed, plan.vanished, plan.seconds
+        summary.reformatted = plan.reformatted
     if flag is not None:
         stop.on_stop(flag.set.remote)
     t0 = time.perf_counter()
     writer = StatsWriter(spec, run_id)
-    rank = ranking_measure(spec.task, paired=bool(spec.input.reference))
-    report = ReportCollector(start=time.time(), rank=rank, sample=spec.output.report_samples)
+    tally, report = RunTally(), None
+    if spec.output.report:
+        rank = ranking_measure(spec.task, paired=bool(spec.input.reference))
+        report = ReportCollector(start=time.time(), rank=rank, sample=spec.output.report_samples)
     try:
         if plan is not None and not stop.requested:
-            _restore(spec, plan, ref, run_id, summary, stop, flag, writer, report)
+            _restore(spec, plan, ref, run_id, summary, stop, flag, writer, tally, report)
     finally:
         if flag is not None:  # an actor is a process: runs in one driver (tests, notebooks) must not pile them up
             import ray
@@ -313,13 +320,13 @@ def _run_locked(spec: RestoreSpec, run_id: str, ref: ModelRef, stop: GracefulSto
     summary.interrupted = stop.signal_name
     summary.wall_seconds = time.perf_counter() - t0
     summary.stats_files = writer.parts
-    summary.ok, summary.failed = report.totals["ok"], report.totals["failed"]
-    summary.megapixels, summary.failures = report.totals["megapixels"], report.failures[:100]
-    summary.metrics = report.metrics()
-    if spec.output.report and not summary.interrupted:  # a stopping run spends its grace on the stats
+    summary.ok, summary.failed = tally.ok, tally.failed
+    summary.megapixels, summary.failures = tally.megapixels, tally.failures[:100]
+    summary.metrics = tally.metrics()
+    if report is not None and not summary.interrupted:  # a stopping run spends its grace on the stats
         uri = join_uri(spec.output.uri, "reports", f"{run_id}.html")
         try:
-            page = report.render(summary, max_pixels=spec.input.max_pixels, storage=storage)
+            page = report.render(summary, tally, max_pixels=spec.input.max_pixels, storage=storage)
             write_bytes_atomic(uri, page.encode(), storage)
             summary.report_uri = uri
         except Exception:  # the images and stats are written; a report that fails does not fail the run
@@ -337,7 +344,8 @@ def _restore(
     stop: GracefulStop,
     flag,
     writer: StatsWriter,
-    report: ReportCollector,
+    tally: RunTally,
+    report: ReportCollector | None,
 ) -> None:
     """Run the pipeline over the plan's rows, taking their stats rows as they come; a second pass takes
     the images lost with workers that died, one at a time. Stopping, it takes what finishes until the
@@ -345,7 +353,7 @@ def _restore(
     import ray
 
     seen: set[str] = set()
-    account = functools.partial(_account, writer=writer, seen=seen, report=report)
+    account = functools.partial(_account, writer=writer, seen=seen, tally=tally, report=report)
     lost = plan.todo
     for one_by_one in (False, True):
         if not lost or stop.requested:
@@ -384,13 +392,17 @@ def _restore(
         account(_failed_rows(lost, run_id, ref.id, reason))
 
 
-def _account(table: pa.Table, *, writer: StatsWriter, seen: set[str], report: ReportCollector) -> None:
-    """Take a batch of stats rows into the stats files, the report (which also counts for the summary)
-    and the inputs seen."""
+def _account(
+    table: pa.Table, *, writer: StatsWriter, seen: set[str], tally: RunTally, report: ReportCollector | None
+) -> None:
+    """Take a batch of stats rows into the stats files, the summary's tally, the report (when the run
+    draws one) and the inputs seen."""
     table = table.select(STATS_SCHEMA.names).cast(STATS_SCHEMA)
     table = table.filter(pc.not_equal(table["status"], STOPPED))  # not started: planned again next run
     writer.add(table)
-    report.add(table)
+    tally.add(table)
+    if report is not None:
+        report.add(table)
     seen.update(table.column("input_uri").to_pylist())
 
 

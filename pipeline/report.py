@@ -5,8 +5,10 @@ measure), histograms of the quality stats, throughput over time, and the failure
 
 :class:`ReportCollector` takes the stats rows as the driver streams them and keeps only bounded state:
 fixed-bin histograms, a throughput timeline whose buckets widen as the run grows, a reservoir sample of
-rows, the few worst and best, and the first failures with a count per reason. The page therefore has the
-same size for a run of a hundred images and of millions; only the images it shows are read back.
+rows and the few worst and best. The counts and the failures it shows come from the run's
+:class:`~pipeline.tally.RunTally`, which the summary counts with whether or not a page is drawn. The page
+therefore has the same size for a run of a hundred images and of millions; only the images it shows are
+read back.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import io
 import logging
 import math
 import random
-import re
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -26,7 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from .rows import OK, PASSED
+from .rows import OK
+from .tally import RunTally
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +64,12 @@ def ranking_measure(task: str, paired: bool) -> Measure:
 
 
 class ReportCollector:
-    """Bounded-memory summary of a run's stats rows, rendered by :meth:`render`."""
+    """Bounded-memory pictures of a run's stats rows, rendered by :meth:`render` with the run's tally."""
 
-    def __init__(
-        self, *, start: float, rank: Measure, sample: int = 8, extremes: int = 4, failures: int = 200, seed: int = 0
-    ):
+    def __init__(self, *, start: float, rank: Measure, sample: int = 8, extremes: int = 4, seed: int = 0):
         """``start``: the run's start (epoch seconds), the origin of the throughput timeline; ``rank``: what
         orders the worst and best images (see :func:`ranking_measure`)."""
-        self.sample_size, self.extremes, self.max_failures = sample, extremes, failures
+        self.sample_size, self.extremes = sample, extremes
         self.rng = random.Random(seed)
         columns = [m.column for m, _ in HISTOGRAMS] + [after for _, after in HISTOGRAMS]
         self.hist = {column: np.zeros(BINS, np.int64) for column in columns}
@@ -78,15 +78,12 @@ class ReportCollector:
         self.sample: list[dict] = []
         self.worst: list[tuple] = []  # heaps of (key, tiebreak, row)
         self.best: list[tuple] = []
-        self.failures: list[dict] = []
-        self.reasons: Counter[str] = Counter()
-        self.totals: Counter[str] = Counter()
+        self.ok = 0  # ok rows seen: the reservoir's denominator
         self.rank = rank
 
     def add(self, table: pa.Table) -> None:
         rows = table.select(
-            ["input_uri", "output_uri", "status", "action", "error", "width", "height", "finished_at", "seconds"]
-            + ["decode_seconds", "encode_seconds", "input_bytes", "output_bytes"]
+            ["input_uri", "output_uri", "status", "finished_at"]
             + [m.column for m, _ in HISTOGRAMS]
             + [after for _, after in HISTOGRAMS]
         ).to_pylist()
@@ -97,21 +94,8 @@ class ReportCollector:
         if row["finished_at"] is not None:
             self._tick(row["finished_at"].timestamp())
         if row["status"] != OK:
-            self.totals["failed"] += 1
-            kind = _reason_kind(row["error"] or "")
-            self.reasons[kind if kind in self.reasons or len(self.reasons) < MAX_KINDS else "(other kinds)"] += 1
-            if len(self.failures) < self.max_failures:
-                self.failures.append({"input_uri": row["input_uri"], "error": row["error"]})
             return
-        self.totals["ok"] += 1
-        self.totals["passed"] += row["action"] == PASSED
-        for column in ("seconds", "decode_seconds", "encode_seconds", "input_bytes", "output_bytes"):
-            self.totals[column] += row[column] or 0
-        self.totals["megapixels"] += (row["width"] or 0) * (row["height"] or 0) / 1e6
-        for column in ("noise_before", "noise_after"):
-            if row[column] is not None and math.isfinite(row[column]):
-                self.totals[column] += row[column]
-                self.totals[column + "_n"] += 1
+        self.ok += 1
         for before, after in HISTOGRAMS:
             for m, column in ((before, before.column), (before, after)):
                 value = row.get(column)
@@ -121,33 +105,15 @@ class ReportCollector:
         if len(self.sample) < self.sample_size:
             self.sample.append(row)
         else:
-            j = self.rng.randrange(self.totals["ok"])
+            j = self.rng.randrange(self.ok)
             if j < self.sample_size:
                 self.sample[j] = row
         value = row.get(self.rank.column)
         if value is not None and math.isfinite(value):
             good = value if self.rank.higher_is_better else -value
-            tiebreak = self.totals["ok"]
+            tiebreak = self.ok
             _push_bounded(self.best, (good, tiebreak, row), self.extremes)
             _push_bounded(self.worst, (-good, tiebreak, row), self.extremes)
-
-    def metrics(self) -> dict[str, float]:
-        """Per-run metrics for the JSON summary: where the time went, bytes, mean noise before and after."""
-        t, ok = self.totals, max(1, self.totals["ok"])
-        out = {
-            "model_seconds_total": t["seconds"],
-            "decode_seconds_total": t["decode_seconds"],
-            "encode_write_seconds_total": t["encode_seconds"],
-            "model_seconds_per_image": t["seconds"] / ok,
-            "passed": int(t["passed"]),  # ok images the gate passed through unrestored
-            "input_bytes": int(t["input_bytes"]),
-            "output_bytes": int(t["output_bytes"]),
-        }
-        for column in ("noise_before", "noise_after"):
-            if t[column + "_n"]:
-                out[f"mean_{column}"] = t[column] / t[column + "_n"]
-        out["failures_by_kind"] = dict(self.reasons.most_common(20))
-        return out
 
     def _tick(self, t: float) -> None:
         index = max(0, int((t - self.t0) // self.bucket_seconds))
@@ -161,8 +127,13 @@ class ReportCollector:
 
     # ---------------------------------------------------------------- rendering
 
-    def render(self, summary, *, max_pixels: int, storage=None) -> str:
-        """The page, as one HTML string; reads the images it shows (a few dozen at most)."""
+    def render(self, summary, tally: RunTally, *, max_pixels: int, storage=None) -> str:
+        """The page, as one HTML string; reads the images it shows (a few dozen at most).
+
+        Args:
+            summary: the run's :class:`~pipeline.job.RunSummary`.
+            tally: the run's counts, time and failures, taken from the same rows as this collector's.
+        """
         t0 = time.perf_counter()
         worst = [r for _, _, r in sorted(self.worst, reverse=True)]
         best = [r for _, _, r in sorted(self.best, reverse=True)]
@@ -177,7 +148,7 @@ class ReportCollector:
 
         sections = [
             _head(summary),
-            _numbers(summary, self),
+            _numbers(summary, tally),
             _pairs("A random sample of the run", self.sample, rank, load),
         ]
         order = ("lowest", "highest") if rank.higher_is_better else ("highest", "lowest")
@@ -185,7 +156,7 @@ class ReportCollector:
         sections.append(_pairs(f"Best: {order[1]} {rank.label}", best, rank, load))
         sections.append(_histograms(self))
         sections.append(_timeline(self))
-        sections.append(_failures(self))
+        sections.append(_failures(tally))
         log.info("Report rendered in %.1f s.", time.perf_counter() - t0)
         return "\n".join(sections) + _TAIL
 
@@ -201,17 +172,6 @@ def _bin(m: Measure, value: float) -> int:
     if m.log10:
         value = math.log10(max(value, 1e-12))
     return min(BINS - 1, max(0, int((value - m.lo) / (m.hi - m.lo) * BINS)))
-
-
-MAX_KINDS = 500  # distinct failure kinds counted; any further ones are counted together
-
-
-def _reason_kind(error: str) -> str:
-    """Group failures by stage and error type, numbers masked: ``decode: image of NxN = N pixels exceeds
-    the limit of N pixels``, ``model: OutOfMemoryError``."""
-    head = error.split(":")
-    kind = ":".join(head[:2]).strip() if len(head) > 1 else error
-    return re.sub(r"\d+(\.\d+)?", "N", kind)[:80]
 
 
 # ------------------------------------------------------------------ HTML pieces
@@ -256,16 +216,16 @@ def _head(summary) -> str:
     )
 
 
-def _numbers(summary, c: ReportCollector) -> str:
+def _numbers(summary, tally: RunTally) -> str:
     items = [
-        ("restored", f"{summary.ok - c.totals['passed']:,}"),
-        ("passed through (no noise)", f"{int(c.totals['passed']):,}"),
+        ("restored", f"{summary.ok - tally.passed:,}"),
+        ("passed through (no noise)", f"{tally.passed:,}"),
         ("failed", f"{summary.failed:,}"),
         ("skipped (done before)", f"{summary.skipped:,}"),
         ("images/s", f"{summary.images_per_second:.2f}"),
         ("megapixels/s", f"{summary.megapixels_per_second:.2f}"),
         ("wall time", _duration(summary.wall_seconds)),
-        ("model time per image", f"{c.totals['seconds'] / max(1, c.totals['ok']):.3f} s"),
+        ("model time per image", f"{tally.metrics()['model_seconds_per_image']:.3f} s"),
     ]
     cells = "".join(f"<span class=num><b>{html.escape(v)}</b>{html.escape(k)}</span>" for k, v in items)
     link = ""
@@ -400,16 +360,16 @@ def _timeline(c: ReportCollector, w: int = 1100, h: int = 180) -> str:
     )
 
 
-def _failures(c: ReportCollector) -> str:
-    total = c.totals["failed"]
+def _failures(tally: RunTally) -> str:
+    total = tally.failed
     if not total:
         return "<h2>Failures</h2><p class=sub>None.</p>"
     e = html.escape
-    kinds = "".join(f"<tr><td class=n>{n:,}</td><td>{e(k)}</td></tr>" for k, n in c.reasons.most_common(30))
-    rows = "".join(f"<tr><td>{e(f['input_uri'])}</td><td>{e(f['error'] or '')}</td></tr>" for f in c.failures)
+    kinds = "".join(f"<tr><td class=n>{n:,}</td><td>{e(k)}</td></tr>" for k, n in tally.reasons.most_common(30))
+    rows = "".join(f"<tr><td>{e(f['input_uri'])}</td><td>{e(f['error'] or '')}</td></tr>" for f in tally.failures)
     more = (
-        f"<p class=sub>The first {len(c.failures):,} of {total:,} are listed; the stats have all.</p>"
-        if total > len(c.failures)
+        f"<p class=sub>The first {len(tally.failures):,} of {total:,} are listed; the stats have all.</p>"
+        if total > len(tally.failures)
         else ""
     )
     return (
