@@ -1,8 +1,9 @@
-"""Restore every image under a prefix with DGUNet: PNGs and Parquet stats written back.
+"""Restore every image under a prefix with DGUNet: images (PNG by default) and Parquet stats written back.
 
     python jobs/restore_bucket.py                                  # the embedded demo, on a local Ray
     python jobs/restore_bucket.py --input s3://bucket/scans --output s3://bucket/restored
     python jobs/restore_bucket.py --spec jobs/specs/denoise.yaml --max-actors 8
+    python jobs/restore_bucket.py --input s3://bucket/scans --output s3://bucket/webp --format webp --quality 90
     ray job submit --address http://HEAD:8265 --working-dir . -- python jobs/restore_bucket.py --spec ...
 
 Flags override the spec. Without --spec, jobs/specs/demo.yaml gives the defaults. Exit code 0 when no
@@ -44,6 +45,8 @@ FLAGS = {
     "precision": "inference.precision",
     "ensemble": "inference.ensemble",
     "allow_failed_fraction": "allow_failed_fraction",
+    "format": "output.format",
+    "quality": "output.quality",
 }
 
 
@@ -67,6 +70,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--precision", choices=("float32", "bfloat16", "float16"))
     ap.add_argument("--ensemble", action="store_true", default=None, help="8-way self-ensemble (x8 compute)")
     ap.add_argument("--allow-failed-fraction", type=float)
+    ap.add_argument(
+        "--format",
+        choices=("png", "webp", "jpeg", "tiff", "same"),
+        help="output format (default png); same: the input's. 16-bit goes only to png/tiff, alpha never to jpeg",
+    )
+    ap.add_argument("--quality", type=int, help="jpeg (default 92) or webp (default lossless) quality, 1-100")
     ap.add_argument("--address", help="Ray address (default: RAY_ADDRESS, else start a local Ray)")
     ap.add_argument("--run-id", help="name of this run (default: UTC time and a random suffix)")
     return ap.parse_args(argv)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .metadata import Metadata, read_metadata
 from .quality import noise_level
 from .rows import fail
 
@@ -167,13 +168,16 @@ def _pixels(img) -> np.ndarray:
 def decode_batch(batch: dict[str, np.ndarray], *, max_pixels: int) -> dict[str, np.ndarray]:
     """Ray Data stage: ``data`` (file bytes) to ``pixels`` (raw bytes), ``shape`` (H, W, C) and ``dtype``,
     with ``lossy`` (the file's compression) and ``noise_before`` (the estimated noise level, NaN when the
-    image is too small to tell), which the model stage's pass-through gate reads and the stats keep.
+    image is too small to tell), which the model stage's pass-through gate reads and the stats keep, and
+    ``metadata`` (:meth:`pipeline.metadata.Metadata.to_json`: EXIF, XMP, IPTC, text, ICC; "" for failed
+    rows), which the write stage carries into the output.
 
     Rows that already failed (e.g. unreadable objects) pass through; a file that does not decode fails
     its own row only.
     """
     n = len(batch["input_uri"])
     pixels, shapes, dtypes, modes = [b""] * n, np.zeros((n, 3), np.int64), [""] * n, [""] * n
+    metadata = [""] * n
     status, error = list(batch["status"]), list(batch["error"])
     seconds, noise, lossy = np.zeros(n), np.full(n, np.nan), np.zeros(n, bool)
     for i in range(n):
@@ -187,6 +191,13 @@ def decode_batch(batch: dict[str, np.ndarray], *, max_pixels: int) -> dict[str, 
             continue
         pixels[i], shapes[i], dtypes[i], modes[i] = d.pixels.tobytes(), d.pixels.shape, d.pixels.dtype.name, d.mode
         lossy[i] = d.lossy
+        # The decoder converts 8-bit colour with an ICC profile to sRGB; 16-bit and gray pixels stay in theirs.
+        converted = d.pixels.dtype == np.uint8 and d.pixels.shape[2] >= 3
+        try:
+            meta = read_metadata(batch["data"][i], converted=converted)
+        except Exception as exc:  # metadata never fails an image; the stats say what was lost
+            meta = Metadata(problems=(f"metadata: unreadable ({type(exc).__name__}: {exc})"[:200],))
+        metadata[i] = meta.to_json()
         try:
             level = noise_level(d.pixels)
         except (ValueError, MemoryError):  # no estimate: the gate restores the image, the stats stay empty
@@ -204,5 +215,6 @@ def decode_batch(batch: dict[str, np.ndarray], *, max_pixels: int) -> dict[str, 
         decode_seconds=seconds,
         lossy=lossy,
         noise_before=noise,
+        metadata=np.array(metadata, dtype=object),
     )
     return out

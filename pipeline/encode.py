@@ -1,18 +1,138 @@
-"""PNG encoding at the input's bit depth, with its alpha.
+"""Encoding restored pixels as PNG, WebP, JPEG or TIFF, with the metadata the output carries.
 
-OpenCV's encoder (libpng with zlib, compression level and strategy under our control) handles 8 and
-16 bits, gray, RGB and RGBA; Pillow takes 8-bit gray + alpha, which OpenCV cannot write.
+The rules, checked by :func:`check_fits` before anything is encoded: 16-bit pixels go only to PNG and
+TIFF, alpha never to JPEG.
+
+* **png**: OpenCV's encoder (libpng; the zlib level is ours) for 8 and 16 bits, gray, RGB and RGBA;
+  Pillow for 8-bit gray + alpha, which OpenCV cannot write. Metadata chunks are spliced in after IHDR.
+* **webp**: lossless, or lossy at a quality; gray is written as RGB (WebP has no gray).
+* **jpeg**: quality and chroma subsampling (4:4:4 by default: restored detail is kept in colour too).
+* **tiff**: 8 or 16 bits, Adobe deflate with horizontal prediction, written here (Pillow has no 16-bit
+  RGB, and tifffile no EXIF directory), so that a 16-bit master keeps its EXIF.
+
+    >>> data = encode_image(pixels, "jpeg", EncodeOptions(quality=90), Tags(exif=exif, srgb=True))
 """
 
 from __future__ import annotations
 
+import functools
 import io
+import struct
+import zlib
+from dataclasses import dataclass, field
 
 import numpy as np
 
+FORMATS = ("png", "webp", "jpeg", "tiff")
+EXTENSIONS = {"png": ".png", "webp": ".webp", "jpeg": ".jpg", "tiff": ".tif"}
+FORMAT_OF_EXTENSION = {
+    ".png": "png",
+    ".webp": "webp",
+    ".jpg": "jpeg",
+    ".jpeg": "jpeg",
+    ".jpe": "jpeg",
+    ".tif": "tiff",
+    ".tiff": "tiff",
+}
+SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}  # Pillow's numbers
+DEFAULT_JPEG_QUALITY = 92
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    """How each format is written (from the spec's ``output`` section)."""
+
+    compress_level: int = 1  # PNG zlib level, 0-9
+    quality: int | None = None  # JPEG (None: 92) and WebP (None: lossless), 1-100
+    subsampling: str = "4:4:4"  # JPEG chroma subsampling
+    tiff_compress_level: int = 6  # TIFF deflate level, 0-9
+
+
+@dataclass(frozen=True)
+class Tags:
+    """What a file carries beside its pixels (see :func:`pipeline.metadata.tags_for`)."""
+
+    exif: bytes = b""  # b"Exif\0\0" + TIFF structure, or the TIFF structure alone
+    xmp: bytes = b""
+    iptc: bytes = b""  # IPTC-IIM records
+    icc: bytes = b""  # a profile to embed as is
+    srgb: bool = False  # tag the pixels as sRGB (ignored when ``icc`` is given)
+    text: dict[str, str] = field(default_factory=dict)  # PNG text chunks
+    comment: str = ""  # JPEG COM
+
+
+def check_fits(pixels: np.ndarray, fmt: str) -> None:
+    """Refuse pixels that ``fmt`` cannot hold without loss of depth or alpha.
+
+    Raises:
+        ValueError: 16-bit pixels for webp or jpeg, or alpha for jpeg; the message names ``output.format``.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"Expected output.format in {FORMATS}, but got {fmt!r} instead.")
+    if pixels.dtype == np.uint16 and fmt in ("webp", "jpeg"):
+        raise ValueError(
+            f"Expected 8-bit pixels for output.format {fmt} (16-bit goes only to png or tiff), "
+            "but got 16-bit pixels instead."
+        )
+    if pixels.shape[2] in (2, 4) and fmt == "jpeg":
+        raise ValueError(
+            "Expected pixels without alpha for output.format jpeg (alpha goes to png, webp or tiff), "
+            f"but got {pixels.shape[2]} channels with alpha instead."
+        )
+
+
+def encode_image(pixels: np.ndarray, fmt: str, options: EncodeOptions = EncodeOptions(), tags: Tags = Tags()) -> bytes:
+    """``(H, W, C)`` uint8/uint16 pixels (C in 1..4: gray, gray + alpha, RGB, RGBA) to a file's bytes.
+
+    Raises:
+        ValueError: the pixels do not fit ``fmt`` (:func:`check_fits`), or the encoder failed.
+    """
+    check_fits(pixels, fmt)
+    if fmt == "png":
+        return png_with_chunks(encode_png(pixels, compress_level=options.compress_level), tags)
+    if fmt == "tiff":
+        return encode_tiff(pixels, tags, level=options.tiff_compress_level)
+    from PIL import Image
+
+    arr = np.ascontiguousarray(pixels)
+    mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[arr.shape[2]]
+    img = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr, mode=mode)
+    kw: dict = {}
+    if tags.exif:
+        kw["exif"] = tags.exif
+    if tags.xmp:
+        kw["xmp"] = tags.xmp
+    icc = tags.icc or (srgb_profile() if tags.srgb else b"")
+    buf = io.BytesIO()
+    if fmt == "webp":
+        img = img.convert("RGBA") if arr.shape[2] in (2, 4) else img.convert("RGB")
+        if icc:
+            kw["icc_profile"] = icc
+        if options.quality is None:
+            img.save(buf, format="WEBP", lossless=True, **kw)
+        else:
+            img.save(buf, format="WEBP", quality=options.quality, **kw)
+        return buf.getvalue()
+    if icc and (arr.shape[2] == 3) == _is_rgb_profile(icc):  # a gray JPEG takes no RGB profile, and so on
+        kw["icc_profile"] = icc
+    if tags.iptc:
+        from .metadata import jpeg_app13
+
+        kw["extra"] = jpeg_app13(tags.iptc)
+    if tags.comment:
+        kw["comment"] = tags.comment
+    img.save(
+        buf,
+        format="JPEG",
+        quality=options.quality or DEFAULT_JPEG_QUALITY,
+        subsampling=SUBSAMPLING[options.subsampling],
+        **kw,
+    )
+    return buf.getvalue()
+
 
 def encode_png(pixels: np.ndarray, *, compress_level: int = 1) -> bytes:
-    """``(H, W, C)`` uint8/uint16 pixels (C in 1..4) to PNG bytes."""
+    """``(H, W, C)`` uint8/uint16 pixels (C in 1..4) to PNG bytes, without metadata."""
     import cv2
 
     c = pixels.shape[2]
@@ -38,3 +158,107 @@ def encode_png(pixels: np.ndarray, *, compress_level: int = 1) -> bytes:
     if not ok:
         raise ValueError(f"PNG encoding failed for pixels of shape {pixels.shape} and dtype {pixels.dtype}.")
     return buf.tobytes()
+
+
+@functools.cache
+def srgb_profile() -> bytes:
+    """LittleCMS's sRGB profile, as embedded in outputs tagged sRGB."""
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def _is_rgb_profile(icc: bytes) -> bool:
+    return icc[16:20] == b"RGB "  # the profile header's colour space field
+
+
+# -- PNG chunks --------------------------------------------------------------------------------------
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def _text_chunk(key: str, value: str) -> bytes:
+    try:
+        return _chunk(b"tEXt", key.encode("latin-1") + b"\0" + value.encode("latin-1"))
+    except UnicodeEncodeError:  # iTXt: UTF-8, uncompressed, no language tag
+        return _chunk(b"iTXt", key.encode("utf-8")[:79] + b"\0\0\0\0\0" + value.encode("utf-8"))
+
+
+def png_with_chunks(png: bytes, tags: Tags) -> bytes:
+    """``png`` with colour (``iCCP`` or ``sRGB``), ``eXIf``, XMP (``iTXt XML:com.adobe.xmp``), IPTC (a
+    ``zTXt`` raw profile) and text chunks inserted after IHDR, before the image data.
+
+    >>> png_with_chunks(png, Tags(srgb=True, text={"Software": "dgunet-restore"}))[33:41]
+    b'\\x00\\x00\\x00\\x01sRGB'
+    """
+    from .metadata import PNG_IPTC_KEY, raw_profile
+
+    chunks = []
+    if tags.icc:
+        chunks.append(_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(tags.icc)))
+    elif tags.srgb:
+        chunks.append(_chunk(b"sRGB", b"\0"))  # rendering intent: perceptual
+    if tags.exif:
+        chunks.append(_chunk(b"eXIf", tags.exif[6:] if tags.exif.startswith(b"Exif\0\0") else tags.exif))
+    if tags.xmp:
+        chunks.append(_chunk(b"iTXt", b"XML:com.adobe.xmp\0\0\0\0\0" + tags.xmp))
+    if tags.iptc:
+        profile = raw_profile("iptc", tags.iptc).encode("latin-1")
+        chunks.append(_chunk(b"zTXt", PNG_IPTC_KEY.encode("latin-1") + b"\0\0" + zlib.compress(profile)))
+    chunks += [_text_chunk(k, v) for k, v in tags.text.items()]
+    ihdr_end = 8 + 8 + 13 + 4  # signature, IHDR length and type, its 13 bytes, CRC
+    if png[12:16] != b"IHDR":
+        raise ValueError(f"Expected a PNG starting with IHDR, but got {png[12:16]!r} instead.")
+    return png[:ihdr_end] + b"".join(chunks) + png[ihdr_end:]
+
+
+# -- TIFF --------------------------------------------------------------------------------------------
+
+
+def encode_tiff(pixels: np.ndarray, tags: Tags = Tags(), *, level: int = 6) -> bytes:
+    """``(H, W, C)`` uint8/uint16 pixels to a little-endian baseline TIFF: one IFD, chunky samples, Adobe
+    deflate with horizontal differencing (predictor 2) in strips of about 256 KiB, with EXIF (IFD0 tags
+    and the EXIF and GPS directories), XMP, IPTC and an ICC profile where ``tags`` has them."""
+    from PIL import Image, TiffImagePlugin, TiffTags
+
+    h, w, c = pixels.shape
+    arr = np.ascontiguousarray(pixels, dtype=pixels.dtype.newbyteorder("<"))
+    diff = arr.copy()
+    diff[:, 1:] -= arr[:, :-1]  # unsigned wrap-around is what predictor 2 means
+    row_bytes = w * c * arr.itemsize
+    rows_per_strip = max(1, min(h, (1 << 18) // row_bytes))
+    strips = [zlib.compress(diff[y : y + rows_per_strip].tobytes(), level) for y in range(0, h, rows_per_strip)]
+    offsets = np.cumsum([0] + [len(s) + (len(s) & 1) for s in strips[:-1]]).tolist()
+
+    ifd = TiffImagePlugin.ImageFileDirectory_v2(prefix=b"II")
+    if tags.exif:
+        exif = Image.Exif()
+        exif.load(tags.exif)
+        for tag, value in exif.items():
+            ifd[tag] = exif.get_ifd(tag) if tag in (0x8769, 0x8825) else value
+    bits = 8 * arr.itemsize
+    ifd[256], ifd[257] = w, h
+    ifd[258] = (bits,) * c
+    ifd[259] = 8  # Adobe deflate
+    ifd[262] = 2 if c >= 3 else 1  # RGB, or min-is-black
+    ifd[277] = c
+    ifd[278] = rows_per_strip
+    ifd[273] = tuple(offsets)  # relative: Pillow adds where the data starts, after the directory
+    ifd[279] = tuple(len(s) for s in strips)
+    ifd[284] = 1  # chunky
+    ifd[317] = 2  # horizontal differencing
+    ifd[339] = (1,) * c  # unsigned integers
+    if c in (2, 4):
+        ifd[338] = 2  # unassociated alpha
+    for tag in (273, 279):
+        ifd.tagtype[tag] = TiffTags.LONG
+    icc = tags.icc or (srgb_profile() if tags.srgb and c >= 3 else b"")
+    for tag, value in ((700, tags.xmp), (33723, tags.iptc), (34675, icc)):
+        if value:
+            ifd[tag] = value
+            ifd.tagtype[tag] = TiffTags.BYTE if tag == 700 else TiffTags.UNDEFINED
+    body = ifd.tobytes(8)
+    data = b"".join(s + b"\0" * (len(s) & 1) for s in strips)
+    return b"II*\0" + struct.pack("<I", 8) + body + data

@@ -1,17 +1,20 @@
 """Planning a run in the driver: list the inputs, name their outputs, skip what is already done.
 
-Output names mirror the input's path relative to the input prefix with the extension replaced by
-``.png``. Key segments that could escape the output prefix (``..``, empty, absolute) are rewritten. When
-two inputs would get one name (``a.jpg`` and ``a.png``), the first to claim it keeps it (earlier runs
-claim first, then listing order) and the others get ``<name>.<ext>.png``, so nothing is overwritten and
-names stay stable from run to run.
+Output names mirror the input's path relative to the input prefix with the extension replaced by the
+output format's (``.png``, ``.webp``, ``.jpg``, ``.tif``; with ``output.format: same``, the input's own
+format by its extension, ``.png`` for the others). Key segments that could escape the output prefix
+(``..``, empty, absolute) are rewritten. When two inputs would get one name (``a.jpg`` and ``a.png``),
+the first to claim it keeps it (earlier runs claim first, then listing order) and the others get
+``<name>.<ext>.png``, so nothing is overwritten and names stay stable from run to run.
 
 A run is incremental: an input is skipped when the latest stats row of the same model is about the same
 version of it (:attr:`~pipeline.storage.StoredObject.version`: ETag, size and last-modified from the
 listing, size and mtime for local files, a content hash where the store gives neither) and is ``ok`` with
 its output present, or failed to decode. A re-run over an unchanged archive does no work; new uploads and
-overwritten inputs (whatever their size) are restored, other failures are retried. Inputs that earlier
-runs saw and that are gone now are counted as ``vanished``; their outputs stay.
+overwritten inputs (whatever their size) are restored, other failures are retried. An output in another
+format than the one asked for now is a change of output: the input is restored again into a new name
+(``reformatted``; the old file stays). Inputs that earlier runs saw and that are gone now are counted as
+``vanished``; their outputs stay.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import posixpath
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from .encode import EXTENSIONS, FORMAT_OF_EXTENSION
 from .rows import OK, STATS_SCHEMA
 from .storage import (
     StorageOptions,
@@ -48,6 +52,7 @@ class Plan:
     seconds: float = 0.0
     changed: int = 0  # in todo because the input changed since it was restored (or failed to decode)
     vanished: int = 0  # inputs with earlier rows that are gone now (their outputs stay)
+    reformatted: int = 0  # in todo because their output is in another format than the one asked for now
 
 
 def safe_relative(rel: str) -> str:
@@ -73,10 +78,22 @@ def relative_key(input_uri: str, prefix: str) -> str:
     return safe_relative(path[len(root) + 1 :])
 
 
-def _png_names(rel: str) -> list[str]:
+def output_format_for(rel: str, output_format: str) -> str:
+    """The format an input's output is written in: ``output_format``, or with ``"same"`` the input's own
+    by its extension (``"a/b.JPEG"`` -> ``"jpeg"``), ``"png"`` for formats that are not written."""
+    if output_format != "same":
+        return output_format
+    return FORMAT_OF_EXTENSION.get(posixpath.splitext(rel)[1].lower(), "png")
+
+
+def _output_names(rel: str, fmt: str) -> list[str]:
     stem, ext = posixpath.splitext(rel)
-    plain = stem + ".png"
-    return [plain, f"{stem}{ext}.png", f"{stem}-{hashlib.sha256(rel.encode()).hexdigest()[:8]}.png"]
+    new = EXTENSIONS[fmt]
+    return [stem + new, f"{stem}{ext}{new}", f"{stem}-{hashlib.sha256(rel.encode()).hexdigest()[:8]}{new}"]
+
+
+def _format_of(output_uri: str) -> str:
+    return FORMAT_OF_EXTENSION.get(posixpath.splitext(output_uri)[1].lower(), "png")
 
 
 def read_manifest(uri: str, storage: StorageOptions) -> list[str]:
@@ -192,8 +209,10 @@ def make_plan(
     storage: StorageOptions,
     manifest: str | None = None,
     reference: str | None = None,
+    output_format: str = "png",
 ) -> Plan:
-    """List the inputs (or read the manifest), skip done ones, and assign output URIs."""
+    """List the inputs (or read the manifest), skip done ones, and assign output URIs in ``output_format``
+    (``png``, ``webp``, ``jpeg``, ``tiff`` or ``same``; see :func:`output_format_for`)."""
     import time
 
     t0 = time.perf_counter()
@@ -217,24 +236,27 @@ def make_plan(
     else:
         names = {o.uri for o in listed}
         vanished = sum(1 for uri in earlier if uri not in names and _under(uri, input_uri))
-    todo, skipped, still_bad, changed = [], 0, 0, 0
+    todo, skipped, still_bad, changed, reformatted = [], 0, 0, 0, 0
     for obj in listed:
         uri, e = obj.uri, earlier.get(obj.uri)
+        rel = relative_key(uri, input_uri)
+        fmt = output_format_for(rel, output_format)
         same = e is not None and same_version(e, obj, content=content.get(uri))
-        if same and e.ok and e.output_uri in present:
+        same_format = e is not None and e.ok and _format_of(e.output_uri) == fmt
+        if same and same_format and e.output_uri in present:
             skipped += 1
             continue
         if same and e.undecodable:
             still_bad += 1  # the same bytes failed to decode before: no use trying again
             continue
         changed += e is not None and (e.ok or e.undecodable) and not same
-        rel = relative_key(uri, input_uri)
-        if e is not None and e.ok:  # re-doing a changed input or a missing output: keep its name
+        reformatted += same and e.ok and not same_format
+        if same_format:  # re-doing a changed input or a missing output: keep its name
             out = e.output_uri
         else:
             out = next(
                 o
-                for o in (join_uri(output_uri, "images", name) for name in _png_names(rel))
+                for o in (join_uri(output_uri, "images", name) for name in _output_names(rel, fmt))
                 if claimed.get(o, uri) == uri
             )
         claimed[out] = uri
@@ -249,4 +271,13 @@ def make_plan(
                 else "",  # "" not None: all-None columns lose their type
             }
         )
-    return Plan(todo, skipped, still_bad, len(listed), time.perf_counter() - t0, changed=changed, vanished=vanished)
+    return Plan(
+        todo,
+        skipped,
+        still_bad,
+        len(listed),
+        time.perf_counter() - t0,
+        changed=changed,
+        vanished=vanished,
+        reformatted=reformatted,
+    )

@@ -28,10 +28,15 @@ STATS_SCHEMA = pa.schema(
         # where the store gives none). Null in rows written before versions were recorded.
         ("input_version", pa.string()),
         ("output_bytes", pa.int64()),
+        ("output_format", pa.string()),  # "png", "webp", "jpeg" or "tiff"
         ("action", pa.string()),  # "restored", or "passed": below the gate's noise level, written unchanged
         ("seconds", pa.float64()),  # model time for this image
         ("decode_seconds", pa.float64()),
         ("encode_seconds", pa.float64()),
+        # What the output carries of the input's metadata, e.g. "exif,xmp,srgb,provenance" (see
+        # pipeline.metadata.tags_for), and what was lost: unreadable or with no place in the format.
+        ("metadata", pa.string()),
+        ("metadata_error", pa.string()),
         ("noise_before", pa.float64()),  # estimated Gaussian noise sigma, 8-bit levels
         ("noise_after", pa.float64()),
         ("sharpness_before", pa.float64()),  # variance of the Laplacian, [0, 1] intensities

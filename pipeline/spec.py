@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from dgunet.inference import InferenceOptions
 
+from .encode import EncodeOptions
 from .storage import StorageOptions, split_protocol
 
 _SECRET_KEYS = re.compile(r"(secret|password|token|credential|access_key|session_key)", re.IGNORECASE)
@@ -46,7 +47,19 @@ class InputSpec(_Strict):
 
 class OutputSpec(_Strict):
     uri: str = Field(description="images/, stats/, runs/ are written under this prefix")
+    format: Literal["png", "webp", "jpeg", "tiff", "same"] = Field(
+        "png",
+        description="png, webp, jpeg, tiff, or same: the input's format (by extension; png where it has none "
+        "of these). 16-bit pixels go only to png and tiff, alpha never to jpeg: such an image fails with the reason",
+    )
     png_compress_level: int = Field(1, ge=0, le=9, description="zlib level; 1 is fast, 9 small")
+    quality: int | None = Field(
+        None, ge=1, le=100, description="jpeg (null: 92) and webp (null: lossless) quality; not for png or tiff"
+    )
+    jpeg_subsampling: Literal["4:4:4", "4:2:2", "4:2:0"] = Field("4:4:4", description="jpeg chroma subsampling")
+    metadata: bool = Field(
+        True, description="carry EXIF, XMP, IPTC and text over (ICC and the provenance are always written)"
+    )
     report: bool = Field(True, description="write reports/<run_id>.html: before/after pairs, histograms, failures")
     report_samples: int = Field(8, ge=0, le=64, description="random before/after pairs in the report")
     stats_part_rows: int = Field(5000, ge=1, description="stats rows per Parquet part (one is also cut every 30 s)")
@@ -58,6 +71,26 @@ class OutputSpec(_Strict):
         ge=1,
         description="on SIGTERM/SIGINT, seconds to finish what is restored, write the stats and summary, and exit",
     )
+
+    @model_validator(mode="after")
+    def _format_settings(self) -> OutputSpec:
+        if self.quality is not None and self.format in ("png", "tiff"):
+            raise ValueError(
+                f"Expected output.quality only with output.format jpeg, webp or same, but got output.format "
+                f"{self.format} instead (it is lossless)."
+            )
+        if self.jpeg_subsampling != "4:4:4" and self.format not in ("jpeg", "same"):
+            raise ValueError(
+                f"Expected output.jpeg_subsampling only with output.format jpeg or same, but got output.format "
+                f"{self.format} instead."
+            )
+        return self
+
+    def encode_options(self) -> EncodeOptions:
+        """How the write stage encodes each format."""
+        return EncodeOptions(
+            compress_level=self.png_compress_level, quality=self.quality, subsampling=self.jpeg_subsampling
+        )
 
 
 # The gate's defaults per task: the noise level (8-bit levels) below which an image passes through

@@ -1,7 +1,10 @@
-"""The last stage: encode each restored image, write it atomically, measure it; rows become stats."""
+"""The last stage: encode each restored image with its metadata, write it atomically, measure it; rows
+become stats."""
 
 from __future__ import annotations
 
+import functools
+import posixpath
 import sys
 import time
 from datetime import datetime, timezone
@@ -10,8 +13,9 @@ import numpy as np
 
 from . import quality
 from .decode import DecodeError, decode_image
-from .encode import encode_png
+from .encode import FORMAT_OF_EXTENSION, EncodeOptions, check_fits, encode_image
 from .faults import STALL_SECONDS, fires
+from .metadata import Metadata, provenance, tags_for
 from .rows import OK, PASSED, QUALITY_COLUMNS, STATS_SCHEMA, fail, pixels_of
 from .stop_gate import record_written
 from .storage import StorageOptions, read_bytes, write_bytes_atomic
@@ -23,15 +27,21 @@ def write_batch(
     run_id: str,
     model: str,
     storage: StorageOptions,
-    compress_level: int,
     max_pixels: int,
+    options: EncodeOptions | None = None,
+    keep_metadata: bool = True,
     failpoints: dict[str, str] | None = None,
     stop=None,
 ) -> dict[str, np.ndarray]:
-    """Ray Data stage: write ``restored`` to ``output_uri`` as PNG; return stats columns only.
+    """Ray Data stage: write ``restored`` to ``output_uri`` in the format its extension names (see
+    :data:`pipeline.encode.FORMAT_OF_EXTENSION`; the planner chose it), with the input's ``metadata`` and
+    a provenance record (software, ``model``, ``run_id``); return stats columns only. ``keep_metadata``
+    False: only the provenance and the colour profile are written (no EXIF, XMP, IPTC or text).
 
+    Pixels that the format cannot hold (16-bit into JPEG or WebP, alpha into JPEG) fail their row with
+    the reason. Metadata that cannot be kept is listed in ``metadata_error`` and never fails the image.
     The write goes to a temporary name and is renamed (local) or is a single PUT (object stores), so a
-    reader never sees a partial PNG. Quality measures compare the restored image with the decoded input,
+    reader never sees a partial file. Quality measures compare the restored image with the decoded input,
     and with ``reference_uri`` when the row has one. ``failpoints``: see :mod:`pipeline.faults` (tests only).
     ``stop``: the run's :class:`~pipeline.stop_gate.StopFlag`, which holds the row of each image written
     until the driver has it, in case a stopping driver cannot wait for the pipeline to deliver it.
@@ -62,12 +72,25 @@ def write_batch(
             try:
                 t0 = time.perf_counter()
                 restored = pixels_of(batch["restored"][i], (h, w, c), dtype)
-                png = encode_png(restored, compress_level=compress_level)
+                fmt = output_format(batch["output_uri"][i])
+                check_fits(restored, fmt)
+                meta = Metadata.from_json(batch["metadata"][i] if "metadata" in batch else "")
+                if not keep_metadata:  # the profile stays: it says what the pixels mean
+                    meta = Metadata(format=meta.format, icc_description=meta.icc_description, icc=meta.icc)
+                record = provenance(software=software(), model=model, run_id=run_id, meta=meta)
+                tags, kept, problems = tags_for(meta, fmt, channels=c, record=record)
+                encoded = encode_image(restored, fmt, options or EncodeOptions(), tags)
                 if fires(failpoints or {}, "write.stall", batch["input_uri"][i]):
                     print(f"fail point write.stall: {batch['input_uri'][i]}", file=sys.stderr, flush=True)
                     time.sleep(STALL_SECONDS)
-                write_bytes_atomic(batch["output_uri"][i], png, storage)
-                row.update(output_bytes=len(png), encode_seconds=time.perf_counter() - t0)
+                write_bytes_atomic(batch["output_uri"][i], encoded, storage)
+                row.update(
+                    output_bytes=len(encoded),
+                    output_format=fmt,
+                    encode_seconds=time.perf_counter() - t0,
+                    metadata=",".join(kept),
+                    metadata_error="; ".join(problems) or None,
+                )
             except Exception as exc:
                 status, error = fail(f"write: {type(exc).__name__}: {exc}")
         if status == OK:
@@ -93,6 +116,22 @@ def write_batch(
             rows[k][i] = v
     out = {k: np.array(v, dtype=object) for k, v in rows.items()}
     return out
+
+
+def output_format(uri: str) -> str:
+    """The format an output's name asks for: ``"a/b.webp"`` -> ``"webp"``; unknown extensions are PNG."""
+    return FORMAT_OF_EXTENSION.get(posixpath.splitext(uri)[1].lower(), "png")
+
+
+@functools.cache
+def software() -> str:
+    """``"dgunet-restore <version>"``, as the provenance record names what made a file."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"dgunet-restore {version('dgunet-restore')}"
+    except PackageNotFoundError:
+        return "dgunet-restore"
 
 
 def _measure(

@@ -1,0 +1,275 @@
+"""Metadata carried from input to output, through the decode and write stages, on real encoders.
+
+Inputs are written with Pillow in each format the decoder reads (JPEG, PNG, TIFF, WebP), carrying EXIF
+(camera, capture date, GPS, orientation 6), XMP, IPTC where the format has a place for it, text, and an
+RGB ICC profile that describes itself as ``Archive RGB 1``; they are decoded, "restored" (the pixels as
+decoded), written into each output format, and read back with Pillow.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import numpy as np
+import pytest
+from PIL import Image, ImageCms, PngImagePlugin
+
+from pipeline.decode import decode_batch
+from pipeline.encode import EXTENSIONS, EncodeOptions, srgb_profile
+from pipeline.metadata import EXIF_IFD, GPS_IFD, ORIENTATION, PNG_IPTC_KEY, photoshop_resource, raw_profile
+from pipeline.rows import FAILED, OK, RESTORED
+from pipeline.storage import StorageOptions
+from pipeline.write import write_batch
+from tests.images import photo, png16
+
+MODEL = "dgunet/denoise@sha256:" + "ab" * 32
+TITLE = "Harbour at dawn, 1931"
+IPTC = b"\x1c\x02\x05\x00" + struct.pack(">H", 0)[1:] + bytes([len(TITLE)]) + TITLE.encode()  # 2:05 Object Name
+XMP = (
+    '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/">'
+    '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description rdf:about="" '
+    f'xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:title>{TITLE}</dc:title></rdf:Description></rdf:RDF>'
+    '</x:xmpmeta><?xpacket end="w"?>'
+).encode()
+PIXELS = photo(32, 48, seed=5, noise=0.0)  # landscape as stored; orientation 6 shows it as portrait
+
+
+def _archive_profile() -> bytes:
+    """The sRGB profile renamed "Archive RGB 1" (same length as "sRGB built-in"): an RGB profile that is
+    not called sRGB, so that its description must be the input's."""
+    icc = srgb_profile()
+    old, new = "sRGB built-in".encode("utf-16-be"), "Archive RGB 1".encode("utf-16-be")
+    assert icc.count(old) == 1
+    return icc.replace(old, new)
+
+
+ICC = _archive_profile()
+
+
+def _exif() -> bytes:
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110], exif[ORIENTATION] = "Nikon", "F3", 6
+    exif.get_ifd(EXIF_IFD)[0x9003] = "1931:07:14 05:42:00"  # DateTimeOriginal
+    exif.get_ifd(GPS_IFD).update({1: "N", 2: (59.0, 54.0, 36.0), 3: "E", 4: (10.0, 44.0, 24.0)})
+    return exif.tobytes()
+
+
+def _app13(iptc: bytes) -> bytes:
+    body = b"Photoshop 3.0\x008BIM\x04\x04\x00\x00" + struct.pack(">I", len(iptc)) + iptc + b"\0" * (len(iptc) & 1)
+    return b"\xff\xed" + struct.pack(">H", len(body) + 2) + body
+
+
+def input_file(fmt: str, pixels: np.ndarray = PIXELS) -> bytes:
+    """``pixels`` saved by Pillow as ``fmt`` with every kind of metadata that format holds."""
+    img, buf = Image.fromarray(pixels), io.BytesIO()
+    if fmt == "JPEG":
+        img.save(buf, "JPEG", quality=95, exif=_exif(), xmp=XMP, icc_profile=ICC, extra=_app13(IPTC), comment="scan 7")
+    elif fmt == "PNG":
+        info = PngImagePlugin.PngInfo()
+        info.add_text("Title", TITLE)
+        info.add_itxt("Description", "Hafen im Morgengrauen, écrit à la main")
+        info.add_itxt("XML:com.adobe.xmp", XMP.decode())
+        info.add_text(PNG_IPTC_KEY, raw_profile("iptc", IPTC), zip=True)
+        img.save(buf, "PNG", pnginfo=info, exif=_exif(), icc_profile=ICC)
+    elif fmt == "TIFF":
+        exif = Image.Exif()  # Pillow takes either tiffinfo or exif, so the XMP and IPTC tags go in the EXIF
+        exif.load(_exif())
+        exif[700], exif[33723] = XMP, IPTC
+        img.save(buf, "TIFF", exif=exif, icc_profile=ICC)
+    elif fmt == "WEBP":
+        img.save(buf, "WEBP", lossless=True, exif=_exif(), xmp=XMP, icc_profile=ICC)
+    return buf.getvalue()
+
+
+def run_stages(tmp_path, files: dict[str, bytes], fmt: str, **kw) -> dict[str, np.ndarray]:
+    """Decode ``files`` and write them (restored = decoded) as ``fmt`` under ``tmp_path``; the stats rows."""
+    names = list(files)
+    n = len(names)
+    batch = {
+        "input_uri": np.array([str(tmp_path / "in" / k) for k in names], dtype=object),
+        "output_uri": np.array([str(tmp_path / "out" / (k.rsplit(".", 1)[0] + EXTENSIONS[fmt])) for k in names]),
+        "size": np.array([len(v) for v in files.values()]),
+        "version": np.array(["v1"] * n, dtype=object),
+        "reference_uri": np.array([""] * n, dtype=object),
+        "status": np.array([OK] * n, dtype=object),
+        "error": np.array([""] * n, dtype=object),
+        "data": np.array(list(files.values()), dtype=object),
+    }
+    batch["output_uri"] = batch["output_uri"].astype(object)
+    out = decode_batch(batch, max_pixels=10**8)
+    out.update(restored=out["pixels"], seconds=np.zeros(n), action=np.array([RESTORED] * n, dtype=object))
+    return write_batch(out, run_id="run-7", model=MODEL, storage=StorageOptions(), max_pixels=10**8, **kw)
+
+
+def _xmp_of(img: Image.Image) -> bytes:
+    xmp = img.info.get("xmp", b"")
+    return xmp.encode() if isinstance(xmp, str) else bytes(xmp)
+
+
+def _iptc_of(img: Image.Image, data: bytes) -> bytes:
+    if img.format == "JPEG":
+        return next(photoshop_resource(p[14:], 0x0404) for m, p in img.applist if m == "APP13")
+    if img.format == "TIFF":
+        return bytes(img.tag_v2[33723])
+    text = img.info[PNG_IPTC_KEY].strip().split("\n", 2)
+    return bytes.fromhex("".join(text[2].split()))
+
+
+IN_FORMATS = ["JPEG", "PNG", "TIFF", "WEBP"]
+OUT_FORMATS = ["png", "jpeg", "tiff", "webp"]
+
+
+@pytest.mark.parametrize("out_fmt", OUT_FORMATS)
+@pytest.mark.parametrize("in_fmt", IN_FORMATS)
+def test_metadata_survives_into_every_format(tmp_path, in_fmt, out_fmt):
+    stats = run_stages(tmp_path, {f"photo.{in_fmt.lower()}": input_file(in_fmt)}, out_fmt)
+    assert stats["status"][0] == OK, stats["error"][0]
+    data = open(stats["output_uri"][0], "rb").read()
+    img = Image.open(io.BytesIO(data))
+    assert img.format == out_fmt.upper()
+    assert stats["output_format"][0] == out_fmt
+
+    # EXIF: camera, capture date and GPS kept; orientation 1 on pixels that are upright.
+    exif = img.getexif()
+    assert (exif[0x010F], exif[0x0110], exif[ORIENTATION]) == ("Nikon", "F3", 1)
+    assert exif.get_ifd(EXIF_IFD)[0x9003] == "1931:07:14 05:42:00"
+    gps = exif.get_ifd(GPS_IFD)
+    assert gps[1] == "N" and tuple(float(v) for v in gps[2]) == (59.0, 54.0, 36.0)
+    pixels = np.asarray(img.convert("RGB"))
+    upright = np.rot90(PIXELS, -1)  # orientation 6: turn 90 degrees clockwise to display
+    assert pixels.shape == upright.shape
+    assert np.abs(pixels.astype(int) - upright.astype(int)).mean() < 3
+
+    # Colour: the output is tagged sRGB (a profile, or PNG's sRGB chunk); the input's profile is named.
+    if out_fmt == "png":
+        assert img.info.get("srgb") == 0 and "icc_profile" not in img.info
+        assert img.info["dgunet:source_icc"] == "Archive RGB 1"
+    else:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(img.info["icc_profile"]))
+        assert ImageCms.getProfileDescription(profile).strip() == "sRGB built-in"
+
+    # XMP: the input's packet (WebP and JPEG inputs; PNG's iTXt, TIFF's tag 700) and the provenance.
+    xmp = _xmp_of(img)
+    assert f"<dc:title>{TITLE}</dc:title>".encode() in xmp
+    if out_fmt == "png":  # PNG's convention: text chunks
+        assert img.info["Software"].startswith("dgunet-restore")
+        assert (img.info["dgunet:model"], img.info["dgunet:run_id"]) == (MODEL, "run-7")
+    else:
+        assert f"<dgunet:model>{MODEL}</dgunet:model>".encode() in xmp
+        assert b"<dgunet:run_id>run-7</dgunet:run_id>" in xmp
+        assert b"<dgunet:source_icc>Archive RGB 1</dgunet:source_icc>" in xmp
+    kept = stats["metadata"][0].split(",")
+    assert {"exif", "xmp", "srgb", "provenance"} <= set(kept)
+
+    # IPTC where the input had it (not WebP) and the output has a place for it (not WebP: reported).
+    if in_fmt != "WEBP" and out_fmt != "webp":
+        assert _iptc_of(img, data) == IPTC and "iptc" in kept
+    if in_fmt != "WEBP" and out_fmt == "webp":
+        assert "iptc: dropped" in stats["metadata_error"][0]
+
+    # Text chunks: PNG to PNG as chunks, into other formats in the XMP record.
+    if in_fmt == "PNG" and out_fmt == "png":
+        assert img.text["Title"] == TITLE
+        assert img.text["Description"] == "Hafen im Morgengrauen, écrit à la main"
+    elif in_fmt == "PNG":
+        assert f"<rdf:li>Title: {TITLE}</rdf:li>".encode() in xmp
+    if in_fmt == "JPEG" and out_fmt == "jpeg":
+        assert img.info["comment"] == b"scan 7" and "comment" in kept
+
+
+def _ifd1_offset(tiff: bytes) -> int:
+    """Where a TIFF structure's IFD1 (an EXIF thumbnail's directory) starts; 0: it has none."""
+    e = "<" if tiff[:2] == b"II" else ">"
+    ifd0 = struct.unpack(e + "I", tiff[4:8])[0]
+    count = struct.unpack(e + "H", tiff[ifd0 : ifd0 + 2])[0]
+    return struct.unpack(e + "I", tiff[ifd0 + 2 + 12 * count : ifd0 + 6 + 12 * count])[0]
+
+
+def test_thumbnail_is_dropped(tmp_path):
+    """An EXIF thumbnail (IFD1) shows the unrestored image: it does not reach the output."""
+    tiff = bytearray(_exif()[6:])
+    e = "<" if tiff[:2] == b"II" else ">"
+    ifd0 = struct.unpack(e + "I", tiff[4:8])[0]
+    next_at = ifd0 + 2 + 12 * struct.unpack(e + "H", tiff[ifd0 : ifd0 + 2])[0]
+    # Chain an IFD1 holding one tag (Compression = 6, JPEG thumbnail) after IFD0.
+    tiff[next_at : next_at + 4] = struct.pack(e + "I", len(tiff))
+    tiff += struct.pack(e + "H", 1) + struct.pack(e + "HHIHH", 0x0103, 3, 1, 6, 0) + struct.pack(e + "I", 0)
+    buf = io.BytesIO()
+    Image.fromarray(PIXELS).save(buf, "JPEG", exif=b"Exif\0\0" + bytes(tiff))
+    assert _ifd1_offset(Image.open(io.BytesIO(buf.getvalue())).info["exif"][6:])  # the input has IFD1
+    stats = run_stages(tmp_path, {"thumb.jpg": buf.getvalue()}, "jpeg")
+    out = Image.open(stats["output_uri"][0])
+    assert out.getexif()[0x010F] == "Nikon" and _ifd1_offset(out.info["exif"][6:]) == 0
+
+
+def test_sixteen_bits_keep_depth_and_exif_into_tiff(tmp_path):
+    rgb16 = photo(20, 30, seed=3).astype(np.uint16) * 257 + 1
+    img = Image.open(io.BytesIO(png16(rgb16)))
+    buf = io.BytesIO()
+    img.save(buf, "PNG")  # Pillow reads this 16-bit RGB as 8-bit: splice EXIF into the original bytes instead
+    data = png16(rgb16)
+    exif = _exif()[6:]
+    chunk = struct.pack(">I", len(exif)) + b"eXIf" + exif
+    import zlib
+
+    chunk += struct.pack(">I", zlib.crc32(b"eXIf" + exif) & 0xFFFFFFFF)
+    data = data[:33] + chunk + data[33:]
+    stats = run_stages(tmp_path, {"master.png": data}, "tiff")
+    assert stats["status"][0] == OK, stats["error"][0]
+    import tifffile
+
+    out = tifffile.imread(stats["output_uri"][0])
+    assert out.dtype == np.uint16
+    assert np.array_equal(out, np.rot90(rgb16, -1))  # exact 16-bit values, upright
+    exif_out = Image.open(stats["output_uri"][0]).getexif()
+    assert exif_out[0x0110] == "F3" and exif_out[ORIENTATION] == 1
+    assert exif_out.get_ifd(EXIF_IFD)[0x9003] == "1931:07:14 05:42:00"
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "webp"])
+def test_sixteen_bit_input_is_refused_into_8bit_formats(tmp_path, fmt):
+    stats = run_stages(tmp_path, {"master.png": png16(photo().astype(np.uint16) * 257)}, fmt)
+    assert stats["status"][0] == FAILED and stats["output_uri"][0] is None
+    assert f"output.format {fmt}" in stats["error"][0] and "16-bit" in stats["error"][0]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_alpha_is_refused_into_jpeg_but_kept_in_webp(tmp_path):
+    rgba = np.dstack([PIXELS, np.full(PIXELS.shape[:2], 128, np.uint8)])
+    buf = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buf, "PNG")
+    stats = run_stages(tmp_path, {"cutout.png": buf.getvalue()}, "jpeg")
+    assert stats["status"][0] == FAILED and "alpha" in stats["error"][0] and "output.format jpeg" in stats["error"][0]
+    stats = run_stages(tmp_path, {"cutout.png": buf.getvalue()}, "webp")
+    assert stats["status"][0] == OK
+    assert np.array_equal(np.asarray(Image.open(stats["output_uri"][0])), rgba)  # lossless by default
+
+
+def test_unreadable_exif_is_reported_not_fatal(tmp_path):
+    buf = io.BytesIO()
+    bad = b"Exif\0\0MM\0*\0\0\0\x08\xff\xff" + b"\x01" * 20  # IFD0 claims 65535 entries
+    Image.fromarray(PIXELS).save(buf, "JPEG", exif=bad, xmp=XMP)
+    stats = run_stages(tmp_path, {"broken.jpg": buf.getvalue()}, "png")
+    assert stats["status"][0] == OK
+    assert "exif" in stats["metadata_error"][0]
+    assert "exif" not in stats["metadata"][0].split(",") and "xmp" in stats["metadata"][0].split(",")
+
+
+def test_metadata_off_keeps_provenance_and_colour_only(tmp_path):
+    stats = run_stages(tmp_path, {"photo.jpg": input_file("JPEG")}, "jpeg", keep_metadata=False)
+    img = Image.open(stats["output_uri"][0])
+    assert not img.getexif() and TITLE.encode() not in _xmp_of(img)
+    assert MODEL.encode() in _xmp_of(img) and "icc_profile" in img.info
+    assert stats["metadata"][0] == "srgb,provenance"
+
+
+def test_lossy_settings_change_the_bytes(tmp_path):
+    files = {"photo.png": input_file("PNG", photo(64, 64, seed=1, noise=0.1))}
+    sizes = {}
+    for name, options in {"q95": EncodeOptions(quality=95), "q50": EncodeOptions(quality=50)}.items():
+        sizes[name] = int(run_stages(tmp_path / name, files, "jpeg", options=options)["output_bytes"][0])
+    assert sizes["q50"] < sizes["q95"]
+    lossless = run_stages(tmp_path / "lossless", files, "webp")
+    out = np.asarray(Image.open(lossless["output_uri"][0]).convert("RGB"))
+    assert np.array_equal(out, np.rot90(photo(64, 64, seed=1, noise=0.1), -1))  # upright, exact
