@@ -242,3 +242,59 @@ def test_stores_without_versions_compare_content_hashes():
     plan = make_plan(input_uri=src, output_uri=out, model="m", storage=NONE)
     assert [r["input_uri"] for r in plan.todo] == [f"{src}/edited.png"] and plan.skipped == 1
     assert plan.todo[0]["version"] == ""  # the read stage records the hash of what it reads
+
+
+def test_output_names_take_the_format_extension(tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    _touch(src, "a.jpeg", "b.png", "sub/c.TIF", "d.bmp", "e.webp")
+
+    def names(fmt):
+        plan = make_plan(input_uri=str(src), output_uri=str(out), model="m", storage=NONE, output_format=fmt)
+        return {r["input_uri"].rsplit("/in/", 1)[1]: r["output_uri"].rsplit("/images/", 1)[1] for r in plan.todo}
+
+    assert names("webp") == {
+        "a.jpeg": "a.webp",
+        "b.png": "b.webp",
+        "sub/c.TIF": "sub/c.webp",
+        "d.bmp": "d.webp",
+        "e.webp": "e.webp",
+    }
+    assert names("tiff")["sub/c.TIF"] == "sub/c.tif" and names("jpeg")["b.png"] == "b.jpg"
+    # same: the input's format by its extension; formats that are not written (BMP) become PNG.
+    assert names("same") == {
+        "a.jpeg": "a.jpg",
+        "b.png": "b.png",
+        "sub/c.TIF": "sub/c.tif",
+        "d.bmp": "d.png",
+        "e.webp": "e.webp",
+    }
+
+
+def test_a_change_of_format_is_a_change_of_output(tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    _touch(src, "a.jpg", "b.png")
+    _touch(out / "images", "a.png", "b.png")
+    _stats(
+        out,
+        [
+            {
+                "input_uri": str(src / n),
+                "output_uri": str(out / "images" / (n[0] + ".png")),
+                "status": "ok",
+                "model": "m",
+                "run_id": "old",
+                "input_version": _version(src / n),
+            }
+            for n in ("a.jpg", "b.png")
+        ],
+    )
+
+    def plan(fmt):
+        return make_plan(input_uri=str(src), output_uri=str(out), model="m", storage=NONE, output_format=fmt)
+
+    assert (plan("png").skipped, plan("png").todo, plan("png").reformatted) == (2, [], 0)
+    webp = plan("webp")
+    assert webp.skipped == 0 and webp.reformatted == 2 and webp.changed == 0
+    assert sorted(r["output_uri"].rsplit("/", 1)[1] for r in webp.todo) == ["a.webp", "b.webp"]
+    same = plan("same")  # b.png is already PNG; a.jpg goes to JPEG now
+    assert same.skipped == 1 and [r["output_uri"].rsplit("/", 1)[1] for r in same.todo] == ["a.jpg"]
