@@ -1,7 +1,8 @@
 """Training DGUNet with Ray Train: data-parallel over N workers, CPU or GPU, resumable.
 
 The loop keeps its own official-format checkpoint (``<checkpoint.uri>/last.pth``: ``epoch``,
-``state_dict``, ``optimizer`` plus ``step``, ``config`` and the spec), so that ``dgunet.load_checkpoint``
+``state_dict``, ``optimizer`` plus ``step``, ``config`` and the spec; ``epoch`` in the official sense, see
+:func:`epochs_done`), so that ``dgunet.load_checkpoint``
 and the restore pipeline take it as it is, and a restarted job resumes where it stopped. Every
 ``checkpoint.every_steps`` steps it validates, appends a line to ``history.jsonl`` and reports the same
 metrics to Ray Train.
@@ -25,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .train_spec import TrainSpec
+from .train_spec import OptimSpec, TrainSpec
 
 
 def source_of(uri: str) -> str:
@@ -62,6 +63,22 @@ def lr_at(step: int, spec: TrainSpec) -> float:
         return o.lr * (step + 1) / o.warmup_steps
     t = (step - o.warmup_steps) / max(1, o.steps - o.warmup_steps)
     return o.lr_min + 0.5 * (o.lr - o.lr_min) * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def crops_drawn(optim: OptimSpec, steps: int, *, workers: int = 1) -> int:
+    """Training crops drawn in the first ``steps`` steps: each step's batch (progressive phases included)
+    on each of ``workers`` data-parallel workers."""
+    phases = [(0, optim.batch_size)] + [(start, batch) for start, _, batch in sorted(optim.progressive)]
+    ends = [start for start, _ in phases[1:]] + [steps]
+    per_phase = (batch * (min(end, steps) - min(start, steps)) for (start, batch), end in zip(phases, ends))
+    return workers * sum(per_phase)
+
+
+def epochs_done(optim: OptimSpec, steps: int, *, workers: int, images: int) -> int:
+    """Completed epochs after ``steps`` steps, in the sense of the official ``epoch`` key: the official
+    loader crops each training image once per epoch, so an epoch is as many crops as there are images.
+    Crops are drawn at random here, so this counts epochs' worth of crops, not exact passes."""
+    return crops_drawn(optim, steps, workers=workers) // max(1, images)
 
 
 def psnr(x, y) -> float:
@@ -163,6 +180,7 @@ def fit(
     *,
     device: str | None = None,
     rank: int = 0,
+    world_size: int = 1,
     prepare_model: Callable | None = None,
     report: Callable[[dict], None] | None = None,
     time_limit_s: float | None = None,
@@ -179,6 +197,7 @@ def fit(
 
     Args:
         device: ``"cuda"``, ``"cpu"``...; None: CUDA when available.
+        rank, world_size: this worker's rank and the number of data-parallel workers (each draws its batch).
         prepare_model: wraps the model for data parallelism (``ray.train.torch.prepare_model``); it must
             also move it to ``device``.
         loader_threads: threads drawing batches ahead of the model (0: in the loop).
@@ -251,7 +270,7 @@ def fit(
             save_checkpoint(
                 last_uri,
                 raw_model,
-                epoch=len(history),  # the official key counts checkpoints here, as the official scripts' epochs
+                epoch=epochs_done(spec.optim, done, workers=world_size, images=len(data.train)),
                 optimizer=optimizer,
                 step=done,
                 config=describe(cfg),
@@ -318,6 +337,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         spec,
         device=str(ray.train.torch.get_device()),
         rank=ray.train.get_context().get_world_rank(),
+        world_size=ray.train.get_context().get_world_size(),
         prepare_model=ray.train.torch.prepare_model,  # DDP over the workers, on their device
         report=ray.train.report,
         loader_threads=spec.resources.loader_threads,

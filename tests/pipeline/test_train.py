@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from dgunet import build_model, load_checkpoint
-from pipeline.train import lr_at, run_training, split_sources
-from pipeline.train_spec import TrainSpec
+from pipeline.train import crops_drawn, lr_at, run_training, split_sources
+from pipeline.train_spec import OptimSpec, TrainSpec
 from tests.images import photo
 
 pytestmark = pytest.mark.slow
@@ -40,13 +40,14 @@ def test_train_checkpoint_and_resume(ray_local, tmp_path):
     (tmp_path / "clean").mkdir()
     for i, source in enumerate(["lake", "lake", "city", "forest"]):
         Image.fromarray(photo(48, 64, seed=i)).save(tmp_path / "clean" / f"{source}__{i}.png")
+    train, _ = split_sources(sorted(str(p) for p in (tmp_path / "clean").iterdir()), 0.34)
     result = run_training(_spec(tmp_path, steps=4), storage_path=str(tmp_path / "ray"))
     assert result.error is None
     history = [json.loads(line) for line in (tmp_path / "ckpt" / "history.jsonl").read_text().splitlines()]
     assert [h["step"] for h in history] == [2, 4] and all(h["val_psnr"] > 0 for h in history)
     model = build_model("dgunet", n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4, depth=1)
     info = load_checkpoint(model, tmp_path / "ckpt" / "last.pth")  # the official format, loadable as is
-    assert info["epoch"] == 2
+    assert info["epoch"] == 4 * 2 // len(train)  # epochs' worth of crops: steps x batch over the training images
     first = {k: v.clone() for k, v in model.state_dict().items()}
 
     result = run_training(_spec(tmp_path, steps=6), storage_path=str(tmp_path / "ray"))  # resumes at step 4
@@ -54,9 +55,16 @@ def test_train_checkpoint_and_resume(ray_local, tmp_path):
     history = [json.loads(line) for line in (tmp_path / "ckpt" / "history.jsonl").read_text().splitlines()]
     assert [h["step"] for h in history] == [2, 4, 6]
     raw = torch.load(tmp_path / "ckpt" / "last.pth", weights_only=True)
-    assert raw["step"] == 6 and set(raw) >= {"epoch", "state_dict", "optimizer"}
+    assert raw["step"] == 6 and raw["epoch"] == 6 * 2 // len(train) and set(raw) >= {"state_dict", "optimizer"}
     load_checkpoint(model, tmp_path / "ckpt" / "last.pth")
     assert any(not torch.equal(first[k], v) for k, v in model.state_dict().items())
+
+
+def test_crops_drawn_follow_the_progressive_phases():
+    optim = OptimSpec(batch_size=4, progressive=((10, 96, 1), (5, 64, 2)))
+    for steps in (0, 3, 5, 7, 10, 20):
+        assert crops_drawn(optim, steps, workers=2) == 2 * sum(optim.phase(s)[1] for s in range(steps))
+    assert crops_drawn(optim, 20, workers=1) == 5 * 4 + 5 * 2 + 10 * 1
 
 
 def test_paired_data_on_two_workers(ray_local, tmp_path):
