@@ -13,7 +13,7 @@ LOCAL_RAY_ENV = {
 }
 
 
-def init_ray(address: str | None = None, *, num_cpus: int | None = None, quiet: bool = True) -> bool:
+def init_ray(address: str | None = None) -> bool:
     """Connect to ``address`` (or ``RAY_ADDRESS``, set by ``ray job submit``), else start a local Ray.
 
     Returns True when a local Ray was started here.
@@ -31,10 +31,5 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, quiet: 
     if address:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
         return False
-    ray.init(
-        num_cpus=num_cpus,
-        include_dashboard=False,
-        runtime_env=runtime_env,
-        logging_level="WARNING" if quiet else "INFO",
-    )
+    ray.init(include_dashboard=False, runtime_env=runtime_env, logging_level="WARNING")
     return True
