@@ -278,7 +278,10 @@ def tags_for(meta: Metadata, fmt: str, *, channels: int, record: dict[str, str])
     srgb = not icc and (channels >= 3 or fmt in ("png", "webp"))  # a gray JPEG or TIFF takes no RGB profile
     if fmt == "png":
         xmp, wrote_record = meta.xmp, True
-        text_out = {**text, **{("Software" if k == "software" else f"dgunet:{k}"): v for k, v in record.items()}}
+        text_out = dict(text)
+        if "Software" in text_out:  # PNG's keyword for what made the file is ours now; the input's is kept
+            text_out["dgunet:source_software"] = text_out.pop("Software")
+        text_out.update({("Software" if k == "software" else f"dgunet:{k}"): v for k, v in record.items()})
     else:
         text_out = {}
         try:

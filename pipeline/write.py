@@ -13,7 +13,7 @@ import numpy as np
 
 from . import quality
 from .decode import DecodeError, decode_image
-from .encode import FORMAT_OF_EXTENSION, EncodeOptions, check_fits, encode_image
+from .encode import FORMAT_OF_EXTENSION, EncodeOptions, Tags, check_fits, encode_image
 from .faults import STALL_SECONDS, fires
 from .metadata import Metadata, provenance, tags_for
 from .rows import OK, PASSED, QUALITY_COLUMNS, STATS_SCHEMA, fail, pixels_of
@@ -78,8 +78,7 @@ def write_batch(
                 if not keep_metadata:  # the profile stays: it says what the pixels mean
                     meta = Metadata(format=meta.format, icc_description=meta.icc_description, icc=meta.icc)
                 record = provenance(software=software(), model=model, run_id=run_id, meta=meta)
-                tags, kept, problems = tags_for(meta, fmt, channels=c, record=record)
-                encoded = encode_image(restored, fmt, options or EncodeOptions(), tags)
+                encoded, kept, problems = encode_with_metadata(restored, fmt, options or EncodeOptions(), meta, record)
                 if fires(failpoints or {}, "write.stall", batch["input_uri"][i]):
                     print(f"fail point write.stall: {batch['input_uri'][i]}", file=sys.stderr, flush=True)
                     time.sleep(STALL_SECONDS)
@@ -116,6 +115,26 @@ def write_batch(
             rows[k][i] = v
     out = {k: np.array(v, dtype=object) for k, v in rows.items()}
     return out
+
+
+def encode_with_metadata(
+    pixels: np.ndarray, fmt: str, options: EncodeOptions, meta: Metadata, record: dict[str, str]
+) -> tuple[bytes, list[str], list[str]]:
+    """``pixels`` encoded as ``fmt`` with ``meta`` and the provenance ``record``: the bytes, what was kept
+    and what was not (see :func:`pipeline.metadata.tags_for`). Metadata the encoder refuses (an EXIF block
+    over JPEG's 64 KiB segment) is left out and reported: the image is written with its colour tag alone.
+
+    Raises:
+        ValueError: the pixels do not fit ``fmt`` (:func:`pipeline.encode.check_fits`).
+    """
+    tags, kept, problems = tags_for(meta, fmt, channels=pixels.shape[2], record=record)
+    try:
+        return encode_image(pixels, fmt, options, tags), kept, problems
+    except Exception as exc:
+        bare = Tags(icc=tags.icc, srgb=tags.srgb)
+        encoded = encode_image(pixels, fmt, options, bare)  # raises again if the pixels are at fault
+        problem = f"metadata: not written, the {fmt} encoder refused it ({type(exc).__name__}: {exc})"
+        return encoded, [k for k in kept if k in ("icc", "srgb")], [*problems, " ".join(problem.split())[:300]]
 
 
 def output_format(uri: str) -> str:

@@ -273,3 +273,29 @@ def test_lossy_settings_change_the_bytes(tmp_path):
     lossless = run_stages(tmp_path / "lossless", files, "webp")
     out = np.asarray(Image.open(lossless["output_uri"][0]).convert("RGB"))
     assert np.array_equal(out, np.rot90(photo(64, 64, seed=1, noise=0.1), -1))  # upright, exact
+
+
+def test_metadata_the_encoder_refuses_is_reported_and_the_image_written(tmp_path):
+    """An EXIF block over JPEG's 64 KiB segment fits a PNG input and output, not a JPEG output."""
+    exif = Image.Exif()
+    exif.load(_exif())
+    exif.get_ifd(EXIF_IFD)[0x9286] = b"ASCII\0\0\0" + b"x" * 70_000  # UserComment
+    buf = io.BytesIO()
+    Image.fromarray(PIXELS).save(buf, "PNG", exif=exif.tobytes())
+    png = run_stages(tmp_path / "png", {"big.png": buf.getvalue()}, "png")
+    assert png["status"][0] == OK and "exif" in png["metadata"][0].split(",")
+    jpeg = run_stages(tmp_path / "jpeg", {"big.png": buf.getvalue()}, "jpeg")
+    assert jpeg["status"][0] == OK and jpeg["metadata"][0] == "srgb"
+    assert "metadata: not written, the jpeg encoder refused it" in jpeg["metadata_error"][0]
+    img = Image.open(jpeg["output_uri"][0])
+    assert not img.getexif() and "icc_profile" in img.info
+
+
+def test_png_software_chunk_is_kept_beside_ours(tmp_path):
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Software", "GIMP 2.10")
+    buf = io.BytesIO()
+    Image.fromarray(PIXELS).save(buf, "PNG", pnginfo=info)
+    stats = run_stages(tmp_path, {"edited.png": buf.getvalue()}, "png")
+    text = Image.open(stats["output_uri"][0]).text
+    assert text["Software"].startswith("dgunet-restore") and text["dgunet:source_software"] == "GIMP 2.10"
