@@ -109,7 +109,7 @@ def encode_image(pixels: np.ndarray, fmt: str, options: EncodeOptions = EncodeOp
         if icc:
             kw["icc_profile"] = icc
         if options.quality is None:
-            img.save(buf, format="WEBP", lossless=True, **kw)
+            img.save(buf, format="WEBP", lossless=True, exact=True, **kw)  # exact: keep colour under alpha 0
         else:
             img.save(buf, format="WEBP", quality=options.quality, **kw)
         return buf.getvalue()
@@ -223,6 +223,8 @@ def encode_tiff(pixels: np.ndarray, tags: Tags = Tags(), *, level: int = 6) -> b
     and the EXIF and GPS directories), XMP, IPTC and an ICC profile where ``tags`` has them."""
     from PIL import Image, TiffImagePlugin, TiffTags
 
+    if pixels.shape[2] == 2 and pixels.dtype == np.uint16:  # as in PNG: readers (Pillow) lack 16-bit gray + alpha
+        pixels = np.concatenate([pixels[..., :1]] * 3 + [pixels[..., 1:]], axis=2)
     h, w, c = pixels.shape
     arr = np.ascontiguousarray(pixels, dtype=pixels.dtype.newbyteorder("<"))
     diff = arr.copy()

@@ -70,3 +70,30 @@ def test_overrides_and_local_paths(tmp_path, monkeypatch):
     spec = load_spec(path, {"input.uri": "photos", "resources.max_actors": 4, "model.weights": "w.pth"})
     assert spec.input.uri == str(tmp_path / "photos") and spec.model.weights == str(tmp_path / "w.pth")
     assert spec.resources.max_actors == 4 and spec.output.uri == "s3://archive/out"
+
+
+@pytest.mark.parametrize(
+    ("output", "key"),
+    [
+        ({"format": "png", "quality": 80}, "output.quality"),
+        ({"format": "tiff", "quality": 95}, "output.quality"),
+        ({"format": "webp", "jpeg_subsampling": "4:2:0"}, "output.jpeg_subsampling"),
+        ({"format": "gif"}, "output.format"),
+        ({"format": "jpeg", "quality": 101}, "output.quality"),
+    ],
+)
+def test_output_format_settings_that_cannot_apply_are_refused(output, key):
+    with pytest.raises(SpecError, match=key.replace(".", r"\.")):
+        parse_spec({"input": {"uri": "/data/in"}, "output": {"uri": "/data/out", **output}})
+
+
+def test_format_flags_override_the_spec(capsys):
+    from jobs.restore_bucket import DEMO_SPEC, FLAGS, main, parse_args
+
+    args = parse_args(["--format", "webp", "--quality", "85"])
+    overrides = {key: getattr(args, flag) for flag, key in FLAGS.items() if getattr(args, flag) is not None}
+    spec = load_spec(DEMO_SPEC, overrides)
+    assert (spec.output.format, spec.output.quality) == ("webp", 85)
+    assert spec.output.encode_options().quality == 85
+    assert main(["--format", "png", "--quality", "80"]) == 2  # refused before Ray starts
+    assert "output.quality" in capsys.readouterr().err
