@@ -294,3 +294,17 @@ def test_png_software_chunk_is_kept_beside_ours(tmp_path):
     stats = run_stages(tmp_path, {"edited.png": buf.getvalue()}, "png")
     text = Image.open(stats["output_uri"][0]).text
     assert text["Software"].startswith("dgunet-restore") and text["dgunet:source_software"] == "GIMP 2.10"
+
+
+@pytest.mark.parametrize("fmt", ["png", "tiff"])
+def test_sixteen_bit_pixels_keep_their_own_profile(tmp_path, fmt):
+    """The decoder leaves 16-bit pixels in their profile, so the output carries that profile, not sRGB."""
+    payload = b"ICC profile\0\0" + zlib.compress(ICC)
+    iccp = struct.pack(">I", len(payload)) + b"iCCP" + payload
+    iccp += struct.pack(">I", zlib.crc32(b"iCCP" + payload) & 0xFFFFFFFF)
+    data = png16(photo(20, 30, seed=4).astype(np.uint16) * 257)
+    stats = run_stages(tmp_path, {"master.png": data[:33] + iccp + data[33:]}, fmt)
+    assert stats["status"][0] == OK and "icc" in stats["metadata"][0].split(",")
+    assert "srgb" not in stats["metadata"][0].split(",")
+    icc = Image.open(stats["output_uri"][0]).info["icc_profile"]
+    assert ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(icc))).strip() == "Archive RGB 1"
