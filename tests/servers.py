@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -17,6 +18,9 @@ LOCAL_RAY_ENV = {
     "RAY_AUTH_MODE": "disabled",
     "RAY_USAGE_STATS_ENABLED": "0",
 }
+# Servers are waited for by their own readiness signals; this only bounds one that never gets ready (a
+# loaded machine starts them late, so the bound is far above an idle machine's few seconds).
+START_TIMEOUT = 300.0
 # SeaweedFS without an identity config accepts any key pair; s3fs still wants one.
 S3_ENV = {"AWS_ACCESS_KEY_ID": "test-key", "AWS_SECRET_ACCESS_KEY": "test-only-not-a-secret", "AWS_REGION": "us-east-1"}
 
@@ -96,10 +100,10 @@ class SeaweedS3:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        wait_http(self.endpoint)
+        wait_http(self.endpoint, timeout=START_TIMEOUT)
         self._wait_ready()
 
-    def _wait_ready(self, timeout: float = 60.0) -> None:
+    def _wait_ready(self, timeout: float = START_TIMEOUT) -> None:
         """The gateway answers before the filer is ready: wait for a bucket round trip."""
         import s3fs
 
@@ -169,16 +173,49 @@ class RayHead:
             env=env,
             start_new_session=True,
         )
-        wait_http(f"{self.dashboard}/api/version", timeout=90)
+        self.workdir = workdir
+        try:
+            wait_http(f"{self.dashboard}/api/version", timeout=START_TIMEOUT)
+            self.wait_job_agent()
+        except BaseException:
+            self.stop()
+            raise
+
+    def wait_job_agent(self, timeout: float = START_TIMEOUT) -> None:
+        """Wait until a submitted job would find the head's job agent, by what the head's job module itself
+        reads: the head node's ID and that node's agent address in the GCS key-value store; then wait for
+        the agent's own HTTP server to answer. A loaded machine starts the agent well after the dashboard
+        answers, so no fixed pause fits; ``timeout`` only bounds a head that never gets there."""
+        from ray._raylet import GcsClient  # the client the dashboard's job module reads the store with
+
+        gcs = GcsClient(address=self.address)
+        deadline = time.monotonic() + timeout
+        while (agent := self._agent_url(gcs)) is None:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"Expected the Ray head's job agent to register within {timeout} s, but it did not "
+                    f"(head process exit code {self.proc.poll()}; see {self.workdir}/ray/session_latest/logs)."
+                )
+            time.sleep(0.5)
+        wait_http(f"{agent}/api/job_agent/jobs/ready-check/logs", timeout=max(1.0, deadline - time.monotonic()))
+
+    @staticmethod
+    def _agent_url(gcs) -> str | None:
+        """The head node's job agent's HTTP address as the job module finds it, or None while unregistered."""
+        try:
+            node_id = gcs.internal_kv_get(b"head_node_id", namespace=b"job", timeout=10)
+            key = b"DASHBOARD_AGENT_ADDR_NODE_ID_PREFIX:" + (node_id or b"")
+            info = gcs.internal_kv_get(key, namespace=b"dashboard", timeout=10) if node_id else None
+        except Exception:  # the store did not answer in time (a loaded machine): ask again
+            return None
+        if not info:
+            return None
+        ip, http_port, _ = json.loads(info)
+        return f"http://{ip}:{http_port}" if http_port > 0 else None
 
     def submit(self, cmd: list[str], *, timeout: float, **kw) -> subprocess.CompletedProcess:
-        """Run a `ray job submit` command, retrying while the head's job agent is still starting."""
-        deadline = time.monotonic() + 90
-        while True:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
-            if "No available agent" not in proc.stderr + proc.stdout or time.monotonic() > deadline:
-                return proc
-            time.sleep(2)
+        """Run a `ray job submit` command (the job agent answers: see :meth:`wait_job_agent`)."""
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
 
     def stop(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGKILL):
