@@ -226,3 +226,111 @@ class RayHead:
             except (subprocess.TimeoutExpired, ProcessLookupError):
                 continue
         self.log.close()
+
+
+class AutoscalingRayHead:
+    """A Ray head with no CPUs and Ray's own autoscaler over local "nodes" (:mod:`tests.fake_nodes`).
+
+    ``node_types`` are autoscaler node types (``resources``, ``min_workers``, ``max_workers``); nodes that
+    sit idle for ``idle_timeout_s`` are released. Everything listens on 127.0.0.1; stopped by killing the
+    head's own process group (the autoscaler's nodes are its children).
+    """
+
+    def __init__(self, workdir: str, node_types: dict, *, idle_timeout_s: float = 15):
+        from tests.fake_nodes import MODULE
+
+        gcs, metrics = free_ports(2, start=46000, stop=55000)
+        self.address = f"127.0.0.1:{gcs}"
+        self.logs = os.path.join(workdir, "ray", "session_latest", "logs")
+        config = {
+            "cluster_name": "autoscaling-test",
+            "max_workers": sum(t.get("max_workers", 0) for t in node_types.values()),
+            "idle_timeout_minutes": idle_timeout_s / 60,
+            "upscaling_speed": 1.0,
+            # The fake nodes' raylets are named by node id, not by IP (they all have 127.0.0.1).
+            "provider": {"type": "external", "module": MODULE, "gcs_address": self.address, "use_node_id_as_ip": True},
+            "head_node_type": "ray.head.default",
+            "available_node_types": {
+                "ray.head.default": {"resources": {"CPU": 0}, "node_config": {}, "max_workers": 0},
+                **{name: {"node_config": {}, **t} for name, t in node_types.items()},
+            },
+            # Defaults that a cluster launcher's YAML would bring; the autoscaler reads them all.
+            "auth": {},
+            "file_mounts": {},
+            "cluster_synced_files": [],
+            "file_mounts_sync_continuously": False,
+            "rsync_exclude": [],
+            "rsync_filter": [],
+            "initialization_commands": [],
+            "setup_commands": [],
+            "head_setup_commands": [],
+            "worker_setup_commands": [],
+            "head_start_ray_commands": [],
+            "worker_start_ray_commands": [],
+        }
+        os.makedirs(workdir, exist_ok=True)
+        config_path = os.path.join(workdir, "autoscaling.json")
+        with open(config_path, "w") as f:
+            json.dump(config, f)
+        repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = {
+            **os.environ,
+            **LOCAL_RAY_ENV,
+            "RAY_FAKE_CLUSTER": "1",
+            "AUTOSCALER_UPDATE_INTERVAL_S": "1",
+            "AUTOSCALER_METRIC_PORT": str(metrics),  # 44217 by default: taken by any other Ray here
+            "PYTHONPATH": os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p),
+        }
+        self.log = open(os.path.join(workdir, "ray-head.log"), "wb")
+        self.proc = subprocess.Popen(
+            [
+                os.path.join(os.path.dirname(sys.executable), "ray"),
+                "start",
+                "--head",
+                "--block",
+                f"--port={gcs}",
+                "--node-ip-address=127.0.0.1",
+                "--num-cpus=0",
+                "--num-gpus=0",
+                "--include-dashboard=false",
+                f"--autoscaling-config={config_path}",
+                f"--temp-dir={workdir}/ray",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        self._wait_for("Monitor: Started", timeout=90)
+
+    def autoscaler_log(self) -> str:
+        try:
+            with open(os.path.join(self.logs, "monitor.log"), errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def _wait_for(self, text: str, *, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.autoscaler_log():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise TimeoutError(f"Expected {text!r} in the autoscaler's log within {timeout} s, but it never came.")
+            time.sleep(0.5)
+
+    def wait_for(self, text: str, *, timeout: float) -> bool:
+        """Whether ``text`` appears in the autoscaler's log within ``timeout`` seconds."""
+        try:
+            self._wait_for(text, timeout=timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    def stop(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self.proc.pid, sig)
+                self.proc.wait(timeout=15)
+                break
+            except (subprocess.TimeoutExpired, ProcessLookupError):
+                continue
+        self.log.close()
