@@ -503,37 +503,20 @@ def train(kit: Kit, specs: list[str], data: str | None) -> None:
     shares = [2.0] + [1.0] * (len(specs) - 1)  # the first spec (the shipped denoiser's) gets twice the time
     for i, path in enumerate(specs):
         name = Path(path).stem
-        spec = TrainSpec.from_yaml(path)
         work = Path("/tmp/kit-train") / name
-        overrides: dict[str, Any] = {"checkpoint": {**spec.checkpoint.model_dump(), "uri": str(work)}}
+        overrides: dict[str, Any] = {"checkpoint.uri": str(work)}
         if data:
-            overrides["data"] = {**spec.data.model_dump(), "train": data}
+            overrides["data.train"] = data
         if kit.dry:  # tiny: the same code path in seconds
-            overrides["model"] = {
-                **spec.model.model_dump(),
-                "n_feat": 8,
-                "scale_unetfeats": 4,
-                "scale_orsnetfeats": 4,
-                "depth": 1,
-            }
-            overrides["optim"] = {
-                **spec.optim.model_dump(),
-                "steps": 2,
-                "batch_size": 2,
-                "patch": 32,
-                "progressive": (),
-                "warmup_steps": 1,
-            }
-            overrides["checkpoint"].update(every_steps=1, init=None)
-            overrides["data"] = {
-                **overrides.get("data", spec.data.model_dump()),
-                "val_fraction": 0.5,
-                "val_patch": 32,
-                "val_per_image": 1,
-                "max_side": 128,
-            }
-            overrides["resources"] = {**spec.resources.model_dump(), "loader_threads": 1}
-        spec = TrainSpec.model_validate({**spec.model_dump(), **overrides})
+            tiny = {"n_feat": 8, "scale_unetfeats": 4, "scale_orsnetfeats": 4, "depth": 1}
+            overrides.update({f"model.{k}": v for k, v in tiny.items()})
+            short = {"steps": 2, "batch_size": 2, "patch": 32, "progressive": (), "warmup_steps": 1}
+            overrides.update({f"optim.{k}": v for k, v in short.items()})
+            overrides.update({"checkpoint.every_steps": 1, "checkpoint.init": None})
+            small = {"val_fraction": 0.5, "val_patch": 32, "val_per_image": 1, "max_side": 128}
+            overrides.update({f"data.{k}": v for k, v in small.items()})
+            overrides["resources.loader_threads"] = 1
+        spec = TrainSpec.from_yaml(path, overrides)
         seconds = (kit.left() - 45) * shares[i] / sum(shares[i:])  # 45 s: loading data and the final saves
         if seconds < 40 and not kit.dry:
             kit.log(f"train {name}: skipped, {seconds:.0f} s is too little")

@@ -8,15 +8,11 @@ ray job submit --working-dir . -- python jobs/train.py --spec jobs/specs/train_d
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
+from pipeline.spec import SpecError
 from pipeline.train import fit
 from pipeline.train_spec import TrainSpec
-
-
-def absolute(uri: str) -> str:
-    return uri if "://" in uri else os.path.abspath(uri)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,17 +27,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--time-limit", type=float, help="with --local: stop and save after this many seconds")
     args = ap.parse_args(argv)
 
-    spec = TrainSpec.from_yaml(args.spec)
-    overrides = {}
-    if args.steps:
-        overrides["optim"] = {**spec.optim.model_dump(), "steps": args.steps}
-    # Local paths are made absolute here: Ray workers do not share the driver's working directory.
-    ckpt = {"uri": absolute(args.checkpoint or spec.checkpoint.uri)}
-    if args.every:
-        ckpt["every_steps"] = args.every
-    overrides["checkpoint"] = {**spec.checkpoint.model_dump(), **ckpt}
-    overrides["data"] = {**spec.data.model_dump(), "train": absolute(args.data or spec.data.train)}
-    spec = TrainSpec.model_validate({**spec.model_dump(), **overrides})
+    flags = {"optim.steps": args.steps, "checkpoint.uri": args.checkpoint, "data.train": args.data}
+    flags["checkpoint.every_steps"] = args.every
+    try:
+        spec = TrainSpec.from_yaml(args.spec, {k: v for k, v in flags.items() if v is not None})
+    except SpecError as err:
+        print(err, file=sys.stderr)
+        return 2
     if args.local:
         import torch
 

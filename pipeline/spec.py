@@ -1,4 +1,10 @@
-"""The restore job's spec: YAML validated into one frozen schema before any work starts.
+"""Job specs: YAML validated into frozen schemas before any work starts.
+
+The restore job's schema (:class:`RestoreSpec`) is here, with what every spec shares: the strict base
+model, the network's architecture section, and one loader (:func:`validate_spec`, :func:`read_yaml`) that
+applies dotted-key overrides, refuses credentials, makes local paths absolute (Ray workers run
+elsewhere) and reports every problem with the dotted key it concerns. The training job's schema
+(:mod:`pipeline.train_spec`) is built from the same parts.
 
 An unknown key or a bad value is an error that names it. Credentials never belong in a spec: they come
 from the environment, a profile or an instance role, and a spec that holds one is refused.
@@ -8,7 +14,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -21,31 +27,43 @@ from .storage import StorageOptions, split_protocol
 _SECRET_KEYS = re.compile(r"(secret|password|token|credential|access_key|session_key)", re.IGNORECASE)
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
 class SpecError(ValueError):
     """A job spec that cannot run; the message names the offending key."""
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
+    """A spec section: unknown keys are errors, and a validated spec cannot change."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ModelSpec(_Strict):
+class ArchSpec(StrictModel):
+    """The network: architecture and widths (``None``: the task preset's)."""
+
     arch: Literal["dgunet", "dgunet_plus"] = "dgunet"
-    weights: str | None = Field(None, description="checkpoint URI; None: the bundled default of the task")
-    n_feat: int | None = Field(None, ge=2, description="widths for `weights`; None: the task preset")
+    n_feat: int | None = Field(None, ge=2, description="channels at full resolution; None: the task preset")
     scale_unetfeats: int | None = Field(None, ge=2)
     scale_orsnetfeats: int | None = Field(None, ge=1)
-    depth: int = Field(5, ge=1)
+    depth: int = Field(5, ge=1, description="middle stages; the network has depth + 2")
 
 
-class InputSpec(_Strict):
+class ModelSpec(ArchSpec):
+    """The restore job's network: an architecture and the weights it loads."""
+
+    weights: str | None = Field(None, description="checkpoint URI; None: the bundled default of the task")
+
+
+class InputSpec(StrictModel):
     uri: str = Field(description="prefix (or single file) to restore: s3://bucket/prefix, gs://..., local path")
     manifest: str | None = Field(None, description="a text file of input URIs, one per line, instead of listing")
     reference: str | None = Field(None, description="prefix of clean references with the same relative names")
     max_pixels: int = Field(120_000_000, ge=1, description="larger images fail with a reason (bomb guard)")
 
 
-class OutputSpec(_Strict):
+class OutputSpec(StrictModel):
     uri: str = Field(description="images/, stats/, runs/ are written under this prefix")
     format: Literal["png", "webp", "jpeg", "tiff", "same"] = Field(
         "png",
@@ -106,7 +124,7 @@ GATE_DEFAULTS: dict[str, tuple[float | None, bool]] = {
 }
 
 
-class GateSpec(_Strict):
+class GateSpec(StrictModel):
     """Images that need no restoration pass through: their output holds the input's pixels unchanged and
     their stats say ``action: passed``."""
 
@@ -125,7 +143,7 @@ class GateSpec(_Strict):
         }
 
 
-class ResourcesSpec(_Strict):
+class ResourcesSpec(StrictModel):
     gpus_per_actor: float = Field(0, ge=0, description="0: CPU actors; fractions share a GPU")
     cpus_per_actor: float = Field(1, gt=0, description="also the actor's torch thread count")
     memory_per_actor_gb: float = Field(2.0, ge=0.25, description="memory Ray reserves for each model actor")
@@ -144,7 +162,7 @@ class ResourcesSpec(_Strict):
         return self
 
 
-class InferenceSpec(_Strict):
+class InferenceSpec(StrictModel):
     """How the model runs. A field left out (null) takes the weights' recommendation where they make
     one (the bundled denoiser recommends tiles of its training scale), else the library default."""
 
@@ -165,7 +183,7 @@ class InferenceSpec(_Strict):
         return self
 
 
-class StorageSpec(_Strict):
+class StorageSpec(StrictModel):
     endpoint_url: str | None = None
     region: str | None = None
     anon: bool = False
@@ -184,7 +202,7 @@ class StorageSpec(_Strict):
         )
 
 
-class RestoreSpec(_Strict):
+class RestoreSpec(StrictModel):
     task: Literal["denoise", "deblur", "derain"] = "denoise"
     model: ModelSpec = ModelSpec()
     input: InputSpec
@@ -226,29 +244,34 @@ def _find_secrets(obj: Any, path: str = "") -> list[str]:
 _PATH_KEYS = (("input", "uri"), ("input", "manifest"), ("input", "reference"), ("output", "uri"), ("model", "weights"))
 
 
-def _absolute_local_paths(data: dict[str, Any]) -> dict[str, Any]:
+def _absolute_local_paths(data: dict[str, Any], keys: tuple[tuple[str, str], ...]) -> dict[str, Any]:
     """Local paths made absolute against the driver's working directory: Ray workers run elsewhere."""
     import os
 
     out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
-    for section, key in _PATH_KEYS:
+    for section, key in keys:
         value = out.get(section, {}).get(key) if isinstance(out.get(section), dict) else None
         if isinstance(value, str) and value and "://" not in value:
             out[section][key] = os.path.abspath(os.path.expanduser(value))
     return out
 
 
-def parse_spec(data: dict[str, Any], *, source: str = "spec") -> RestoreSpec:
-    """Validate a spec dict; every problem is reported with the dotted key it concerns."""
+def validate_spec(
+    schema: type[M], data: dict[str, Any], *, source: str = "spec", path_keys: tuple[tuple[str, str], ...] = ()
+) -> M:
+    """Validate a spec dict into ``schema``; every problem is reported with the dotted key it concerns.
+
+    ``path_keys``: the ``(section, key)`` pairs that hold local paths, made absolute here.
+    """
     secrets = _find_secrets(data)
     if secrets:
         raise SpecError(
             f"{source}: refusing credentials in a job spec ({', '.join(secrets)}). Use the environment "
             "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY), a profile (AWS_PROFILE) or an instance role."
         )
-    data = _absolute_local_paths(data)
+    data = _absolute_local_paths(data, path_keys)
     try:
-        return RestoreSpec.model_validate(data)
+        return schema.model_validate(data)
     except ValidationError as err:
         lines = []
         for e in err.errors():
@@ -258,8 +281,8 @@ def parse_spec(data: dict[str, Any], *, source: str = "spec") -> RestoreSpec:
         raise SpecError(f"{source} is not a valid job spec:\n" + "\n".join(lines)) from None
 
 
-def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> RestoreSpec:
-    """Read a YAML spec, apply ``overrides`` (dotted keys, e.g. ``{"input.uri": "s3://b/p"}``), validate."""
+def read_yaml(path: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A YAML spec as a dict, with ``overrides`` (dotted keys, e.g. ``{"input.uri": "s3://b/p"}``) applied."""
     data = yaml.safe_load(Path(path).read_text()) or {}
     if not isinstance(data, dict):
         raise SpecError(f"{path}: expected a mapping at the top level, but got {type(data).__name__} instead.")
@@ -269,4 +292,14 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> Rest
         for p in parents:
             node = node.setdefault(p, {})
         node[leaf] = value
-    return parse_spec(data, source=str(path))
+    return data
+
+
+def parse_spec(data: dict[str, Any], *, source: str = "spec") -> RestoreSpec:
+    """Validate a restore spec dict (see :func:`validate_spec`)."""
+    return validate_spec(RestoreSpec, data, source=source, path_keys=_PATH_KEYS)
+
+
+def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> RestoreSpec:
+    """Read a YAML restore spec, apply ``overrides`` (dotted keys), validate."""
+    return parse_spec(read_yaml(path, overrides), source=str(path))

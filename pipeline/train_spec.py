@@ -1,29 +1,24 @@
-"""The training job's spec: YAML validated into frozen pydantic models (unknown keys are errors)."""
+"""The training job's spec, built from the restore spec's parts (:mod:`pipeline.spec`).
+
+The same strict sections, architecture section and loader: dotted-key overrides, credentials refused,
+local paths made absolute, every problem named by its dotted key.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from dgunet.degrade import Degradation
 
+from .spec import ArchSpec, StrictModel, read_yaml, validate_spec
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ModelSpec(_Strict):
-    arch: Literal["dgunet", "dgunet_plus"] = "dgunet"
-    n_feat: int | None = Field(None, ge=2, description="None: the task preset's width")
-    scale_unetfeats: int | None = Field(None, ge=2)
-    scale_orsnetfeats: int | None = Field(None, ge=1)
-    depth: int = Field(5, ge=1, description="middle stages; the network has depth + 2")
+_PATH_KEYS = (("data", "train"), ("checkpoint", "uri"), ("checkpoint", "init"))
 
 
-class DataSpec(_Strict):
+class DataSpec(StrictModel):
     train: str = Field(description="prefix of clean images (or of input/ and target/ when paired)")
     paired: bool = False
     val_fraction: float = Field(0.1, ge=0, lt=1, description="fraction of sources held out for validation")
@@ -36,7 +31,7 @@ class DataSpec(_Strict):
     )
 
 
-class OptimSpec(_Strict):
+class OptimSpec(StrictModel):
     steps: int = Field(10000, ge=1)
     batch_size: int = Field(8, ge=1, description="per worker")
     patch: int = Field(64, ge=16)
@@ -62,29 +57,30 @@ class OptimSpec(_Strict):
         return patch, batch
 
 
-class CheckpointSpec(_Strict):
+class CheckpointSpec(StrictModel):
     uri: str = Field(description="folder (any fsspec URL) for last.pth and history.jsonl")
     every_steps: int = Field(250, ge=1, description="validate, log and save every this many steps")
     init: str | None = Field(None, description="weights to start from when there is no last.pth to resume")
 
 
-class ResourcesSpec(_Strict):
+class TrainResources(StrictModel):
     workers: int = Field(1, ge=1)
     use_gpu: bool = False
     cpus_per_worker: float = Field(2, gt=0)
     loader_threads: int = Field(0, ge=0, description="threads drawing batches ahead of the model (0: none)")
 
 
-class TrainSpec(_Strict):
+class TrainSpec(StrictModel):
     task: Literal["denoise", "deblur", "derain"] = "denoise"
-    model: ModelSpec = ModelSpec()
+    model: ArchSpec = ArchSpec()
     data: DataSpec
     degradation: Degradation = Degradation()
     optim: OptimSpec = OptimSpec()
     checkpoint: CheckpointSpec
-    resources: ResourcesSpec = ResourcesSpec()
+    resources: TrainResources = TrainResources()
     seed: int = 0
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> TrainSpec:
-        return cls.model_validate(yaml.safe_load(Path(path).read_text()) or {})
+    def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> TrainSpec:
+        """Read a YAML training spec, apply ``overrides`` (dotted keys, e.g. ``{"optim.steps": 10}``), validate."""
+        return validate_spec(cls, read_yaml(path, overrides), source=str(path), path_keys=_PATH_KEYS)

@@ -27,6 +27,41 @@ def test_shipped_training_specs_validate():
             assert TrainSpec.from_yaml(path).optim.steps > 0
 
 
+def _train_yaml(tmp_path, **extra) -> Path:
+    spec = {"data": {"train": "photos/train"}, "checkpoint": {"uri": "ckpt"}, **extra}
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_training_spec_shares_the_loader_overrides_paths_and_named_errors(tmp_path, monkeypatch):
+    from pipeline.train_spec import TrainSpec
+
+    monkeypatch.chdir(tmp_path)
+    spec = TrainSpec.from_yaml(_train_yaml(tmp_path), {"optim.steps": 7, "degradation.rain_length": (5, 9)})
+    assert spec.optim.steps == 7 and spec.degradation.rain_length == (5, 9)
+    # Local paths are absolute (Ray Train's workers run elsewhere); URLs are left alone.
+    assert spec.data.train == str(tmp_path / "photos" / "train") and spec.checkpoint.uri == str(tmp_path / "ckpt")
+    assert TrainSpec.from_yaml(_train_yaml(tmp_path), {"checkpoint.uri": "s3://b/ckpt"}).checkpoint.uri == "s3://b/ckpt"
+    with pytest.raises(SpecError, match=r"optim\.stpes: unknown key"):
+        TrainSpec.from_yaml(_train_yaml(tmp_path), {"optim.stpes": 7})
+    with pytest.raises(SpecError, match=r"model\.n_feat: Input should be greater than or equal to 2"):
+        TrainSpec.from_yaml(_train_yaml(tmp_path), {"model.n_feat": 1})
+    with pytest.raises(SpecError, match=r"refusing credentials in a job spec \(storage\.secret_key\)"):
+        TrainSpec.from_yaml(_train_yaml(tmp_path, storage={"secret_key": "x"}))
+
+
+def test_train_job_exits_2_on_a_bad_spec(tmp_path, capsys):
+    import importlib.util
+
+    path = Path(__file__).parents[2] / "jobs" / "train.py"
+    module = importlib.util.spec_from_file_location("train_job", path)
+    job = importlib.util.module_from_spec(module)
+    module.loader.exec_module(job)
+    assert job.main(["--spec", str(_train_yaml(tmp_path, optim={"lr": -1}))]) == 2
+    assert "optim.lr: Input should be greater than 0" in capsys.readouterr().err
+
+
 def test_unknown_key_is_named():
     with pytest.raises(SpecError, match=r"resources\.gpu_per_actor: unknown key"):
         parse_spec({**BASE, "resources": {"gpu_per_actor": 1}})
