@@ -40,9 +40,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dgunet.inference import PRECISIONS  # noqa: E402 (after the path to this checkout)
+from dgunet.registry import TASKS  # noqa: E402
+
 KIT = Path(".kit")
 MAX_RETURNED = 15 * 2**20  # a file the device tool brings back is at most 16 MiB
-TRAIN_SPECS = tuple(f"jobs/specs/train_{task}_gpu.yaml" for task in ("denoise", "deblur", "derain"))
+TRAIN_SPECS = tuple(f"jobs/specs/train_{task}_gpu.yaml" for task in TASKS)
 # Dense peak TFLOP/s by card and dtype (vendor figures, without sparsity); float32 runs on TF32 tensor
 # cores when torch allows it, so both are given.
 PEAKS = {
@@ -150,7 +153,7 @@ def check(kit: Kit) -> None:
         opts = dataclasses.replace(base, max_pixels=tile * tile, tile=tile, overlap=16) if name == "tiled" else base
         ref = restore(model_cpu, img, options=opts).astype(np.float64)
         scale = 65535.0 if img.dtype == np.uint16 else 255.0
-        for precision in ("float32", "bfloat16", "float16"):
+        for precision in PRECISIONS:
             out = restore(model, img, options=dataclasses.replace(opts, precision=precision))
             err = float(np.abs(out.astype(np.float64) - ref).max() / scale)
             res[f"{name}/{precision}/max_err"] = err
@@ -329,7 +332,7 @@ def measure(kit: Kit) -> None:
         model = make().eval().to(dev, memory_format=torch.channels_last)
         flops_per_px = forward_flops(model, 64, 64, dev) / (64 * 64)
         for size, (h, w, batches) in sizes.items():
-            for precision in ("float32", "bfloat16", "float16"):
+            for precision in PRECISIONS:
                 for b in batches:
                     if time.monotonic() > stop_at:
                         kit.log(f"measure: budget spent, skipping {mname} {size} {precision} b{b}")

@@ -14,11 +14,15 @@ its own weights. Both return the 7 (for ``depth=5``) stage images final first, a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 from torch import nn
 
 from .blocks import SAM, Decoder, Encoder, ResBlock, conv, mergeblock, shallow_features
+
+Arch = Literal["dgunet", "dgunet_plus"]
+ARCHS: tuple[str, ...] = get_args(Arch)
 
 
 @dataclass(frozen=True)
@@ -35,8 +39,8 @@ class DGUNetConfig:
     bias: bool = False  # bias of the plain convolutions (not of the U-Net's own)
 
     def __post_init__(self) -> None:
-        if self.arch not in ("dgunet", "dgunet_plus"):
-            raise ValueError(f"Expected arch 'dgunet' or 'dgunet_plus', but got {self.arch!r} instead.")
+        if self.arch not in ARCHS:
+            raise ValueError(f"Expected arch in {ARCHS}, but got {self.arch!r} instead.")
         for name in ("n_feat", "scale_unetfeats", "scale_orsnetfeats", "depth", "reduction"):
             if getattr(self, name) < 1:
                 raise ValueError(f"Expected {name} >= 1, but got {getattr(self, name)} instead.")

@@ -12,14 +12,14 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import Any, Literal, get_args
 
 from torch import nn
 
-from .model import DGUNet, DGUNetConfig, DGUNetPlus
+from .model import ARCHS, DGUNet, DGUNetConfig, DGUNetPlus
 
-ARCHS = ("dgunet", "dgunet_plus")
-TASKS = ("denoise", "deblur", "derain")
+Task = Literal["denoise", "deblur", "derain"]
+TASKS: tuple[str, ...] = get_args(Task)
 
 # Widths (n_feat, scale_unetfeats, scale_orsnetfeats) of the official release, per task folder.
 PRESETS: dict[tuple[str, str], tuple[int, int, int]] = {

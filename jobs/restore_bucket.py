@@ -22,11 +22,11 @@ import signal
 import sys
 from pathlib import Path
 
-from pipeline.spec import SpecError, load_spec
+from pipeline.spec import SpecError, add_spec_flags, flag_overrides, load_spec
 
 DEMO_SPEC = Path(__file__).parent / "specs" / "demo.yaml"
 
-# flag -> dotted spec key
+# flag -> dotted spec key; each flag's type, choices and help come from the spec's schema
 FLAGS = {
     "input": "input.uri",
     "output": "output.uri",
@@ -53,29 +53,7 @@ FLAGS = {
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--spec", type=Path, default=DEMO_SPEC, help="job spec YAML (default: the demo)")
-    ap.add_argument("--input", help="prefix or file to restore: s3://..., gs://..., file://..., a local path")
-    ap.add_argument("--output", help="output prefix (images/, stats/, runs/ go under it)")
-    ap.add_argument("--manifest", help="text file listing input URIs, instead of listing --input")
-    ap.add_argument("--reference", help="prefix of clean references, for PSNR/SSIM")
-    ap.add_argument("--task", choices=("denoise", "deblur", "derain"))
-    ap.add_argument("--arch", choices=("dgunet", "dgunet_plus"))
-    ap.add_argument("--weights", help="checkpoint URI (default: the bundled model of the task)")
-    ap.add_argument("--endpoint-url", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL)")
-    ap.add_argument("--gpus-per-actor", type=float)
-    ap.add_argument("--cpus-per-actor", type=float)
-    ap.add_argument("--min-actors", type=int)
-    ap.add_argument("--max-actors", type=int)
-    ap.add_argument("--batch-size", type=int)
-    ap.add_argument("--tile", type=int)
-    ap.add_argument("--precision", choices=("float32", "bfloat16", "float16"))
-    ap.add_argument("--ensemble", action="store_true", default=None, help="8-way self-ensemble (x8 compute)")
-    ap.add_argument("--allow-failed-fraction", type=float)
-    ap.add_argument(
-        "--format",
-        choices=("png", "webp", "jpeg", "tiff", "same"),
-        help="output format (default png); same: the input's. 16-bit goes only to png/tiff, alpha never to jpeg",
-    )
-    ap.add_argument("--quality", type=int, help="jpeg (default 92) or webp (default lossless) quality, 1-100")
+    add_spec_flags(ap, FLAGS)
     ap.add_argument("--address", help="Ray address (default: RAY_ADDRESS, else start a local Ray)")
     ap.add_argument("--run-id", help="name of this run (default: UTC time and a random suffix)")
     return ap.parse_args(argv)
@@ -83,9 +61,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    overrides = {key: getattr(args, flag) for flag, key in FLAGS.items() if getattr(args, flag) is not None}
     try:
-        spec = load_spec(args.spec, overrides)
+        spec = load_spec(args.spec, flag_overrides(args, FLAGS))
     except SpecError as err:
         print(err, file=sys.stderr)
         return 2

@@ -12,14 +12,18 @@ from the environment, a profile or an instance role, and a spec that holds one i
 
 from __future__ import annotations
 
+import argparse
 import re
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from types import UnionType
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from dgunet.inference import InferenceOptions
+from dgunet.inference import InferenceOptions, Precision
+from dgunet.model import Arch
+from dgunet.registry import Task
 
 from .encode import EncodeOptions
 from .storage import StorageOptions, split_protocol
@@ -43,7 +47,7 @@ class StrictModel(BaseModel):
 class ArchSpec(StrictModel):
     """The network: architecture and widths (``None``: the task preset's)."""
 
-    arch: Literal["dgunet", "dgunet_plus"] = "dgunet"
+    arch: Arch = Field("dgunet", description="dgunet (middle stages share weights) or dgunet_plus")
     n_feat: int | None = Field(None, ge=2, description="channels at full resolution; None: the task preset")
     scale_unetfeats: int | None = Field(None, ge=2)
     scale_orsnetfeats: int | None = Field(None, ge=1)
@@ -147,8 +151,8 @@ class ResourcesSpec(StrictModel):
     gpus_per_actor: float = Field(0, ge=0, description="0: CPU actors; fractions share a GPU")
     cpus_per_actor: float = Field(1, gt=0, description="also the actor's torch thread count")
     memory_per_actor_gb: float = Field(2.0, ge=0.25, description="memory Ray reserves for each model actor")
-    min_actors: int = Field(1, ge=1)
-    max_actors: int = Field(1, ge=1)
+    min_actors: int = Field(1, ge=1, description="model actors kept running")
+    max_actors: int = Field(1, ge=1, description="model actors the pool may grow to")
     batch_size: int = Field(4, ge=1, description="images per model call; equal sizes run as one batch")
     read_threads: int = Field(8, ge=1, description="concurrent object reads within one read task")
     max_task_retries: int = Field(
@@ -169,8 +173,8 @@ class InferenceSpec(StrictModel):
     tile: int | None = Field(None, ge=16, description="tile side, a multiple of 8 (default 512)")
     overlap: int | None = Field(None, ge=0, description="pixels shared by neighbouring tiles (default 64)")
     max_pixels: int | None = Field(None, ge=256, description="whole-image inference up to this, tiles above")
-    precision: Literal["float32", "bfloat16", "float16"] | None = None
-    ensemble: bool | None = None
+    precision: Precision | None = Field(None, description="autocast dtype (default float32)")
+    ensemble: bool | None = Field(None, description="average the 8 flips/rotations (x8 compute)")
     channels_last: bool | None = None
 
     def overrides(self) -> dict[str, Any]:
@@ -184,7 +188,7 @@ class InferenceSpec(StrictModel):
 
 
 class StorageSpec(StrictModel):
-    endpoint_url: str | None = None
+    endpoint_url: str | None = Field(None, description="S3-compatible endpoint (default: AWS_ENDPOINT_URL)")
     region: str | None = None
     anon: bool = False
     connect_timeout: float = Field(10.0, gt=0, description="seconds to open a connection before retrying")
@@ -203,7 +207,7 @@ class StorageSpec(StrictModel):
 
 
 class RestoreSpec(StrictModel):
-    task: Literal["denoise", "deblur", "derain"] = "denoise"
+    task: Task = Field("denoise", description="what to restore; picks the bundled weights")
     model: ModelSpec = ModelSpec()
     input: InputSpec
     output: OutputSpec
@@ -279,6 +283,49 @@ def validate_spec(
             msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
             lines.append(f"  {key}: {msg}")
         raise SpecError(f"{source} is not a valid job spec:\n" + "\n".join(lines)) from None
+
+
+def spec_field(dotted: str, schema: type[BaseModel] | None = None) -> Any:
+    """The pydantic field of a dotted key, e.g. ``spec_field("resources.batch_size")``."""
+    model: Any = schema or RestoreSpec
+    *sections, leaf = dotted.split(".")
+    for name in sections:
+        model = model.model_fields[name].annotation
+    return model.model_fields[leaf]
+
+
+def _flag_kind(annotation: Any) -> tuple[type, tuple[Any, ...] | None]:
+    """``(type, choices)`` of a flag for a field of type ``annotation`` (``X | None`` is ``X``)."""
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if get_origin(annotation) in (Union, UnionType) and len(args) == 1:
+        annotation = args[0]
+    if get_origin(annotation) is Literal:
+        choices = get_args(annotation)
+        return type(choices[0]), choices
+    return annotation, None
+
+
+def add_spec_flags(
+    parser: argparse.ArgumentParser, flags: dict[str, str], schema: type[BaseModel] | None = None
+) -> None:
+    """A ``--flag`` for each ``flag: dotted key`` of ``flags``, typed, limited and described by its field.
+
+    Parsed values are ``None`` where a flag is not given; :func:`flag_overrides` turns the rest into
+    overrides for :func:`load_spec`.
+    """
+    for flag, dotted in flags.items():
+        field = spec_field(dotted, schema)
+        kind, choices = _flag_kind(field.annotation)
+        name, help = "--" + flag.replace("_", "-"), f"{field.description or ''} (spec: {dotted})".lstrip()
+        if kind is bool:
+            parser.add_argument(name, dest=flag, action="store_true", default=None, help=help)
+        else:
+            parser.add_argument(name, dest=flag, type=kind, choices=choices, help=help)
+
+
+def flag_overrides(args: argparse.Namespace, flags: dict[str, str]) -> dict[str, Any]:
+    """The dotted-key overrides of the flags given on the command line."""
+    return {dotted: getattr(args, flag) for flag, dotted in flags.items() if getattr(args, flag) is not None}
 
 
 def read_yaml(path: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from dgunet.degrade import Degradation
+from dgunet.registry import Task
 
 from .spec import ArchSpec, StrictModel, read_yaml, validate_spec
 
@@ -71,7 +72,7 @@ class TrainResources(StrictModel):
 
 
 class TrainSpec(StrictModel):
-    task: Literal["denoise", "deblur", "derain"] = "denoise"
+    task: Task = "denoise"
     model: ArchSpec = ArchSpec()
     data: DataSpec
     degradation: Degradation = Degradation()

@@ -124,11 +124,31 @@ def test_output_format_settings_that_cannot_apply_are_refused(output, key):
 
 def test_format_flags_override_the_spec(capsys):
     from jobs.restore_bucket import DEMO_SPEC, FLAGS, main, parse_args
+    from pipeline.spec import flag_overrides
 
     args = parse_args(["--format", "webp", "--quality", "85"])
-    overrides = {key: getattr(args, flag) for flag, key in FLAGS.items() if getattr(args, flag) is not None}
+    overrides = flag_overrides(args, FLAGS)
     spec = load_spec(DEMO_SPEC, overrides)
     assert (spec.output.format, spec.output.quality) == ("webp", 85)
     assert spec.output.encode_options().quality == 85
     assert main(["--format", "png", "--quality", "80"]) == 2  # refused before Ray starts
     assert "output.quality" in capsys.readouterr().err
+
+
+def test_flags_take_their_type_choices_and_help_from_the_spec_schema(capsys):
+    from jobs.restore_bucket import FLAGS, parse_args
+    from pipeline.spec import flag_overrides
+
+    args = parse_args(["--batch-size", "3", "--ensemble", "--precision", "bfloat16", "--gpus-per-actor", "0.5"])
+    assert flag_overrides(args, FLAGS) == {
+        "resources.batch_size": 3,
+        "inference.ensemble": True,
+        "inference.precision": "bfloat16",
+        "resources.gpus_per_actor": 0.5,
+    }
+    with pytest.raises(SystemExit):
+        parse_args(["--task", "sharpen"])  # the schema's Literal is the flag's choices
+    assert "invalid choice: 'sharpen'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    assert "model actors the pool may grow to (spec: resources.max_actors)" in " ".join(capsys.readouterr().out.split())
