@@ -21,7 +21,7 @@ import numpy as np
 
 from .metadata import Metadata, read_metadata
 from .quality import noise_level
-from .rows import fail
+from .rows import OK, Col, fail
 
 _TO_RGB_MODES = {"CMYK", "YCbCr", "LAB", "HSV", "RGBX"}
 
@@ -175,17 +175,17 @@ def decode_batch(batch: dict[str, np.ndarray], *, max_pixels: int) -> dict[str, 
     Rows that already failed (e.g. unreadable objects) pass through; a file that does not decode fails
     its own row only.
     """
-    n = len(batch["input_uri"])
+    n = len(batch[Col.INPUT_URI])
     pixels, shapes, dtypes, modes = [b""] * n, np.zeros((n, 3), np.int64), [""] * n, [""] * n
     metadata = [""] * n
-    status, error = list(batch["status"]), list(batch["error"])
+    status, error = list(batch[Col.STATUS]), list(batch[Col.ERROR])
     seconds, noise, lossy = np.zeros(n), np.full(n, np.nan), np.zeros(n, bool)
     for i in range(n):
-        if status[i] != "ok":
+        if status[i] != OK:
             continue
         t0 = time.perf_counter()
         try:
-            d = decode_image(batch["data"][i], max_pixels=max_pixels)
+            d = decode_image(batch[Col.DATA][i], max_pixels=max_pixels)
         except DecodeError as exc:
             status[i], error[i] = fail(f"decode: {exc}")
             continue
@@ -194,7 +194,7 @@ def decode_batch(batch: dict[str, np.ndarray], *, max_pixels: int) -> dict[str, 
         # The decoder converts 8-bit colour with an ICC profile to sRGB; 16-bit and gray pixels stay in theirs.
         converted = d.pixels.dtype == np.uint8 and d.pixels.shape[2] >= 3
         try:
-            meta = read_metadata(batch["data"][i], converted=converted)
+            meta = read_metadata(batch[Col.DATA][i], converted=converted)
         except Exception as exc:  # metadata never fails an image; the stats say what was lost
             meta = Metadata(problems=(f"metadata: unreadable ({type(exc).__name__}: {exc})"[:200],))
         metadata[i] = meta.to_json()
@@ -204,17 +204,19 @@ def decode_batch(batch: dict[str, np.ndarray], *, max_pixels: int) -> dict[str, 
             level = None
         noise[i] = np.nan if level is None else level
         seconds[i] = time.perf_counter() - t0
-    out = {k: v for k, v in batch.items() if k != "data"}
+    out = {k: v for k, v in batch.items() if k != Col.DATA}
     out.update(
-        pixels=np.array(pixels, dtype=object),
-        shape=shapes,
-        dtype=np.array(dtypes, dtype=object),
-        mode=np.array(modes, dtype=object),
-        status=np.array(status, dtype=object),
-        error=np.array(error, dtype=object),
-        decode_seconds=seconds,
-        lossy=lossy,
-        noise_before=noise,
-        metadata=np.array(metadata, dtype=object),
+        {
+            Col.PIXELS: np.array(pixels, dtype=object),
+            Col.SHAPE: shapes,
+            Col.DTYPE: np.array(dtypes, dtype=object),
+            Col.MODE: np.array(modes, dtype=object),
+            Col.STATUS: np.array(status, dtype=object),
+            Col.ERROR: np.array(error, dtype=object),
+            Col.DECODE_SECONDS: seconds,
+            Col.LOSSY: lossy,
+            Col.NOISE_BEFORE: noise,
+            Col.METADATA: np.array(metadata, dtype=object),
+        }
     )
     return out

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .rows import OK, PASSED, RESTORED, fail, model_id, pixels_of
+from .rows import OK, PASSED, RESTORED, Col, fail, model_id, pixels_of
 
 log = logging.getLogger(__name__)
 
@@ -170,23 +170,23 @@ class RestoreModel:
         return [from_model_output(y[i], layout, img) for i, ((_, layout), img) in enumerate(zip(inputs, images))]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        n = len(batch["input_uri"])
-        status, error = list(batch["status"]), list(batch["error"])
+        n = len(batch[Col.INPUT_URI])
+        status, error = list(batch[Col.STATUS]), list(batch[Col.ERROR])
         restored, seconds, action = [b""] * n, np.zeros(n), [""] * n
         groups: dict[tuple, list[int]] = {}
         for i in range(n):
             if status[i] == OK and self._passes(batch, i):
-                restored[i], action[i] = batch["pixels"][i], PASSED
+                restored[i], action[i] = batch[Col.PIXELS][i], PASSED
             elif status[i] == OK:
                 action[i] = RESTORED
-                h, w, _ = batch["shape"][i]
+                h, w, _ = batch[Col.SHAPE][i]
                 whole = h * w <= self.options.max_pixels
                 # Equal sizes run as one tensor batch (every layout becomes RGB float); tiled images alone.
                 key = (int(h), int(w)) if whole else ("tiled", i)
                 groups.setdefault(key, []).append(i)
         for idx in groups.values():
-            images = [pixels_of(batch["pixels"][i], batch["shape"][i], batch["dtype"][i]) for i in idx]
-            uris = [str(batch["input_uri"][i]) for i in idx]
+            images = [pixels_of(batch[Col.PIXELS][i], batch[Col.SHAPE][i], batch[Col.DTYPE][i]) for i in idx]
+            uris = [str(batch[Col.INPUT_URI][i]) for i in idx]
             t0 = time.perf_counter()
             failure = None
             try:
@@ -209,19 +209,21 @@ class RestoreModel:
                     restored[i], seconds[i] = out.tobytes(), per_image
         out = dict(batch)
         out.update(
-            restored=np.array(restored, dtype=object),
-            action=np.array(action, dtype=object),
-            status=np.array(status, dtype=object),
-            error=np.array(error, dtype=object),
-            seconds=seconds,
+            {
+                Col.RESTORED: np.array(restored, dtype=object),
+                Col.ACTION: np.array(action, dtype=object),
+                Col.STATUS: np.array(status, dtype=object),
+                Col.ERROR: np.array(error, dtype=object),
+                Col.SECONDS: seconds,
+            }
         )
         return out
 
     def _passes(self, batch: dict[str, np.ndarray], i: int) -> bool:
-        if self.pass_below is None or "noise_before" not in batch:
+        if self.pass_below is None or Col.NOISE_BEFORE not in batch:
             return False
-        noise = float(batch["noise_before"][i])
-        if self.restore_lossy and bool(batch["lossy"][i]):
+        noise = float(batch[Col.NOISE_BEFORE][i])
+        if self.restore_lossy and bool(batch[Col.LOSSY][i]):
             return False
         return bool(np.isfinite(noise) and noise < self.pass_below)
 

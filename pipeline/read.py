@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .rows import OK, fail
+from .rows import OK, Col, fail
 from .stop_gate import stopped
 from .storage import StorageOptions, content_version, filesystem, split_protocol
 
@@ -26,15 +26,15 @@ def read_batch(
     ``stop``: the run's :class:`~pipeline.stop_gate.StopFlag`; once it is raised, rows are dropped
     unread (the run is stopping, and the next run plans them again).
     """
-    uris = list(batch["input_uri"])
+    uris = list(batch[Col.INPUT_URI])
     if uris and stopped(stop):
         batch, uris = {k: v[:0] for k, v in batch.items()}, []
     if not uris:
         return {
             **batch,
-            "data": np.array([], dtype=object),
-            "status": np.array([], dtype=object),
-            "error": np.array([], dtype=object),
+            Col.DATA: np.array([], dtype=object),
+            Col.STATUS: np.array([], dtype=object),
+            Col.ERROR: np.array([], dtype=object),
         }
     fs, _ = filesystem(uris[0], storage)  # one listing holds one protocol
 
@@ -47,12 +47,12 @@ def read_batch(
     with ThreadPoolExecutor(max_workers=max(1, min(threads, len(uris)))) as pool:
         results = list(pool.map(read, uris))
     out = dict(batch)
-    out["data"] = np.array([r[0] for r in results], dtype=object)
-    out["status"] = np.array([r[1] for r in results], dtype=object)
-    out["error"] = np.array([r[2] for r in results], dtype=object)
-    if "version" in batch:
-        out["version"] = np.array(
-            [v or (content_version(r[0]) if r[1] == OK else "") for v, r in zip(batch["version"], results)],
+    out[Col.DATA] = np.array([r[0] for r in results], dtype=object)
+    out[Col.STATUS] = np.array([r[1] for r in results], dtype=object)
+    out[Col.ERROR] = np.array([r[2] for r in results], dtype=object)
+    if Col.VERSION in batch:
+        out[Col.VERSION] = np.array(
+            [v or (content_version(r[0]) if r[1] == OK else "") for v, r in zip(batch[Col.VERSION], results)],
             dtype=object,
         )
     return out

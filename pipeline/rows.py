@@ -9,6 +9,30 @@ OK, FAILED = "ok", "failed"
 RESTORED, PASSED = "restored", "passed"  # the action column: through the model, or passed through
 STOPPED = "stopped"  # a row the model stage did not start because the run is stopping; it is never a stats row
 
+
+class Col:
+    """The columns of the batches that flow between the stages, each added by one stage.
+
+    planned (:mod:`pipeline.plan`, one row per input to restore): ``INPUT_URI``, ``OUTPUT_URI``, ``SIZE``
+    (bytes as listed), ``VERSION`` (the store's version identity, "" where it gives none),
+    ``REFERENCE_URI`` (a clean reference or "");
+    read (:func:`pipeline.read.read_batch`): ``DATA`` (the file's bytes), ``STATUS`` and ``ERROR`` (a row that
+    failed carries its reason to the stats; every later stage passes it through), and ``VERSION`` filled
+    with the content's sha256 where the store gave none;
+    decode (:func:`pipeline.decode.decode_batch`, drops ``DATA``): ``PIXELS`` (raw bytes), ``SHAPE`` (H, W, C),
+    ``DTYPE``, ``MODE`` (the file's), ``LOSSY``, ``NOISE_BEFORE``, ``METADATA`` (JSON), ``DECODE_SECONDS``;
+    model (:class:`pipeline.model_stage.RestoreModel`): ``RESTORED`` (raw bytes, as ``PIXELS``), ``ACTION``
+    (``RESTORED`` or ``PASSED``), ``SECONDS``;
+    write (:func:`pipeline.write.write_batch`): the stats row, :data:`STATS_SCHEMA`, and nothing else.
+    """
+
+    INPUT_URI, OUTPUT_URI, SIZE, VERSION, REFERENCE_URI = "input_uri", "output_uri", "size", "version", "reference_uri"
+    DATA, STATUS, ERROR = "data", "status", "error"
+    PIXELS, SHAPE, DTYPE, MODE, LOSSY = "pixels", "shape", "dtype", "mode", "lossy"
+    NOISE_BEFORE, METADATA, DECODE_SECONDS = "noise_before", "metadata", "decode_seconds"
+    RESTORED, ACTION, SECONDS = "restored", "action", "seconds"
+
+
 # One Parquet row per input and run.
 STATS_SCHEMA = pa.schema(
     [

@@ -16,7 +16,7 @@ from .decode import DecodeError, decode_image
 from .encode import FORMAT_OF_EXTENSION, EncodeOptions, Tags, check_fits, encode_image
 from .faults import STALL_SECONDS, fires
 from .metadata import Metadata, provenance, tags_for
-from .rows import OK, PASSED, QUALITY_COLUMNS, STATS_SCHEMA, fail, pixels_of
+from .rows import OK, PASSED, QUALITY_COLUMNS, STATS_SCHEMA, Col, fail, pixels_of
 from .stop_gate import record_written
 from .storage import StorageOptions, read_bytes, write_bytes_atomic
 
@@ -46,24 +46,24 @@ def write_batch(
     ``stop``: the run's :class:`~pipeline.stop_gate.StopFlag`, which holds the row of each image written
     until the driver has it, in case a stopping driver cannot wait for the pipeline to deliver it.
     """
-    n = len(batch["input_uri"])
+    n = len(batch[Col.INPUT_URI])
     rows: dict[str, list] = {name: [None] * n for name in STATS_SCHEMA.names}
     now = datetime.now(timezone.utc).replace(tzinfo=None)  # naive UTC: the stats schema says tz=UTC
     for i in range(n):
-        status, error = batch["status"][i], batch["error"][i]
-        h, w, c = (int(s) for s in batch["shape"][i])
-        dtype = batch["dtype"][i]
+        status, error = batch[Col.STATUS][i], batch[Col.ERROR][i]
+        h, w, c = (int(s) for s in batch[Col.SHAPE][i])
+        dtype = batch[Col.DTYPE][i]
         row = {
             "run_id": run_id,
-            "input_uri": batch["input_uri"][i],
-            "output_uri": batch["output_uri"][i],
+            "input_uri": batch[Col.INPUT_URI][i],
+            "output_uri": batch[Col.OUTPUT_URI][i],
             "model": model,
-            "input_bytes": int(batch["size"][i]),
-            "input_version": batch["version"][i] or None,
-            "mode": batch["mode"][i] or None,
-            "decode_seconds": float(batch["decode_seconds"][i]),
-            "seconds": float(batch["seconds"][i]),
-            "action": batch["action"][i] or None,
+            "input_bytes": int(batch[Col.SIZE][i]),
+            "input_version": batch[Col.VERSION][i] or None,
+            "mode": batch[Col.MODE][i] or None,
+            "decode_seconds": float(batch[Col.DECODE_SECONDS][i]),
+            "seconds": float(batch[Col.SECONDS][i]),
+            "action": batch[Col.ACTION][i] or None,
             "finished_at": now,
         }
         if dtype:
@@ -71,18 +71,18 @@ def write_batch(
         if status == OK:
             try:
                 t0 = time.perf_counter()
-                restored = pixels_of(batch["restored"][i], (h, w, c), dtype)
-                fmt = output_format(batch["output_uri"][i])
+                restored = pixels_of(batch[Col.RESTORED][i], (h, w, c), dtype)
+                fmt = output_format(batch[Col.OUTPUT_URI][i])
                 check_fits(restored, fmt)
-                meta = Metadata.from_json(batch["metadata"][i] if "metadata" in batch else "")
+                meta = Metadata.from_json(batch[Col.METADATA][i] if Col.METADATA in batch else "")
                 if not keep_metadata:  # the profile stays: it says what the pixels mean
                     meta = Metadata(format=meta.format, icc_description=meta.icc_description, icc=meta.icc)
                 record = provenance(software=software(), model=model, run_id=run_id, meta=meta)
                 encoded, kept, problems = encode_with_metadata(restored, fmt, options or EncodeOptions(), meta, record)
-                if fires(failpoints or {}, "write.stall", batch["input_uri"][i]):
+                if fires(failpoints or {}, "write.stall", batch[Col.INPUT_URI][i]):
                     print(f"fail point write.stall: {batch['input_uri'][i]}", file=sys.stderr, flush=True)
                     time.sleep(STALL_SECONDS)
-                write_bytes_atomic(batch["output_uri"][i], encoded, storage)
+                write_bytes_atomic(batch[Col.OUTPUT_URI][i], encoded, storage)
                 row.update(
                     output_bytes=len(encoded),
                     output_format=fmt,
@@ -93,17 +93,17 @@ def write_batch(
             except Exception as exc:
                 status, error = fail(f"write: {type(exc).__name__}: {exc}")
         if status == OK:
-            degraded = pixels_of(batch["pixels"][i], (h, w, c), dtype)
-            noise = float(batch["noise_before"][i])
+            degraded = pixels_of(batch[Col.PIXELS][i], (h, w, c), dtype)
+            noise = float(batch[Col.NOISE_BEFORE][i])
             row.update(
                 _measure(
                     restored,
                     degraded,
-                    batch["reference_uri"][i],
+                    batch[Col.REFERENCE_URI][i],
                     storage,
                     max_pixels,
                     noise_before=None if np.isnan(noise) else noise,
-                    passed=batch["action"][i] == PASSED,
+                    passed=batch[Col.ACTION][i] == PASSED,
                 )
             )
         row.update(status=status, error=error or None)
