@@ -1,11 +1,22 @@
-"""Planning a run in the driver: list the inputs, name their outputs, skip what is already done.
+"""Planning a run: list the inputs, name their outputs, skip what is already done.
+
+On a Ray cluster planning is a Ray Data computation (the stages are in :mod:`pipeline.plan_stages`):
+the input prefix is listed in shards (its first-level folders, and the files directly in it) by tasks;
+the earlier stats are read by tasks, one per Parquet file; a hash partitioning by input joins each
+input's listing with its latest earlier row, and a second one by output name (:func:`name_key`) meets
+each input with the claims on the names it could take and the outputs present. The plan is kept in
+Ray's object store; the driver holds the numbers of inputs to restore, skipped and so on, and
+references to the plan's blocks, so its memory does not grow with the archive. Without Ray (tests,
+notebooks, and stores only this process reaches, such as fsspec's ``memory://``) the same stages run
+here, on one partition.
 
 Output names mirror the input's path relative to the input prefix with the extension replaced by the
 output format's (``.png``, ``.webp``, ``.jpg``, ``.tif``; with ``output.format: same``, the input's own
 format by its extension, ``.png`` for the others). Key segments that could escape the output prefix
 (``..``, empty, absolute) are rewritten. When two inputs would get one name (``a.jpg`` and ``a.png``),
-the first to claim it keeps it (earlier runs claim first, then listing order) and the others get
-``<name>.<ext>.png``, so nothing is overwritten and names stay stable from run to run.
+the first to claim it keeps it (earlier runs claim first, then inputs in URI order, or a manifest's
+order) and the others get ``<name>.<ext>.png``, so nothing is overwritten and names stay stable from
+run to run.
 
 A run is incremental: an input is skipped when the latest stats row of the same model is about the same
 version of it (:attr:`~pipeline.storage.StoredObject.version`: ETag, size and last-modified from the
@@ -19,33 +30,50 @@ format than the one asked for now is a change of output: the input is restored a
 
 from __future__ import annotations
 
-import hashlib
-import posixpath
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+import functools
+import time
+from dataclasses import dataclass, field
+from typing import Any
 
-from .encode import EXTENSIONS, FORMAT_OF_EXTENSION
-from .rows import OK, STATS_SCHEMA
-from .storage import (
-    StorageOptions,
-    StoredObject,
-    content_version,
-    describe_many,
-    filesystem,
-    join_uri,
-    list_objects,
-    read_bytes,
-    split_protocol,
-    to_uri,
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .plan_stages import (  # noqa: F401  (the planning rules, re-exported where callers look for them)
+    COUNTS,
+    INPUT_SCHEMA,
+    LEGACY_MARGIN,
+    PLANNED_SCHEMA,
+    ROUTED_SCHEMA,
+    TODO_COLUMNS,
+    Earlier,
+    describe_entries,
+    list_shards,
+    list_top,
+    listed_inputs,
+    manifest_lines,
+    name_key,
+    output_format_for,
+    present_outputs,
+    read_stats,
+    relative_key,
+    safe_relative,
+    same_version,
+    settle_inputs,
+    settle_names,
 )
+from .storage import StorageOptions, filesystem, join_uri, read_bytes, split_protocol, to_uri
 
-# Rows written before versions were recorded vouch only for inputs last modified this long before them.
-LEGACY_MARGIN = 3600.0
+PARTITIONS = 32  # hash partitions of each shuffle: an input's rows in a partition are held by one task
+SHARDS_PER_TASK = 8  # listing shards (folders) per listing task; a task lists them on threads
+MANIFEST_ROWS_PER_TASK = 1000  # manifest entries described (one metadata request each) per task
 
 
 @dataclass
 class Plan:
-    todo: list[dict]  # rows for the pipeline: input_uri, size, version, output_uri, reference_uri
+    """What a run will do: counts, and the rows to restore (``input_uri``, ``size``, ``version``,
+    ``output_uri``, ``reference_uri``), as a Ray Dataset over the object store or a list."""
+
+    planned: int  # inputs to restore
     skipped: int  # this version restored before by the same model, output present
     still_bad: int  # this version failed to decode before
     listed: int
@@ -53,47 +81,19 @@ class Plan:
     changed: int = 0  # in todo because the input changed since it was restored (or failed to decode)
     vanished: int = 0  # inputs with earlier rows that are gone now (their outputs stay)
     reformatted: int = 0  # in todo because their output is in another format than the one asked for now
+    rows: Any = field(default=None, repr=False)  # ray.data.Dataset, or list[dict] when planned without Ray
 
+    @property
+    def todo(self) -> list[dict]:
+        """The rows to restore, in URI order, as a list (from the object store: small plans only)."""
+        rows = self.rows if isinstance(self.rows, list) else ([] if self.rows is None else self.rows.take_all())
+        return sorted(rows, key=lambda r: r["input_uri"])
 
-def safe_relative(rel: str) -> str:
-    """A relative key that stays under its prefix: no ``..``, ``.``, empty or absolute segments."""
-    parts = []
-    for seg in rel.replace("\\", "/").split("/"):
-        if seg in ("", "."):
-            continue
-        parts.append("%2E%2E" if seg == ".." else seg)
-    return "/".join(parts) or "_"
+    def dataset(self):
+        """The rows to restore as a Ray Dataset."""
+        import ray
 
-
-def relative_key(input_uri: str, prefix: str) -> str:
-    """``input_uri``'s path relative to ``prefix`` (a folder, or the file itself)."""
-    _, path = split_protocol(input_uri)
-    _, root = split_protocol(prefix)
-    root = root.rstrip("/")
-    if path == root:
-        return posixpath.basename(path)
-    if not path.startswith(root + "/"):
-        # Manifest entries outside the prefix keep their bucket/key path, made safe.
-        return safe_relative(path)
-    return safe_relative(path[len(root) + 1 :])
-
-
-def output_format_for(rel: str, output_format: str) -> str:
-    """The format an input's output is written in: ``output_format``, or with ``"same"`` the input's own
-    by its extension (``"a/b.JPEG"`` -> ``"jpeg"``), ``"png"`` for formats that are not written."""
-    if output_format != "same":
-        return output_format
-    return FORMAT_OF_EXTENSION.get(posixpath.splitext(rel)[1].lower(), "png")
-
-
-def _output_names(rel: str, fmt: str) -> list[str]:
-    stem, ext = posixpath.splitext(rel)
-    new = EXTENSIONS[fmt]
-    return [stem + new, f"{stem}{ext}{new}", f"{stem}-{hashlib.sha256(rel.encode()).hexdigest()[:8]}{new}"]
-
-
-def _format_of(output_uri: str) -> str:
-    return FORMAT_OF_EXTENSION.get(posixpath.splitext(output_uri)[1].lower(), "png")
+        return self.rows if not isinstance(self.rows, list) else ray.data.from_items(self.rows)
 
 
 def read_manifest(uri: str, storage: StorageOptions) -> list[str]:
@@ -102,103 +102,38 @@ def read_manifest(uri: str, storage: StorageOptions) -> list[str]:
     return [s.strip() for s in lines if s.strip() and not s.lstrip().startswith("#")]
 
 
-@dataclass(frozen=True, slots=True)
-class Earlier:
-    """The latest stats row of one model for one input: what an earlier run concluded."""
-
-    ok: bool
-    output_uri: str | None
-    undecodable: bool  # it failed to decode (the bytes are bad, not the store or the worker)
-    version: str | None  # None: a row written before versions were recorded
-    size: int | None
-    finished_at: float | None  # epoch seconds
-
-
-def previous_results(output_uri: str, model: str, storage: StorageOptions) -> dict[str, Earlier]:
-    """The latest stats row of ``model`` per input, from every run under ``<output>/stats``."""
-    import pyarrow.dataset as pads
-
-    fs, stats = filesystem(join_uri(output_uri, "stats"), storage)
-    files = [p for p in fs.find(stats) if p.endswith(".parquet")] if fs.exists(stats) else []
-    if not files:
-        return {}
-    # The schema is given, not taken from the first file: parts written before a column existed
-    # (input_version) read as nulls in it.
-    table = pads.dataset(files, schema=STATS_SCHEMA, filesystem=fs, format="parquet").to_table(
-        columns=["input_uri", "output_uri", "status", "error", "input_bytes", "input_version", "finished_at"],
-        filter=pads.field("model") == model,
-    )
-    table = table.sort_by("finished_at")
-    latest = {}
-    for row in table.to_pylist():
-        finished = row["finished_at"]
-        latest[row["input_uri"]] = Earlier(
-            ok=row["status"] == OK,
-            output_uri=row["output_uri"],
-            undecodable=row["status"] != OK and (row["error"] or "").startswith("decode:"),
-            version=row["input_version"],
-            size=row["input_bytes"],
-            finished_at=finished.timestamp() if finished is not None else None,
-        )
-    return latest
-
-
-def same_version(earlier: Earlier, now: StoredObject, *, content: str | None = None) -> bool:
-    """Whether ``now`` is the version of the input that ``earlier`` was about.
-
-    ``content``: the :func:`~pipeline.storage.content_version` of the input's bytes now, for stores
-    that describe no version (then ``now.version`` is empty).
-    """
-    if earlier.version is None:
-        # A row from before versions were recorded. Trusting it as runs did then (same model, output
-        # present: skip) is safe only where the input provably has not changed since that row was
-        # written: the same size, and last modified well before the row (LEGACY_MARGIN covers the time
-        # between reading the bytes and writing the row, and clocks that disagree). Elsewhere (a store
-        # without modification times, a recent write) the input is restored once more, and its new row
-        # records the version.
-        return (
-            earlier.size == now.size
-            and now.modified is not None
-            and earlier.finished_at is not None
-            and now.modified < earlier.finished_at - LEGACY_MARGIN
-        )
-    if now.version:
-        return earlier.version == now.version
-    return content is not None and earlier.version == content
-
-
-def existing_outputs(output_uri: str, storage: StorageOptions) -> set[str]:
-    """Every object under ``<output>/images``, as URIs (one listing, not one request per file)."""
-    images = join_uri(output_uri, "images")
-    fs, root = filesystem(images, storage)
-    protocol, _ = split_protocol(images)
+def _stats_files(output_uri: str, storage: StorageOptions) -> list[str]:
+    """The Parquet files under ``<output>/stats``: one per part a run wrote, not per image."""
+    stats = join_uri(output_uri, "stats")
+    fs, root = filesystem(stats, storage)
+    protocol, _ = split_protocol(stats)
     if not fs.exists(root):
-        return set()
-    return {to_uri(protocol, p) for p in fs.find(root)}
+        return []
+    return sorted(to_uri(protocol, p) for p in fs.find(root) if p.endswith(".parquet"))
 
 
-def _inputs(input_uri: str, manifest: str | None, storage: StorageOptions) -> tuple[list[StoredObject], list[str]]:
-    """The inputs with their versions, and the URIs of manifest entries that are not there."""
-    if not manifest:
-        return list(list_objects(input_uri, storage)), []
-    uris = read_manifest(manifest, storage)
-    # A manifest has no listing to carry sizes and versions: one metadata request per entry, in threads.
-    described = describe_many(uris, storage)
-    return [d for d in described if d is not None], [u for u, d in zip(uris, described) if d is None]
+def _counts(tables) -> dict[str, int]:
+    totals = dict.fromkeys(COUNTS, 0)
+    for t in tables:
+        for c in COUNTS:
+            totals[c] += int(pc.sum(t.column(f"n_{c}")).as_py() or 0)
+    return totals
 
 
-def _under(uri: str, prefix: str) -> bool:
-    (p1, path), (p2, root) = split_protocol(uri), split_protocol(prefix)
-    root = root.rstrip("/")
-    return p1 == p2 and (path == root or path.startswith(root + "/"))
+def _tally_rows(t: pa.Table) -> pa.Table:
+    return t.filter(pc.is_null(t.column("input_uri")))
 
 
-def _hash_contents(uris: list[str], storage: StorageOptions, *, threads: int = 8) -> dict[str, str]:
-    """:func:`~pipeline.storage.content_version` of each of ``uris``, read ``threads`` at a time."""
-    if not uris:
-        return {}
-    with ThreadPoolExecutor(max_workers=min(threads, len(uris))) as pool:
-        return dict(zip(uris, pool.map(lambda u: content_version(read_bytes(u, storage)), uris)))
+def _todo_rows(t: pa.Table) -> pa.Table:
+    return t.filter(pc.is_valid(t.column("input_uri"))).select(TODO_COLUMNS)
+
+
+def _use_ray(*uris: str) -> bool:
+    """Whether to plan on the cluster: Ray is initialized here, and no store is this process's own
+    (fsspec's memory filesystem)."""
+    import ray
+
+    return ray.is_initialized() and not any(split_protocol(u)[0] == "memory" for u in uris if u)
 
 
 def make_plan(
@@ -210,74 +145,131 @@ def make_plan(
     manifest: str | None = None,
     reference: str | None = None,
     output_format: str = "png",
+    distributed: bool | None = None,
+    partitions: int | None = None,
 ) -> Plan:
     """List the inputs (or read the manifest), skip done ones, and assign output URIs in ``output_format``
-    (``png``, ``webp``, ``jpeg``, ``tiff`` or ``same``; see :func:`output_format_for`)."""
-    import time
+    (``png``, ``webp``, ``jpeg``, ``tiff`` or ``same``; see :func:`output_format_for`).
 
+    Args:
+        distributed: plan with Ray Data on the connected cluster (None: where Ray is initialized and
+            the stores are not this process's own).
+        partitions: hash partitions of each of the two shuffles (None: :data:`PARTITIONS`).
+    """
+    if distributed is None:
+        distributed = _use_ray(input_uri, output_uri, manifest or "")
     t0 = time.perf_counter()
-    listed, missing = _inputs(input_uri, manifest, storage)
-    earlier = previous_results(output_uri, model, storage)
-    present = existing_outputs(output_uri, storage)
-    claimed = {e.output_uri: uri for uri, e in earlier.items() if e.ok}  # output name -> input that owns it
-    # Stores that describe no version: the inputs that an earlier row could vouch for are hashed now.
-    content = _hash_contents(
-        [
-            o.uri
-            for o in listed
-            if not o.version and (e := earlier.get(o.uri)) and (e.version or "").startswith("sha256:")
-        ],
-        storage,
+    settle = functools.partial(
+        settle_inputs,
+        input_uri=input_uri,
+        output_uri=output_uri,
+        output_format=output_format,
+        reference=reference,
+        manifest=bool(manifest),
+        storage=storage,
     )
-    if manifest:
-        # A missing manifest entry that was never tried is planned, and fails with the reason.
-        vanished = sum(1 for uri in missing if uri in earlier)
-        listed += [StoredObject(uri, 0, "", None) for uri in missing if uri not in earlier]
-    else:
-        names = {o.uri for o in listed}
-        vanished = sum(1 for uri in earlier if uri not in names and _under(uri, input_uri))
-    todo, skipped, still_bad, changed, reformatted = [], 0, 0, 0, 0
-    for obj in listed:
-        uri, e = obj.uri, earlier.get(obj.uri)
-        rel = relative_key(uri, input_uri)
-        fmt = output_format_for(rel, output_format)
-        same = e is not None and same_version(e, obj, content=content.get(uri))
-        same_format = e is not None and e.ok and _format_of(e.output_uri) == fmt
-        if same and same_format and e.output_uri in present:
-            skipped += 1
-            continue
-        if same and e.undecodable:
-            still_bad += 1  # the same bytes failed to decode before: no use trying again
-            continue
-        changed += e is not None and (e.ok or e.undecodable) and not same
-        reformatted += same and e.ok and not same_format
-        if same_format:  # re-doing a changed input or a missing output: keep its name
-            out = e.output_uri
-        else:
-            out = next(
-                o
-                for o in (join_uri(output_uri, "images", name) for name in _output_names(rel, fmt))
-                if claimed.get(o, uri) == uri
-            )
-        claimed[out] = uri
-        todo.append(
-            {
-                "input_uri": uri,
-                "size": int(obj.size),
-                "version": obj.version,  # "": the read stage records the content's hash instead
-                "output_uri": out,
-                "reference_uri": join_uri(reference, rel)
-                if reference
-                else "",  # "" not None: all-None columns lose their type
-            }
-        )
+    stats_files = _stats_files(output_uri, storage)
+    plan_rows = _plan_ray if distributed else _plan_here
+    todo, counts = plan_rows(
+        input_uri=input_uri,
+        output_uri=output_uri,
+        model=model,
+        storage=storage,
+        manifest=manifest,
+        stats_files=stats_files,
+        settle=settle,
+        partitions=partitions or PARTITIONS,
+    )
     return Plan(
-        todo,
-        skipped,
-        still_bad,
-        len(listed),
-        time.perf_counter() - t0,
-        changed=changed,
-        vanished=vanished,
-        reformatted=reformatted,
+        planned=counts["todo"],
+        skipped=counts["skipped"],
+        still_bad=counts["still_bad"],
+        listed=counts["listed"],
+        seconds=time.perf_counter() - t0,
+        changed=counts["changed"],
+        vanished=counts["vanished"],
+        reformatted=counts["reformatted"],
+        rows=todo,
     )
+
+
+def _one(uri: str) -> pa.Table:
+    return pa.table({"shard": [uri]})
+
+
+def _plan_here(*, input_uri, output_uri, model, storage, manifest, stats_files, settle, partitions):
+    """The stages in this process, on one partition."""
+    if manifest:
+        inputs = describe_entries(manifest_lines(_one(manifest), storage=storage), storage=storage)
+    else:
+        inputs = listed_inputs(list_shards(list_top(_one(input_uri), storage=storage), storage=storage, images_only=True))
+    if stats_files:
+        earlier = read_stats(pa.table({"shard": stats_files}), model=model, storage=storage)
+        inputs = pa.concat_tables([inputs, earlier])
+    images = join_uri(output_uri, "images")
+    present = present_outputs(list_shards(list_top(_one(images), storage=storage), storage=storage, images_only=False))
+    planned = settle_names(pa.concat_tables([settle(inputs), present]), output_uri=output_uri)
+    return _todo_rows(planned).to_pylist(), _counts([planned])
+
+
+def _listing(ray, uri: str, storage: StorageOptions, *, images_only: bool):
+    """A Ray Dataset of every object under ``uri`` (:data:`~pipeline.plan_stages.LISTED_SCHEMA`), listed
+    by tasks, :data:`SHARDS_PER_TASK` shards each."""
+    ds = ray.data.from_items([{"shard": uri}]).map_batches(
+        list_top, fn_kwargs={"storage": storage}, batch_format="pyarrow", batch_size=None
+    )
+    ds = ds.repartition(target_num_rows_per_block=SHARDS_PER_TASK)
+    return ds.map_batches(
+        list_shards,
+        fn_kwargs={"storage": storage, "images_only": images_only},
+        batch_format="pyarrow",
+        batch_size=None,
+    )
+
+
+def _plan_ray(**kwargs):
+    """The stages as one Ray Data computation; the plan stays in the object store."""
+    import ray
+
+    ctx = ray.data.DataContext.get_current()
+    # Ray Data's hash shuffle on actors: the object-store shuffle of Ray 2.60's default (shuffle_v2) starts
+    # its map tasks in workers of their own runtime environment, seconds on every plan. Each dataset
+    # keeps the context it was created under.
+    strategy, ctx.shuffle_strategy = ctx.shuffle_strategy, "hash_shuffle"
+    try:
+        return _plan_datasets(ray, **kwargs)
+    finally:
+        ctx.shuffle_strategy = strategy
+
+
+def _plan_datasets(ray, *, input_uri, output_uri, model, storage, manifest, stats_files, settle, partitions):
+    arrow = {"batch_format": "pyarrow", "batch_size": None}
+    if manifest:
+        inputs = ray.data.from_items([{"shard": manifest}]).map_batches(
+            manifest_lines, fn_kwargs={"storage": storage}, **arrow
+        )
+        inputs = inputs.repartition(target_num_rows_per_block=MANIFEST_ROWS_PER_TASK)
+        inputs = inputs.map_batches(describe_entries, fn_kwargs={"storage": storage}, **arrow)
+    else:
+        inputs = _listing(ray, input_uri, storage, images_only=True).map_batches(listed_inputs, **arrow)
+    if stats_files:
+        earlier = ray.data.from_items([{"shard": f} for f in stats_files], override_num_blocks=len(stats_files))
+        earlier = earlier.map_batches(read_stats, fn_kwargs={"model": model, "storage": storage}, **arrow)
+        # An input's listing row and its earlier rows meet in one partition.
+        inputs = inputs.union(earlier).repartition(partitions, keys=["input_uri"])
+    # Without earlier rows each input is alone: no shuffle needed to settle it.
+    routed = inputs.map_batches(settle, **arrow)
+    images = join_uri(output_uri, "images")
+    fs, root = filesystem(images, storage)
+    if fs.exists(root):
+        present = _listing(ray, images, storage, images_only=False).map_batches(present_outputs, **arrow)
+        routed = routed.union(present)
+    # Inputs that could want one name, the claims on it and the output present under it meet in one partition.
+    planned = routed.repartition(partitions, keys=["name_key"]).map_batches(
+        settle_names, fn_kwargs={"output_uri": output_uri}, **arrow
+    )
+    planned = planned.materialize()
+    counts = _counts(
+        b for b in planned.map_batches(_tally_rows, **arrow).iter_batches(batch_format="pyarrow", batch_size=None)
+    )
+    return planned.map_batches(_todo_rows, **arrow), counts

@@ -4,12 +4,27 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from pipeline.plan import LEGACY_MARGIN, make_plan, relative_key, safe_relative
 from pipeline.rows import STATS_SCHEMA
 from pipeline.storage import StorageOptions, list_objects
 
 NONE = StorageOptions()
+
+
+@pytest.fixture(autouse=True, params=["here", "ray"])
+def planner(request, monkeypatch):
+    """Every test plans twice: in this process, and as a Ray Data computation on a local Ray (the same
+    stages, over hash partitions; stores only this process reaches are always planned here)."""
+    import pipeline.plan
+
+    if request.param == "ray":
+        request.getfixturevalue("ray_local")
+        monkeypatch.setattr(pipeline.plan, "PARTITIONS", 3)
+    use_ray = pipeline.plan._use_ray
+    monkeypatch.setattr(pipeline.plan, "_use_ray", lambda *uris: request.param == "ray" and use_ray(*uris))
+    return request.param
 
 
 def test_relative_keys_are_made_safe():

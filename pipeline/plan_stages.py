@@ -1,0 +1,538 @@
+"""The stages of planning, as functions of Arrow tables that Ray Data runs on the cluster's workers.
+
+:func:`pipeline.plan.make_plan` chains them (or, without Ray, runs them in this process on one
+partition):
+
+1. :func:`list_top` and :func:`list_shards`: the prefix's first level cut into shards (each folder a
+   shard listed recursively, the files directly under the prefix one more), each shard listed by a task.
+2. :func:`read_stats`: the earlier stats rows of this model, one task per Parquet file.
+3. :func:`settle_inputs`, on partitions hashed by ``input_uri`` (listing and stats rows of one input
+   meet in one partition): the latest earlier row of each input, its version compared with the
+   listing's, and a route for the next stage; undecodable unchanged inputs and vanished ones are
+   counted here.
+4. :func:`settle_names`, on partitions hashed by :func:`name_key` (an input, the earlier claims on the
+   names it could take and the outputs present under those names meet in one partition): skip what is
+   done, name the rest, count.
+
+Every partitioning gives the same plan: what one input's decision depends on is in its partition.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from .encode import EXTENSIONS, FORMAT_OF_EXTENSION
+from .rows import OK, STATS_SCHEMA
+from .storage import (
+    IMAGE_EXTENSIONS,
+    StorageOptions,
+    StoredObject,
+    content_version,
+    describe,
+    describe_many,
+    filesystem,
+    join_uri,
+    read_bytes,
+    split_protocol,
+    to_uri,
+)
+
+# Rows written before versions were recorded vouch only for inputs last modified this long before them.
+LEGACY_MARGIN = 3600.0
+
+# Shards of a listing: what to list under ``shard``.
+TREE, FLAT, FILE = "tree", "flat", "file"  # everything below a folder; the files directly in it; one file
+SHARD_SCHEMA = pa.schema([("shard", pa.string()), ("mode", pa.string())])
+LISTED_SCHEMA = pa.schema(
+    [("uri", pa.string()), ("size", pa.int64()), ("version", pa.string()), ("modified", pa.float64())]
+)
+
+# Rows of stage 3's input: what the listing (or the manifest) says of an input, or an earlier stats row.
+LISTED, MISSING, EARLIER = 0, 1, 2  # kind: listed; a manifest entry that is not there; an earlier row
+INPUT_SCHEMA = pa.schema(
+    [
+        ("input_uri", pa.string()),
+        ("kind", pa.int8()),
+        ("order", pa.int64()),  # a manifest entry's line (listed inputs: 0, named in URI order)
+        ("size", pa.int64()),  # listed: the size now; earlier: input_bytes
+        ("version", pa.string()),  # listed: the version now; earlier: input_version
+        ("modified", pa.float64()),
+        ("e_output_uri", pa.string()),
+        ("e_ok", pa.bool_()),
+        ("e_undecodable", pa.bool_()),
+        ("e_finished", pa.float64()),  # epoch seconds
+    ]
+)
+
+# Rows of stage 4's input.
+RECORD, CLAIM, PRESENT, TALLY = 0, 1, 2, 3  # an input to decide; an earlier row's name; an output; counts
+COUNTS = ("listed", "skipped", "still_bad", "changed", "vanished", "reformatted", "todo")
+_COUNT_FIELDS = [(f"n_{c}", pa.int64()) for c in COUNTS]
+ROUTED_SCHEMA = pa.schema(
+    [
+        ("name_key", pa.string()),
+        ("kind", pa.int8()),
+        ("input_uri", pa.string()),
+        ("order", pa.int64()),
+        ("size", pa.int64()),
+        ("version", pa.string()),
+        ("output_uri", pa.string()),  # record: the name it keeps (null: to be named); claim, present: the name
+        ("same", pa.bool_()),  # record: the version restored before is the one listed now
+        ("rel", pa.string()),
+        ("format", pa.string()),
+        ("reference_uri", pa.string()),
+        *_COUNT_FIELDS,
+    ]
+)
+# The plan: one row per input to restore (the pipeline's columns), and rows of counts (input_uri null).
+PLANNED_SCHEMA = pa.schema(
+    [
+        ("input_uri", pa.string()),
+        ("size", pa.int64()),
+        ("version", pa.string()),  # "": the read stage records the content's hash instead
+        ("output_uri", pa.string()),
+        ("reference_uri", pa.string()),  # "" not None: all-None columns lose their type
+        *_COUNT_FIELDS,
+    ]
+)
+TODO_COLUMNS = ["input_uri", "size", "version", "output_uri", "reference_uri"]
+
+
+def safe_relative(rel: str) -> str:
+    """A relative key that stays under its prefix: no ``..``, ``.``, empty or absolute segments."""
+    parts = []
+    for seg in rel.replace("\\", "/").split("/"):
+        if seg in ("", "."):
+            continue
+        parts.append("%2E%2E" if seg == ".." else seg)
+    return "/".join(parts) or "_"
+
+
+def relative_key(input_uri: str, prefix: str) -> str:
+    """``input_uri``'s path relative to ``prefix`` (a folder, or the file itself)."""
+    _, path = split_protocol(input_uri)
+    _, root = split_protocol(prefix)
+    root = root.rstrip("/")
+    if path == root:
+        return posixpath.basename(path)
+    if not path.startswith(root + "/"):
+        # Manifest entries outside the prefix keep their bucket/key path, made safe.
+        return safe_relative(path)
+    return safe_relative(path[len(root) + 1 :])
+
+
+def output_format_for(rel: str, output_format: str) -> str:
+    """The format an input's output is written in: ``output_format``, or with ``"same"`` the input's own
+    by its extension (``"a/b.JPEG"`` -> ``"jpeg"``), ``"png"`` for formats that are not written."""
+    if output_format != "same":
+        return output_format
+    return FORMAT_OF_EXTENSION.get(posixpath.splitext(rel)[1].lower(), "png")
+
+
+def output_names(rel: str, fmt: str) -> list[str]:
+    """The names an input may take, in order: ``a.jpg`` -> ``a.png``, ``a.jpg.png``, ``a-<hash>.png``."""
+    stem, ext = posixpath.splitext(rel)
+    new = EXTENSIONS[fmt]
+    return [stem + new, f"{stem}{ext}{new}", f"{stem}-{hashlib.sha256(rel.encode()).hexdigest()[:8]}{new}"]
+
+
+def name_key(uri: str) -> str:
+    """What every name an input may take shares with the input's first name: its folder and its file
+    name up to the first ``.`` or ``-`` (``out/images/a.png``, ``a.jpg.png``, ``a-1f2e3d4c.png``: ``out/images/a``).
+
+    Each of :func:`output_names` keeps the stem and appends a ``.`` or ``-`` suffix, so two inputs that
+    could want one name have one key, and a claim on a name is seen by every input that could want it.
+    """
+    folder, _, base = uri.rpartition("/")
+    cut = min((i for i in (base.find("."), base.find("-")) if i >= 0), default=len(base))
+    return f"{folder}/{base[:cut]}"
+
+
+def format_of(output_uri: str) -> str:
+    return FORMAT_OF_EXTENSION.get(posixpath.splitext(output_uri)[1].lower(), "png")
+
+
+def under(uri: str, prefix: str) -> bool:
+    (p1, path), (p2, root) = split_protocol(uri), split_protocol(prefix)
+    root = root.rstrip("/")
+    return p1 == p2 and (path == root or path.startswith(root + "/"))
+
+
+@dataclass(frozen=True, slots=True)
+class Earlier:
+    """The latest stats row of one model for one input: what an earlier run concluded."""
+
+    ok: bool
+    output_uri: str | None
+    undecodable: bool  # it failed to decode (the bytes are bad, not the store or the worker)
+    version: str | None  # None: a row written before versions were recorded
+    size: int | None
+    finished_at: float | None  # epoch seconds
+
+
+def same_version(earlier: Earlier, now: StoredObject, *, content: str | None = None) -> bool:
+    """Whether ``now`` is the version of the input that ``earlier`` was about.
+
+    ``content``: the :func:`~pipeline.storage.content_version` of the input's bytes now, for stores
+    that describe no version (then ``now.version`` is empty).
+    """
+    if earlier.version is None:
+        # A row from before versions were recorded. Trusting it as runs did then (same model, output
+        # present: skip) is safe only where the input provably has not changed since that row was
+        # written: the same size, and last modified well before the row (LEGACY_MARGIN covers the time
+        # between reading the bytes and writing the row, and clocks that disagree). Elsewhere (a store
+        # without modification times, a recent write) the input is restored once more, and its new row
+        # records the version.
+        return (
+            earlier.size == now.size
+            and now.modified is not None
+            and earlier.finished_at is not None
+            and now.modified < earlier.finished_at - LEGACY_MARGIN
+        )
+    if now.version:
+        return earlier.version == now.version
+    return content is not None and earlier.version == content
+
+
+# Stage 1: listing.
+
+
+def list_top(roots: pa.Table, *, storage: StorageOptions) -> pa.Table:
+    """The shards of each of ``roots["shard"]``: one per folder directly under it (listed recursively),
+    one for the files directly in it, or the root itself where it names a file. One delimited listing
+    of the first level: the files of a flat prefix are listed here only by name and again by their shard."""
+    shards, modes = [], []
+    for root_uri in roots.column("shard").to_pylist():
+        fs, root = filesystem(root_uri, storage)
+        protocol, _ = split_protocol(root_uri)
+        if not fs.exists(root):
+            continue
+        if fs.isfile(root):
+            shards.append(root_uri)
+            modes.append(FILE)
+            continue
+        has_files = False
+        for entry in fs.ls(root, detail=True):
+            if entry.get("type") == "directory":
+                shards.append(to_uri(protocol, entry["name"].rstrip("/")))
+                modes.append(TREE)
+            else:
+                has_files = True
+        if has_files:
+            shards.append(root_uri)
+            modes.append(FLAT)
+    return pa.table({"shard": shards, "mode": modes}, schema=SHARD_SCHEMA)
+
+
+def _list_one(shard: str, mode: str, storage: StorageOptions, images_only: bool) -> list[StoredObject]:
+    fs, root = filesystem(shard, storage)
+    protocol, _ = split_protocol(shard)
+    if mode == FILE:  # an input that names one file is taken whatever its extension
+        return [describe(protocol, root, fs.info(root))]
+    if mode == FLAT:
+        entries = {e["name"]: e for e in fs.ls(root, detail=True) if e.get("type") != "directory"}
+    else:
+        entries = fs.find(root, detail=True, withdirs=False)
+    return [
+        describe(protocol, path, info)
+        for path, info in sorted(entries.items())
+        if not images_only or os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
+    ]
+
+
+def list_shards(shards: pa.Table, *, storage: StorageOptions, images_only: bool, threads: int = 8) -> pa.Table:
+    """Every object of each shard (:func:`list_top`), with its version: :data:`LISTED_SCHEMA`.
+
+    ``images_only``: only files with an image extension (case-insensitive). Shards are listed
+    ``threads`` at a time: a listing waits on the store, not on the CPU.
+    """
+    pairs = list(zip(shards.column("shard").to_pylist(), shards.column("mode").to_pylist()))
+    if not pairs:
+        return LISTED_SCHEMA.empty_table()
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(pairs)))) as pool:
+        listed = [o for objs in pool.map(lambda p: _list_one(*p, storage, images_only), pairs) for o in objs]
+    return pa.table(
+        {
+            "uri": [o.uri for o in listed],
+            "size": [int(o.size) for o in listed],
+            "version": [o.version for o in listed],
+            "modified": [o.modified for o in listed],
+        },
+        schema=LISTED_SCHEMA,
+    )
+
+
+def listed_inputs(listed: pa.Table) -> pa.Table:
+    """Listing rows (:data:`LISTED_SCHEMA`) as stage 3's input rows."""
+    n = listed.num_rows
+    return _conform(
+        {
+            "input_uri": listed.column("uri"),
+            "kind": pa.array([LISTED] * n, pa.int8()),
+            "order": pa.array([0] * n, pa.int64()),
+            "size": listed.column("size"),
+            "version": listed.column("version"),
+            "modified": listed.column("modified"),
+        },
+        n,
+        INPUT_SCHEMA,
+    )
+
+
+def manifest_lines(manifests: pa.Table, *, storage: StorageOptions) -> pa.Table:
+    """Input URIs of each manifest file (one per line; blank lines and ``#`` comments ignored) with their
+    line numbers: ``uri``, ``order``."""
+    uris, order = [], []
+    for uri in manifests.column("shard").to_pylist():
+        for i, line in enumerate(read_bytes(uri, storage).decode("utf-8").splitlines()):
+            if line.strip() and not line.lstrip().startswith("#"):
+                uris.append(line.strip())
+                order.append(i)
+    return pa.table({"uri": pa.array(uris, pa.string()), "order": pa.array(order, pa.int64())})
+
+
+def describe_entries(entries: pa.Table, *, storage: StorageOptions) -> pa.Table:
+    """Manifest entries (``uri``, ``order``) as stage 3's input rows: a manifest has no listing to carry
+    sizes and versions, so one metadata request each (16 at a time); an entry that is not there is
+    ``MISSING``."""
+    uris = entries.column("uri").to_pylist()
+    described = describe_many(uris, storage)
+    n = len(uris)
+    return _conform(
+        {
+            "input_uri": pa.array(uris, pa.string()),
+            "kind": pa.array([LISTED if d else MISSING for d in described], pa.int8()),
+            "order": entries.column("order"),
+            "size": pa.array([d.size if d else 0 for d in described], pa.int64()),
+            "version": pa.array([d.version if d else "" for d in described], pa.string()),
+            "modified": pa.array([d.modified if d else None for d in described], pa.float64()),
+        },
+        n,
+        INPUT_SCHEMA,
+    )
+
+
+# Stage 2: earlier stats.
+
+
+def read_stats(files: pa.Table, *, model: str, storage: StorageOptions) -> pa.Table:
+    """The rows of ``model`` in each stats file of ``files["shard"]``, as stage 3's input rows."""
+    import pyarrow.dataset as pads
+
+    paths = files.column("shard").to_pylist()
+    if not paths:
+        return INPUT_SCHEMA.empty_table()
+    fs, _ = filesystem(paths[0], storage)
+    # The schema is given, not taken from the file: parts written before a column existed (input_version)
+    # read as nulls in it.
+    table = pads.dataset(
+        [split_protocol(p)[1] for p in paths], schema=STATS_SCHEMA, filesystem=fs, format="parquet"
+    ).to_table(
+        columns=["input_uri", "output_uri", "status", "error", "input_bytes", "input_version", "finished_at"],
+        filter=pads.field("model") == model,
+    )
+    ok = [s == OK for s in table.column("status").to_pylist()]
+    errors = table.column("error").to_pylist()
+    finished = table.column("finished_at").cast(pa.int64()).to_pylist()  # microseconds
+    n = table.num_rows
+    return _conform(
+        {
+            "input_uri": table.column("input_uri"),
+            "kind": pa.array([EARLIER] * n, pa.int8()),
+            "size": table.column("input_bytes"),
+            "version": table.column("input_version"),
+            "e_output_uri": table.column("output_uri"),
+            "e_ok": pa.array(ok, pa.bool_()),
+            "e_undecodable": pa.array([not k and (e or "").startswith("decode:") for k, e in zip(ok, errors)]),
+            "e_finished": pa.array([None if f is None else f / 1e6 for f in finished], pa.float64()),
+        },
+        n,
+        INPUT_SCHEMA,
+    )
+
+
+# Stage 3: one input's listing against its earlier rows.
+
+
+def _latest(rows: list[dict]) -> Earlier:
+    # The latest by finished_at; a row without one counts as the latest (as Arrow sorts nulls last).
+    r = max(rows, key=lambda r: (r["e_finished"] is None, r["e_finished"] or 0.0))
+    return Earlier(
+        ok=bool(r["e_ok"]),
+        output_uri=r["e_output_uri"],
+        undecodable=bool(r["e_undecodable"]),
+        version=r["version"],
+        size=r["size"],
+        finished_at=r["e_finished"],
+    )
+
+
+def settle_inputs(
+    part: pa.Table,
+    *,
+    input_uri: str,
+    output_uri: str,
+    output_format: str,
+    reference: str | None,
+    manifest: bool,
+    storage: StorageOptions,
+) -> pa.Table:
+    """Stage 3, on rows (:data:`INPUT_SCHEMA`) hashed by ``input_uri``: every listing row and earlier row
+    of an input are in ``part``. Returns stage 4's rows (:data:`ROUTED_SCHEMA`): a record per input to
+    decide, keyed by the name it keeps or else by its first name; a claim per earlier ``ok`` row on its
+    output; one row of counts."""
+    now: dict[str, dict] = {}
+    earlier_rows: dict[str, list[dict]] = {}
+    for r in part.to_pylist():
+        if r["kind"] == EARLIER:
+            earlier_rows.setdefault(r["input_uri"], []).append(r)
+        else:
+            now[r["input_uri"]] = r
+    earlier = {uri: _latest(rows) for uri, rows in earlier_rows.items()}
+    del earlier_rows
+    # Stores that describe no version: the inputs that an earlier row could vouch for are hashed now.
+    to_hash = [
+        uri
+        for uri, r in now.items()
+        if r["kind"] == LISTED and not r["version"] and (e := earlier.get(uri)) and (e.version or "").startswith("sha256:")
+    ]
+    content = {}
+    if to_hash:
+        with ThreadPoolExecutor(max_workers=min(8, len(to_hash))) as pool:
+            content = dict(zip(to_hash, pool.map(lambda u: content_version(read_bytes(u, storage)), to_hash)))
+    out: dict[str, list] = {name: [] for name in ROUTED_SCHEMA.names}
+    counts = dict.fromkeys(COUNTS, 0)
+
+    def emit(**row):
+        for name in ROUTED_SCHEMA.names:
+            out[name].append(row.get(name))
+
+    for uri, e in earlier.items():
+        if e.ok and e.output_uri:  # the name this input owns, also while it is gone
+            emit(name_key=name_key(e.output_uri), kind=CLAIM, input_uri=uri, output_uri=e.output_uri)
+        if uri not in now and not manifest and under(uri, input_uri):
+            counts["vanished"] += 1
+    for uri, r in now.items():
+        e = earlier.get(uri)
+        if r["kind"] == MISSING:
+            if e is not None:
+                counts["vanished"] += 1
+                continue
+            # A missing manifest entry that was never tried is planned, and fails with the reason.
+        counts["listed"] += 1
+        obj = StoredObject(uri, r["size"] or 0, r["version"] or "", r["modified"])
+        rel = relative_key(uri, input_uri)
+        fmt = output_format_for(rel, output_format)
+        same = e is not None and same_version(e, obj, content=content.get(uri))
+        same_format = e is not None and e.ok and format_of(e.output_uri) == fmt
+        if same and e.undecodable:
+            counts["still_bad"] += 1  # the same bytes failed to decode before: no use trying again
+            continue
+        # Neither counts an input that is skipped: skipping takes the same version in the same format.
+        counts["changed"] += e is not None and (e.ok or e.undecodable) and not same
+        counts["reformatted"] += same and e.ok and not same_format
+        keep = e.output_uri if same_format else None  # re-doing a changed input or a missing output: its name
+        emit(
+            name_key=name_key(keep or join_uri(output_uri, "images", rel)),
+            kind=RECORD,
+            input_uri=uri,
+            order=r["order"],
+            size=int(obj.size),
+            version=obj.version,
+            output_uri=keep,
+            same=same,
+            rel=rel,
+            format=fmt,
+            reference_uri=join_uri(reference, rel) if reference else "",
+        )
+    emit(name_key="", kind=TALLY, **{f"n_{c}": v for c, v in counts.items()})
+    return pa.table(out, schema=ROUTED_SCHEMA)
+
+
+def present_outputs(listed: pa.Table) -> pa.Table:
+    """The listing of ``<output>/images`` (:data:`LISTED_SCHEMA`) as stage 4's rows."""
+    uris = listed.column("uri").to_pylist()
+    n = len(uris)
+    return _conform(
+        {
+            "name_key": pa.array([name_key(u) for u in uris], pa.string()),
+            "kind": pa.array([PRESENT] * n, pa.int8()),
+            "output_uri": listed.column("uri"),
+        },
+        n,
+        ROUTED_SCHEMA,
+    )
+
+
+# Stage 4: names.
+
+
+def settle_names(part: pa.Table, *, output_uri: str) -> pa.Table:
+    """Stage 4, on rows (:data:`ROUTED_SCHEMA`) hashed by ``name_key``: skip the inputs whose output is
+    there, name the others, and count. Returns :data:`PLANNED_SCHEMA` rows.
+
+    When two inputs would get one name (``a.jpg`` and ``a.png``), the first to claim it keeps it (earlier
+    runs claim first, then inputs in URI order, or a manifest's order) and the others get
+    ``<name>.<ext>.<new ext>``, so nothing is overwritten and names stay stable from run to run.
+    """
+    rows = part.to_pylist()
+    claimed: dict[str, str] = {}  # output name -> input that owns it
+    present: set[str] = set()
+    counts = dict.fromkeys(COUNTS, 0)
+    records = []
+    for r in rows:
+        kind = r["kind"]
+        if kind == CLAIM:
+            claimed[r["output_uri"]] = r["input_uri"]
+        elif kind == PRESENT:
+            present.add(r["output_uri"])
+        elif kind == TALLY:
+            for c in COUNTS:
+                counts[c] += r[f"n_{c}"] or 0
+        else:
+            records.append(r)
+    del rows
+    records.sort(key=lambda r: (r["order"], r["input_uri"]))
+    out: dict[str, list] = {name: [] for name in PLANNED_SCHEMA.names}
+    for r in records:
+        uri, keep = r["input_uri"], r["output_uri"]
+        if keep is not None and r["same"] and keep in present:
+            counts["skipped"] += 1
+            continue
+        if keep is None:
+            keep = next(
+                o
+                for o in (join_uri(output_uri, "images", name) for name in output_names(r["rel"], r["format"]))
+                if claimed.get(o, uri) == uri
+            )
+        claimed[keep] = uri
+        counts["todo"] += 1
+        for name, value in (
+            ("input_uri", uri),
+            ("size", r["size"]),
+            ("version", r["version"]),
+            ("output_uri", keep),
+            ("reference_uri", r["reference_uri"]),
+        ):
+            out[name].append(value)
+        for c in COUNTS:
+            out[f"n_{c}"].append(0)
+    for name in TODO_COLUMNS:
+        out[name].append(None)
+    for c in COUNTS:
+        out[f"n_{c}"].append(counts[c])
+    return pa.table(out, schema=PLANNED_SCHEMA)
+
+
+def _conform(columns: dict, n: int, schema: pa.Schema) -> pa.Table:
+    """A table of ``schema`` from ``columns``, the others null."""
+    return pa.table(
+        {f.name: columns[f.name] if f.name in columns else pa.nulls(n, f.type) for f in schema},
+        schema=schema,
+    )
