@@ -175,6 +175,126 @@ class _Batches:
             self.pool.shutdown(wait=False, cancel_futures=True)
 
 
+class _Run:
+    """One training run's model, optimizer, loss and history: resumed, stepped, validated and saved."""
+
+    def __init__(self, spec: TrainSpec, data: TrainingData, *, device, rank: int, world_size: int, log):
+        import torch
+
+        from dgunet.registry import make_config, model_from_config
+
+        from .storage import join_uri
+
+        self.spec, self.data, self.device, self.log = spec, data, device, log
+        self.rank, self.world_size = rank, world_size
+        self.cfg = make_config(spec.model.arch, task=spec.task, **spec.model.model_dump(exclude={"arch"}))
+        self.memory_format = torch.channels_last if spec.optim.channels_last else torch.contiguous_format
+        self.model = model_from_config(self.cfg).to(memory_format=self.memory_format)
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=spec.optim.lr, betas=spec.optim.betas, weight_decay=spec.optim.weight_decay
+        )
+        self.last_uri = join_uri(spec.checkpoint.uri, "last.pth")
+        self.history_uri = join_uri(spec.checkpoint.uri, "history.jsonl")
+        self.history: list[dict[str, Any]] = []
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.optim.precision == "bfloat16")
+
+    def resume(self) -> int:
+        """Load ``last.pth`` (weights, Adam's state, history) or else ``checkpoint.init``; the step to start at."""
+        from dgunet.checkpoint import load_weights
+
+        from .storage import exists, read_bytes
+
+        if exists(self.last_uri):
+            ckpt = load_weights(self.model, read_bytes(self.last_uri), name=self.last_uri)
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            if exists(self.history_uri):
+                lines = read_bytes(self.history_uri).decode().splitlines()
+                self.history = [json.loads(line) for line in lines if line]
+            self._log(f"resumed from {self.last_uri} at step {int(ckpt['step'])}")
+            return int(ckpt["step"])
+        if self.spec.checkpoint.init:
+            load_weights(self.model, read_bytes(self.spec.checkpoint.init), name=self.spec.checkpoint.init)
+            self._log(f"initialised from {self.spec.checkpoint.init}")
+        return 0
+
+    def place(self, prepare_model: Callable | None) -> None:
+        """Move the model (wrapped for data parallelism by ``prepare_model``), Adam's state and the loss."""
+        from dgunet.losses import StagesLoss
+
+        self.model = prepare_model(self.model) if prepare_model else self.model.to(self.device)
+        _move_optimizer_state(self.optimizer, self.device)
+        self.raw_model = self.model.module if hasattr(self.model, "module") else self.model
+        self.criterion = StagesLoss(edge_weight=self.spec.optim.edge_weight).to(self.device)
+
+    def step(self, step: int, degraded, clean) -> float:
+        """One optimizer step on a batch; its loss."""
+        degraded = degraded.to(self.device, memory_format=self.memory_format, non_blocking=True)
+        clean = clean.to(self.device, memory_format=self.memory_format, non_blocking=True)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(step, self.spec)
+        with self.autocast:
+            stages = self.model(degraded, return_stages=True)
+        loss = self.criterion([s.float() for s in stages], clean)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.item()
+
+    def validate(self) -> tuple[float, float]:
+        """Mean loss and PSNR of the final stage over the validation set."""
+        import torch
+
+        self.raw_model.eval()
+        losses, psnrs = [], []
+        with torch.inference_mode(), self.autocast:
+            for degraded, clean in self.data.val:
+                degraded = degraded.to(self.device, memory_format=self.memory_format)
+                clean = clean.to(self.device)
+                stages = [s.float() for s in self.raw_model(degraded, return_stages=True)]
+                losses.append(float(self.criterion(stages, clean)))
+                psnrs.extend(psnr(o[None], c[None]) for o, c in zip(stages[0], clean))
+        self.raw_model.train()
+        return float(np.mean(losses)) if losses else float("nan"), float(np.mean(psnrs)) if psnrs else float("nan")
+
+    def checkpoint(self, done: int, window_loss: list[float], elapsed: float) -> dict[str, Any]:
+        """The metrics of the steps since the last checkpoint; rank 0 also validates, saves and logs."""
+        from dgunet.checkpoint import save_checkpoint
+        from dgunet.registry import describe
+
+        from .storage import write_bytes_atomic
+
+        spec = self.spec
+        patch, batch_size = spec.optim.phase(done - 1)
+        metrics = {
+            "step": done,
+            "lr": lr_at(done - 1, spec),
+            "patch": patch,
+            "batch_size": batch_size,
+            "train_loss": float(np.mean(window_loss)),
+            "seconds_per_step": elapsed / len(window_loss),
+        }
+        if self.rank == 0:
+            metrics["val_loss"], metrics["val_psnr"] = self.validate()
+            self.history.append(metrics)
+            save_checkpoint(
+                self.last_uri,
+                self.raw_model,
+                epoch=epochs_done(spec.optim, done, workers=self.world_size, images=len(self.data.train)),
+                optimizer=self.optimizer,
+                step=done,
+                config=describe(self.cfg),
+                spec=spec.model_dump(mode="json"),
+                meta={"task": spec.task, "val_psnr": metrics["val_psnr"]},
+            )
+            write_bytes_atomic(self.history_uri, "".join(json.dumps(h) + "\n" for h in self.history).encode())
+            self.log(json.dumps(metrics))
+        return metrics
+
+    def _log(self, message: str) -> None:
+        if self.rank == 0:
+            self.log(message)
+
+
 def fit(
     spec: TrainSpec,
     *,
@@ -204,107 +324,26 @@ def fit(
     """
     import torch
 
-    from dgunet.checkpoint import load_weights, save_checkpoint
-    from dgunet.losses import StagesLoss
-    from dgunet.registry import describe, make_config, model_from_config
-
-    from .storage import exists, join_uri, read_bytes, write_bytes_atomic
-
     t_start = time.perf_counter()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     data = load_training_data(spec)
     if rank == 0:
         log(f"train: {len(data.train)} images; validation: {len(data.val)} images from held-out sources")
-    cfg = make_config(spec.model.arch, task=spec.task, **spec.model.model_dump(exclude={"arch"}))
-    memory_format = torch.channels_last if spec.optim.channels_last else torch.contiguous_format
-    model = model_from_config(cfg).to(memory_format=memory_format)
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=spec.optim.lr, betas=spec.optim.betas, weight_decay=spec.optim.weight_decay
-    )
-    last_uri = join_uri(spec.checkpoint.uri, "last.pth")
-    history_uri = join_uri(spec.checkpoint.uri, "history.jsonl")
-    start_step, history = 0, []
-    if exists(last_uri):
-        ckpt = load_weights(model, read_bytes(last_uri), name=last_uri)
-        optimizer.load_state_dict(ckpt["optimizer"])
-        start_step = int(ckpt["step"])
-        if exists(history_uri):
-            history = [json.loads(line) for line in read_bytes(history_uri).decode().splitlines() if line]
-        if rank == 0:
-            log(f"resumed from {last_uri} at step {start_step}")
-    elif spec.checkpoint.init:
-        load_weights(model, read_bytes(spec.checkpoint.init), name=spec.checkpoint.init)
-        if rank == 0:
-            log(f"initialised from {spec.checkpoint.init}")
-    model = prepare_model(model) if prepare_model else model.to(device)
-    _move_optimizer_state(optimizer, device)
-    raw_model = model.module if hasattr(model, "module") else model
-    criterion = StagesLoss(edge_weight=spec.optim.edge_weight).to(device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.optim.precision == "bfloat16")
-
-    def validate() -> tuple[float, float]:
-        raw_model.eval()
-        losses, psnrs = [], []
-        with torch.inference_mode(), autocast:
-            for degraded, clean in data.val:
-                degraded = degraded.to(device, memory_format=memory_format)
-                clean = clean.to(device)
-                stages = [s.float() for s in raw_model(degraded, return_stages=True)]
-                losses.append(float(criterion(stages, clean)))
-                psnrs.extend(psnr(o[None], c[None]) for o, c in zip(stages[0], clean))
-        raw_model.train()
-        return float(np.mean(losses)) if losses else float("nan"), float(np.mean(psnrs)) if psnrs else float("nan")
-
-    def checkpoint(done: int, window_loss: list[float], elapsed: float) -> dict[str, Any]:
-        metrics = {
-            "step": done,
-            "lr": lr_at(done - 1, spec),
-            "patch": spec.optim.phase(done - 1)[0],
-            "batch_size": spec.optim.phase(done - 1)[1],
-            "train_loss": float(np.mean(window_loss)),
-            "seconds_per_step": elapsed / len(window_loss),
-        }
-        if rank == 0:
-            metrics["val_loss"], metrics["val_psnr"] = validate()
-            history.append(metrics)
-            save_checkpoint(
-                last_uri,
-                raw_model,
-                epoch=epochs_done(spec.optim, done, workers=world_size, images=len(data.train)),
-                optimizer=optimizer,
-                step=done,
-                config=describe(cfg),
-                spec=spec.model_dump(mode="json"),
-                meta={"task": spec.task, "val_psnr": metrics["val_psnr"]},
-            )
-            write_bytes_atomic(history_uri, "".join(json.dumps(h) + "\n" for h in history).encode())
-            log(json.dumps(metrics))
-        return metrics
-
+    run = _Run(spec, data, device=device, rank=rank, world_size=world_size, log=log)
+    start_step = run.resume()
+    run.place(prepare_model)
     batches = _Batches(spec, data, rank=rank, threads=loader_threads)
-    model.train()
-    metrics: dict[str, Any] = history[-1] if history else {}
+    run.model.train()
+    metrics: dict[str, Any] = run.history[-1] if run.history else {}
     window_loss, window_start, last_save = [], time.perf_counter(), time.perf_counter()
     try:
         for step in range(start_step, spec.optim.steps):
-            degraded, clean = batches.get(step)
-            degraded = degraded.to(device, memory_format=memory_format, non_blocking=True)
-            clean = clean.to(device, memory_format=memory_format, non_blocking=True)
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, spec)
-            with autocast:
-                stages = model(degraded, return_stages=True)
-            loss = criterion([s.float() for s in stages], clean)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            window_loss.append(loss.item())
-            done = step + 1
-            now = time.perf_counter()
+            window_loss.append(run.step(step, *batches.get(step)))
+            done, now = step + 1, time.perf_counter()
             out_of_time = time_limit_s is not None and now - t_start >= time_limit_s
             timed_save = save_every_s is not None and prepare_model is None and now - last_save >= save_every_s
             if done % spec.checkpoint.every_steps == 0 or done == spec.optim.steps or out_of_time or timed_save:
-                metrics = checkpoint(done, window_loss, now - window_start)
+                metrics = run.checkpoint(done, window_loss, now - window_start)
                 if report:
                     report(metrics)
                 window_loss, window_start, last_save = [], time.perf_counter(), time.perf_counter()
