@@ -7,6 +7,7 @@ import functools
 import posixpath
 import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import numpy as np
@@ -49,72 +50,97 @@ def write_batch(
     n = len(batch[Col.INPUT_URI])
     rows: dict[str, list] = {name: [None] * n for name in STATS_SCHEMA.names}
     now = datetime.now(timezone.utc).replace(tzinfo=None)  # naive UTC: the stats schema says tz=UTC
+    settings = _Settings(
+        run_id, model, storage, max_pixels, options or EncodeOptions(), keep_metadata, failpoints or {}
+    )
     for i in range(n):
-        status, error = batch[Col.STATUS][i], batch[Col.ERROR][i]
-        h, w, c = (int(s) for s in batch[Col.SHAPE][i])
-        dtype = batch[Col.DTYPE][i]
-        row = {
-            "run_id": run_id,
-            "input_uri": batch[Col.INPUT_URI][i],
-            "output_uri": batch[Col.OUTPUT_URI][i],
-            "model": model,
-            "input_bytes": int(batch[Col.SIZE][i]),
-            "input_version": batch[Col.VERSION][i] or None,
-            "mode": batch[Col.MODE][i] or None,
-            "decode_seconds": float(batch[Col.DECODE_SECONDS][i]),
-            "seconds": float(batch[Col.SECONDS][i]),
-            "action": batch[Col.ACTION][i] or None,
-            "finished_at": now,
-        }
-        if dtype:
-            row.update(width=w, height=h, channels=c, bit_depth=8 * np.dtype(dtype).itemsize)
-        if status == OK:
-            try:
-                t0 = time.perf_counter()
-                restored = pixels_of(batch[Col.RESTORED][i], (h, w, c), dtype)
-                fmt = output_format(batch[Col.OUTPUT_URI][i])
-                check_fits(restored, fmt)
-                meta = Metadata.from_json(batch[Col.METADATA][i] if Col.METADATA in batch else "")
-                if not keep_metadata:  # the profile stays: it says what the pixels mean
-                    meta = Metadata(format=meta.format, icc_description=meta.icc_description, icc=meta.icc)
-                record = provenance(software=software(), model=model, run_id=run_id, meta=meta)
-                encoded, kept, problems = encode_with_metadata(restored, fmt, options or EncodeOptions(), meta, record)
-                if fires(failpoints or {}, "write.stall", batch[Col.INPUT_URI][i]):
-                    print(f"fail point write.stall: {batch['input_uri'][i]}", file=sys.stderr, flush=True)
-                    time.sleep(STALL_SECONDS)
-                write_bytes_atomic(batch[Col.OUTPUT_URI][i], encoded, storage)
-                row.update(
-                    output_bytes=len(encoded),
-                    output_format=fmt,
-                    encode_seconds=time.perf_counter() - t0,
-                    metadata=",".join(kept),
-                    metadata_error="; ".join(problems) or None,
-                )
-            except Exception as exc:
-                status, error = fail(f"write: {type(exc).__name__}: {exc}")
-        if status == OK:
-            degraded = pixels_of(batch[Col.PIXELS][i], (h, w, c), dtype)
-            noise = float(batch[Col.NOISE_BEFORE][i])
-            row.update(
-                _measure(
-                    restored,
-                    degraded,
-                    batch[Col.REFERENCE_URI][i],
-                    storage,
-                    max_pixels,
-                    noise_before=None if np.isnan(noise) else noise,
-                    passed=batch[Col.ACTION][i] == PASSED,
-                )
-            )
-        row.update(status=status, error=error or None)
-        if status != OK:
-            row["output_uri"] = None
-        elif stop is not None:
+        row = _stats_row(batch, i, settings, now)
+        if row["status"] == OK and stop is not None:
             record_written(stop, row)
         for k, v in row.items():
             rows[k][i] = v
-    out = {k: np.array(v, dtype=object) for k, v in rows.items()}
-    return out
+    return {k: np.array(v, dtype=object) for k, v in rows.items()}
+
+
+@dataclass(frozen=True)
+class _Settings:
+    run_id: str
+    model: str
+    storage: StorageOptions
+    max_pixels: int
+    options: EncodeOptions
+    keep_metadata: bool
+    failpoints: dict[str, str]
+
+
+def _stats_row(batch: dict[str, np.ndarray], i: int, s: _Settings, now: datetime) -> dict:
+    """Row ``i`` written (when it is ``ok``) and measured: its stats row."""
+    status, error = batch[Col.STATUS][i], batch[Col.ERROR][i]
+    h, w, c = (int(v) for v in batch[Col.SHAPE][i])
+    dtype = batch[Col.DTYPE][i]
+    row = {
+        "run_id": s.run_id,
+        "input_uri": batch[Col.INPUT_URI][i],
+        "output_uri": batch[Col.OUTPUT_URI][i],
+        "model": s.model,
+        "input_bytes": int(batch[Col.SIZE][i]),
+        "input_version": batch[Col.VERSION][i] or None,
+        "mode": batch[Col.MODE][i] or None,
+        "decode_seconds": float(batch[Col.DECODE_SECONDS][i]),
+        "seconds": float(batch[Col.SECONDS][i]),
+        "action": batch[Col.ACTION][i] or None,
+        "finished_at": now,
+    }
+    if dtype:
+        row.update(width=w, height=h, channels=c, bit_depth=8 * np.dtype(dtype).itemsize)
+    if status == OK:
+        try:
+            restored = pixels_of(batch[Col.RESTORED][i], (h, w, c), dtype)
+            row.update(_write_output(batch, i, restored, s))
+        except Exception as exc:
+            status, error = fail(f"write: {type(exc).__name__}: {exc}")
+    if status == OK:
+        degraded = pixels_of(batch[Col.PIXELS][i], (h, w, c), dtype)
+        noise = float(batch[Col.NOISE_BEFORE][i])
+        row.update(
+            _measure(
+                restored,
+                degraded,
+                batch[Col.REFERENCE_URI][i],
+                s.storage,
+                s.max_pixels,
+                noise_before=None if np.isnan(noise) else noise,
+                passed=batch[Col.ACTION][i] == PASSED,
+            )
+        )
+    row.update(status=status, error=error or None)
+    if status != OK:
+        row["output_uri"] = None
+    return row
+
+
+def _write_output(batch: dict[str, np.ndarray], i: int, restored: np.ndarray, s: _Settings) -> dict:
+    """Encode row ``i``'s restored pixels with its metadata and write them; the stats it adds."""
+    t0 = time.perf_counter()
+    uri = batch[Col.OUTPUT_URI][i]
+    fmt = output_format(uri)
+    check_fits(restored, fmt)
+    meta = Metadata.from_json(batch[Col.METADATA][i] if Col.METADATA in batch else "")
+    if not s.keep_metadata:  # the profile stays: it says what the pixels mean
+        meta = Metadata(format=meta.format, icc_description=meta.icc_description, icc=meta.icc)
+    record = provenance(software=software(), model=s.model, run_id=s.run_id, meta=meta)
+    encoded, kept, problems = encode_with_metadata(restored, fmt, s.options, meta, record)
+    if fires(s.failpoints, "write.stall", batch[Col.INPUT_URI][i]):
+        print(f"fail point write.stall: {batch[Col.INPUT_URI][i]}", file=sys.stderr, flush=True)
+        time.sleep(STALL_SECONDS)
+    write_bytes_atomic(uri, encoded, s.storage)
+    return {
+        "output_bytes": len(encoded),
+        "output_format": fmt,
+        "encode_seconds": time.perf_counter() - t0,
+        "metadata": ",".join(kept),
+        "metadata_error": "; ".join(problems) or None,
+    }
 
 
 def encode_with_metadata(
