@@ -29,7 +29,7 @@ TASK_CASES = {
 BASELINES = ("nlm", "cbm3d", "ffdnet", "unsharp", "wiener", "richardson_lucy", "median", "bilateral")
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clean", required=True, help="prefix or folder of clean images")
     ap.add_argument("--task", choices=sorted(TASK_CASES), default="denoise")
@@ -46,16 +46,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--overlap", type=int, default=32)
     ap.add_argument("--out", type=Path, default=Path("results/eval"))
     ap.add_argument("--save-degraded", action="store_true")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
+
+def load_model(args: argparse.Namespace):
+    """The checkpoint at the given widths, or the task's bundled weights; channels_last for the CPU."""
     import torch
 
-    from dgunet import build_model, load_checkpoint, load_pretrained, restore
-    from pipeline import evaluate as ev
-    from pipeline.storage import list_images
-    from pipeline.train import load_rgb
+    from dgunet import build_model, load_checkpoint, load_pretrained
 
-    torch.set_num_threads(args.threads)
     if args.checkpoint:
         widths = {
             "n_feat": args.n_feat,
@@ -68,18 +67,36 @@ def main(argv: list[str] | None = None) -> int:
         model.eval()
     else:
         model = load_pretrained(args.task)
-    model = model.to(memory_format=torch.channels_last)
+    return model.to(memory_format=torch.channels_last)
+
+
+def tiling(args: argparse.Namespace) -> dict:
+    """``restore`` overrides for ``--tile``: none (the weights' recommendation), whole images, or tiles."""
+    if args.tile == 0:
+        return {"max_pixels": 1 << 40}
+    if args.tile:
+        return {"max_pixels": 1, "tile": args.tile, "overlap": args.overlap}
+    return {}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    import torch
+
+    from dgunet import restore
+    from pipeline import evaluate as ev
+    from pipeline.storage import list_images
+    from pipeline.train import load_rgb
+
+    torch.set_num_threads(args.threads)
+    model, options = load_model(args), tiling(args)
     images = {uri.rsplit("/", 1)[-1]: load_rgb(uri) for uri, _ in list_images(args.clean)}
     cases = args.cases or TASK_CASES[args.task]
     kinds = {ev.Case(c).kind for c in cases}
     names = args.baselines if args.baselines is not None else [b for b in BASELINES if ev.KIND_OF[b] in kinds]
     methods = {k: ev.ffdnet() if k == "ffdnet" else getattr(ev, k) for k in names}
-    tiling = {}
-    if args.tile == 0:
-        tiling = {"max_pixels": 1 << 40}
-    elif args.tile:
-        tiling = {"max_pixels": 1, "tile": args.tile, "overlap": args.overlap}
-    methods["ours"] = lambda degraded, known: restore(model, degraded, **tiling)
+    methods["ours"] = lambda degraded, known: restore(model, degraded, **options)
 
     args.out.mkdir(parents=True, exist_ok=True)
 

@@ -73,3 +73,33 @@ def test_each_baseline_runs_on_its_kind_only():
     table = result.table()
     assert set(table["clean"]) == {"ours"} and set(table["blur"]) == {"input", "unsharp", "ours"}
     assert "| blur | a.png |" in result.markdown()
+
+
+def test_evaluate_job_writes_the_mean_and_per_image_tables_for_a_checkpoint(tmp_path, tiny_weights):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from PIL import Image
+
+    path = Path(__file__).parents[2] / "jobs" / "evaluate.py"
+    loader = importlib.util.spec_from_file_location("evaluate_job", path)
+    job = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(job)
+    (tmp_path / "clean").mkdir()
+    for i in range(2):
+        Image.fromarray(photo(40, 48, seed=i)).save(tmp_path / "clean" / f"img{i}.png")
+    weights, widths = tiny_weights
+    argv = ["--clean", str(tmp_path / "clean"), "--checkpoint", weights, "--cases", "sigma25", "clean"]
+    argv += ["--n-feat", str(widths["n_feat"]), "--scale-unetfeats", str(widths["scale_unetfeats"])]
+    argv += ["--scale-orsnetfeats", str(widths["scale_orsnetfeats"]), "--baselines", "nlm"]
+    argv += ["--tile", "32", "--overlap", "8"]
+    assert job.main([*argv, "--out", str(tmp_path / "out"), "--save-degraded"]) == 0
+    result = json.loads((tmp_path / "out" / "eval.json").read_text())
+    assert set(result["mean"]) == {"sigma25", "clean"}
+    assert set(result["mean"]["sigma25"]) == {"input", "nlm", "ours"} and set(result["mean"]["clean"]) == {"ours"}
+    assert {(r["case"], r["image"]) for r in result["per_image"] if r["method"] == "ours"} == {
+        (case, f"img{i}.png") for case in ("sigma25", "clean") for i in range(2)
+    }
+    assert "| sigma25 | img1.png |" in (tmp_path / "out" / "eval.md").read_text()
+    assert sorted(p.name for p in (tmp_path / "out" / "degraded" / "sigma25").iterdir()) == ["img0.png", "img1.png"]
