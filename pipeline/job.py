@@ -141,10 +141,9 @@ class StatsWriter:
         self.pending, self.rows, self.last = [], 0, time.monotonic()
 
 
-def build_dataset(
-    spec: RestoreSpec, rows: list[dict], ref: ModelRef, run_id: str, *, one_by_one: bool = False, stop=None
-):
-    """The Ray Data pipeline over planned ``rows``; yields stats rows when iterated.
+def build_dataset(spec: RestoreSpec, rows, ref: ModelRef, run_id: str, *, one_by_one: bool = False, stop=None):
+    """The Ray Data pipeline over planned ``rows`` (a :class:`~pipeline.plan.Plan`, or some of its rows as
+    dicts); yields stats rows when iterated.
 
     A model actor that dies (killed, segfault, out of host memory) is restarted by Ray and its batch
     retried, at most ``resources.max_task_retries`` times; after that the batch is dropped instead of
@@ -165,8 +164,11 @@ def build_dataset(
     ctx = ray.data.DataContext.get_current()
     errored, ctx.max_errored_blocks = ctx.max_errored_blocks, -1  # captured by the dataset created next
     try:
-        # Narrowing down, every image is its own block: a model task gets a whole block, and a crash loses it.
-        ds = ray.data.from_items(rows, override_num_blocks=len(rows) if one_by_one else None)
+        if isinstance(rows, Plan):  # the plan's rows, in the object store: the driver never holds them
+            ds = rows.dataset()
+        else:
+            # Narrowing down, every image is its own block: a model task gets a whole block, and a crash loses it.
+            ds = ray.data.from_items(rows, override_num_blocks=len(rows) if one_by_one else None)
     finally:
         ctx.max_errored_blocks = errored
     ds = ds.map_batches(
@@ -293,7 +295,7 @@ def _run_locked(spec: RestoreSpec, run_id: str, ref: ModelRef, stop: GracefulSto
                 reference=spec.input.reference,
                 output_format=spec.output.format,
             )
-            flag = start_flag() if plan.todo else None
+            flag = start_flag() if plan.planned else None
     except Interrupted:
         plan, flag = None, None
     if plan is not None:
@@ -354,7 +356,7 @@ def _restore(
 
     seen: set[str] = set()
     account = functools.partial(_account, writer=writer, seen=seen, tally=tally, report=report)
-    lost = plan.todo
+    lost: Plan | list[dict] = plan if plan.planned else []
     for one_by_one in (False, True):
         if not lost or stop.requested:
             break
@@ -378,7 +380,9 @@ def _restore(
             summary.execution_stats.append(ds.stats())
         except Exception as exc:  # stats of an execution cut short; the run's own results are what count
             log.warning("No Ray Data stats for this pass: %s", exc)
-        lost = [row for row in lost if row["input_uri"] not in seen]
+        # The rows that came back as no stats row (the plan's streamed from the object store).
+        rows = plan.dataset().iter_rows() if isinstance(lost, Plan) else lost
+        lost = [dict(row) for row in rows if row["input_uri"] not in seen]
     if flag is not None and stop.requested:
         # Rows of images written that the pipeline had not delivered by the drain deadline: the write stage
         # handed each to the stop flag too.

@@ -65,7 +65,8 @@ from .storage import StorageOptions, filesystem, join_uri, read_bytes, split_pro
 
 PARTITIONS = 32  # hash partitions of each shuffle: an input's rows in a partition are held by one task
 SHARDS_PER_TASK = 8  # listing shards (folders) per listing task; a task lists them on threads
-MANIFEST_ROWS_PER_TASK = 1000  # manifest entries described (one metadata request each) per task
+MANIFEST_ROWS_PER_TASK = 1000
+STATS_TASKS = 64  # tasks reading the earlier stats files, at most  # manifest entries described (one metadata request each) per task
 
 
 @dataclass
@@ -81,19 +82,24 @@ class Plan:
     changed: int = 0  # in todo because the input changed since it was restored (or failed to decode)
     vanished: int = 0  # inputs with earlier rows that are gone now (their outputs stay)
     reformatted: int = 0  # in todo because their output is in another format than the one asked for now
-    rows: Any = field(default=None, repr=False)  # ray.data.Dataset, or list[dict] when planned without Ray
+    rows: list[dict] | None = field(default=None, repr=False)  # the rows to restore, when planned without Ray
+    blocks: list[Any] | None = field(default=None, repr=False)  # else the plan's blocks in Ray's object store
 
     @property
     def todo(self) -> list[dict]:
         """The rows to restore, in URI order, as a list (from the object store: small plans only)."""
-        rows = self.rows if isinstance(self.rows, list) else ([] if self.rows is None else self.rows.take_all())
+        rows = self.rows if self.blocks is None else self.dataset().take_all()
         return sorted(rows, key=lambda r: r["input_uri"])
 
     def dataset(self):
-        """The rows to restore as a Ray Dataset."""
+        """The rows to restore as a new Ray Dataset (it takes the current ``DataContext``), over the
+        object store's blocks: the driver holds their references only."""
         import ray
 
-        return self.rows if not isinstance(self.rows, list) else ray.data.from_items(self.rows)
+        if self.blocks is None:
+            return ray.data.from_items(self.rows or [])
+        blocks = self.blocks or [ray.put(PLANNED_SCHEMA.empty_table())]
+        return ray.data.from_arrow_refs(blocks).map_batches(_todo_rows, batch_format="pyarrow", batch_size=None)
 
 
 def read_manifest(uri: str, storage: StorageOptions) -> list[str]:
@@ -170,7 +176,7 @@ def make_plan(
     )
     stats_files = _stats_files(output_uri, storage)
     plan_rows = _plan_ray if distributed else _plan_here
-    todo, counts = plan_rows(
+    rows, counts = plan_rows(
         input_uri=input_uri,
         output_uri=output_uri,
         model=model,
@@ -189,7 +195,7 @@ def make_plan(
         changed=counts["changed"],
         vanished=counts["vanished"],
         reformatted=counts["reformatted"],
-        rows=todo,
+        **({"blocks": rows} if distributed else {"rows": rows}),
     )
 
 
@@ -253,7 +259,8 @@ def _plan_datasets(ray, *, input_uri, output_uri, model, storage, manifest, stat
     else:
         inputs = _listing(ray, input_uri, storage, images_only=True).map_batches(listed_inputs, **arrow)
     if stats_files:
-        earlier = ray.data.from_items([{"shard": f} for f in stats_files], override_num_blocks=len(stats_files))
+        files = [{"shard": f} for f in stats_files]
+        earlier = ray.data.from_items(files, override_num_blocks=min(len(files), STATS_TASKS))
         earlier = earlier.map_batches(read_stats, fn_kwargs={"model": model, "storage": storage}, **arrow)
         # An input's listing row and its earlier rows meet in one partition.
         inputs = inputs.union(earlier).repartition(partitions, keys=["input_uri"])
@@ -272,4 +279,4 @@ def _plan_datasets(ray, *, input_uri, output_uri, model, storage, manifest, stat
     counts = _counts(
         b for b in planned.map_batches(_tally_rows, **arrow).iter_batches(batch_format="pyarrow", batch_size=None)
     )
-    return planned.map_batches(_todo_rows, **arrow), counts
+    return planned.to_arrow_refs(), counts

@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .encode import EXTENSIONS, FORMAT_OF_EXTENSION
 from .rows import OK, STATS_SCHEMA
@@ -408,6 +409,7 @@ def settle_inputs(
             content = dict(zip(to_hash, pool.map(lambda u: content_version(read_bytes(u, storage)), to_hash)))
     out: dict[str, list] = {name: [] for name in ROUTED_SCHEMA.names}
     counts = dict.fromkeys(COUNTS, 0)
+    images = join_uri(output_uri, "images").rstrip("/") + "/"  # + a safe relative key: join_uri, faster
 
     def emit(**row):
         for name in ROUTED_SCHEMA.names:
@@ -418,6 +420,10 @@ def settle_inputs(
             emit(name_key=name_key(e.output_uri), kind=CLAIM, input_uri=uri, output_uri=e.output_uri)
         if uri not in now and not manifest and under(uri, input_uri):
             counts["vanished"] += 1
+    # Records, a column at a time (the hot loop of a first run).
+    cols = [out[name] for name in ("name_key", "kind", "input_uri", "order", "size", "version", "output_uri")]
+    cols += [out[name] for name in ("same", "rel", "format", "reference_uri")]
+    n_key, n_kind, n_uri, n_order, n_size, n_version, n_out, n_same, n_rel, n_format, n_ref = cols
     for uri, r in now.items():
         e = earlier.get(uri)
         if r["kind"] == MISSING:
@@ -426,31 +432,35 @@ def settle_inputs(
                 continue
             # A missing manifest entry that was never tried is planned, and fails with the reason.
         counts["listed"] += 1
-        obj = StoredObject(uri, r["size"] or 0, r["version"] or "", r["modified"])
         rel = relative_key(uri, input_uri)
         fmt = output_format_for(rel, output_format)
-        same = e is not None and same_version(e, obj, content=content.get(uri))
-        same_format = e is not None and e.ok and format_of(e.output_uri) == fmt
-        if same and e.undecodable:
-            counts["still_bad"] += 1  # the same bytes failed to decode before: no use trying again
-            continue
-        # Neither counts an input that is skipped: skipping takes the same version in the same format.
-        counts["changed"] += e is not None and (e.ok or e.undecodable) and not same
-        counts["reformatted"] += same and e.ok and not same_format
+        if e is None:
+            same = same_format = False
+        else:
+            obj = StoredObject(uri, r["size"] or 0, r["version"] or "", r["modified"])
+            same = same_version(e, obj, content=content.get(uri))
+            same_format = e.ok and format_of(e.output_uri) == fmt
+            if same and e.undecodable:
+                counts["still_bad"] += 1  # the same bytes failed to decode before: no use trying again
+                continue
+            # Neither counts an input that is skipped: skipping takes the same version in the same format.
+            counts["changed"] += (e.ok or e.undecodable) and not same
+            counts["reformatted"] += same and e.ok and not same_format
         keep = e.output_uri if same_format else None  # re-doing a changed input or a missing output: its name
-        emit(
-            name_key=name_key(keep or join_uri(output_uri, "images", rel)),
-            kind=RECORD,
-            input_uri=uri,
-            order=r["order"],
-            size=int(obj.size),
-            version=obj.version,
-            output_uri=keep,
-            same=same,
-            rel=rel,
-            format=fmt,
-            reference_uri=join_uri(reference, rel) if reference else "",
-        )
+        n_key.append(name_key(keep or images + rel))
+        n_kind.append(RECORD)
+        n_uri.append(uri)
+        n_order.append(r["order"])
+        n_size.append(r["size"] or 0)
+        n_version.append(r["version"] or "")
+        n_out.append(keep)
+        n_same.append(same)
+        n_rel.append(rel)
+        n_format.append(fmt)
+        n_ref.append(join_uri(reference, rel) if reference else "")
+    for name in ROUTED_SCHEMA.names:  # the columns records leave empty
+        if len(out[name]) < len(n_uri):
+            out[name].extend([None] * (len(n_uri) - len(out[name])))
     emit(name_key="", kind=TALLY, **{f"n_{c}": v for c, v in counts.items()})
     return pa.table(out, schema=ROUTED_SCHEMA)
 
@@ -481,48 +491,48 @@ def settle_names(part: pa.Table, *, output_uri: str) -> pa.Table:
     runs claim first, then inputs in URI order, or a manifest's order) and the others get
     ``<name>.<ext>.<new ext>``, so nothing is overwritten and names stay stable from run to run.
     """
-    rows = part.to_pylist()
     claimed: dict[str, str] = {}  # output name -> input that owns it
     present: set[str] = set()
     counts = dict.fromkeys(COUNTS, 0)
+    kinds = part.column("kind").to_pylist()
+    uris = part.column("input_uri").to_pylist()
+    outs = part.column("output_uri").to_pylist()
     records = []
-    for r in rows:
-        kind = r["kind"]
+    for i, kind in enumerate(kinds):
         if kind == CLAIM:
-            claimed[r["output_uri"]] = r["input_uri"]
+            claimed[outs[i]] = uris[i]
         elif kind == PRESENT:
-            present.add(r["output_uri"])
-        elif kind == TALLY:
-            for c in COUNTS:
-                counts[c] += r[f"n_{c}"] or 0
-        else:
-            records.append(r)
-    del rows
-    records.sort(key=lambda r: (r["order"], r["input_uri"]))
+            present.add(outs[i])
+        elif kind == RECORD:
+            records.append(i)
+    tallies = part.filter(pc.equal(part.column("kind"), TALLY))
+    for c in COUNTS:
+        counts[c] += pc.sum(tallies.column(f"n_{c}")).as_py() or 0
+    cols = {name: part.column(name).to_pylist() for name in ("order", "size", "version", "same", "rel", "format")}
+    refs = part.column("reference_uri").to_pylist()
+    del part, tallies
+    orders = cols["order"]
+    records.sort(key=lambda i: (orders[i], uris[i]))
+    images = join_uri(output_uri, "images").rstrip("/") + "/"
     out: dict[str, list] = {name: [] for name in PLANNED_SCHEMA.names}
-    for r in records:
-        uri, keep = r["input_uri"], r["output_uri"]
-        if keep is not None and r["same"] and keep in present:
+    o_uri, o_size, o_version, o_out, o_ref = (out[name] for name in TODO_COLUMNS)
+    same, sizes, versions, rels, formats = cols["same"], cols["size"], cols["version"], cols["rel"], cols["format"]
+    for i in records:
+        uri, keep = uris[i], outs[i]
+        if keep is not None and same[i] and keep in present:
             counts["skipped"] += 1
             continue
         if keep is None:
-            keep = next(
-                o
-                for o in (join_uri(output_uri, "images", name) for name in output_names(r["rel"], r["format"]))
-                if claimed.get(o, uri) == uri
-            )
+            keep = next(o for o in (images + name for name in output_names(rels[i], formats[i])) if claimed.get(o, uri) == uri)
         claimed[keep] = uri
         counts["todo"] += 1
-        for name, value in (
-            ("input_uri", uri),
-            ("size", r["size"]),
-            ("version", r["version"]),
-            ("output_uri", keep),
-            ("reference_uri", r["reference_uri"]),
-        ):
-            out[name].append(value)
-        for c in COUNTS:
-            out[f"n_{c}"].append(0)
+        o_uri.append(uri)
+        o_size.append(sizes[i])
+        o_version.append(versions[i])
+        o_out.append(keep)
+        o_ref.append(refs[i])
+    for c in COUNTS:
+        out[f"n_{c}"].extend([0] * len(o_uri))
     for name in TODO_COLUMNS:
         out[name].append(None)
     for c in COUNTS:
