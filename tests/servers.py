@@ -61,6 +61,17 @@ def wait_http(url: str, timeout: float = 60.0) -> None:
             time.sleep(0.3)
 
 
+def stop_process_group(proc: subprocess.Popen) -> None:
+    """SIGTERM to ``proc``'s own process group (a Ray head and everything it started), SIGKILL if it lingers."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=15)
+            return
+        except (subprocess.TimeoutExpired, ProcessLookupError):
+            continue
+
+
 class SeaweedS3:
     """``weed server`` with its S3 gateway on 127.0.0.1; stopped by its own PID."""
 
@@ -218,13 +229,7 @@ class RayHead:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
 
     def stop(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(self.proc.pid, sig)
-                self.proc.wait(timeout=15)
-                break
-            except (subprocess.TimeoutExpired, ProcessLookupError):
-                continue
+        stop_process_group(self.proc)
         self.log.close()
 
 
@@ -326,11 +331,5 @@ class AutoscalingRayHead:
             return False
 
     def stop(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(self.proc.pid, sig)
-                self.proc.wait(timeout=15)
-                break
-            except (subprocess.TimeoutExpired, ProcessLookupError):
-                continue
+        stop_process_group(self.proc)
         self.log.close()

@@ -16,10 +16,8 @@ from pathlib import Path
 
 import pyarrow.dataset as pads
 import pytest
-import yaml
-from PIL import Image
 
-from tests.images import photo
+from tests.jobs import save_photos, write_spec
 from tests.servers import LOCAL_RAY_ENV, AutoscalingRayHead
 
 pytestmark = pytest.mark.slow
@@ -45,23 +43,10 @@ def autoscaling_head():
 def test_job_scales_a_gpu_group_up_from_zero_and_the_idle_node_is_released(autoscaling_head, tmp_path, tiny_weights):
     head = autoscaling_head
     assert ADDED not in head.autoscaler_log()  # min_workers 0: no node before the job asks
-    src = tmp_path / "in"
-    src.mkdir()
-    for i in range(3):
-        Image.fromarray(photo(24, 32, seed=i)).save(src / f"img{i}.png")
-    path, widths = tiny_weights
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(
-        yaml.safe_dump(
-            {
-                "task": "denoise",
-                "model": {"arch": "dgunet", "weights": path, **widths},
-                "input": {"uri": str(src)},
-                "output": {"uri": str(tmp_path / "out"), "report": False},
-                "resources": {"gpus_per_actor": 1, "cpus_per_actor": 1, "memory_per_actor_gb": 0.5, "batch_size": 2},
-            }
-        )
-    )
+    names = save_photos(tmp_path / "in")
+    out = {"uri": str(tmp_path / "out"), "report": False}
+    gpu = {"gpus_per_actor": 1, "cpus_per_actor": 1, "memory_per_actor_gb": 0.5, "batch_size": 2}
+    spec = write_spec(tmp_path / "spec.yaml", tiny_weights, input_uri=str(tmp_path / "in"), output=out, resources=gpu)
     env = {**os.environ, **LOCAL_RAY_ENV, "RAY_ADDRESS": head.address}
     proc = subprocess.run(
         [sys.executable, "jobs/restore_bucket.py", "--spec", str(spec), "--run-id", "scaled"],
@@ -76,8 +61,8 @@ def test_job_scales_a_gpu_group_up_from_zero_and_the_idle_node_is_released(autos
     assert "ok 3   failed 0" in proc.stdout
     assert log.count(ADDED) == 1, log[-3000:]  # the job's GPU actor brought exactly one node up
     rows = pads.dataset(str(tmp_path / "out" / "stats"), format="parquet").to_table().to_pylist()
-    assert sorted(r["input_uri"].rsplit("/", 1)[-1] for r in rows) == ["img0.png", "img1.png", "img2.png"]
+    assert sorted(r["input_uri"].rsplit("/", 1)[-1] for r in rows) == names
     assert {r["status"] for r in rows} == {"ok"}
-    assert sorted(p.name for p in (tmp_path / "out" / "images").rglob("*.png")) == ["img0.png", "img1.png", "img2.png"]
+    assert sorted(p.name for p in (tmp_path / "out" / "images").rglob("*.png")) == names
     # The job is over: the node idles past idle_timeout and the autoscaler gives it back.
     assert head.wait_for(REMOVED, timeout=90), head.autoscaler_log()[-3000:]

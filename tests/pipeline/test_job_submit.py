@@ -10,10 +10,8 @@ from pathlib import Path
 
 import pyarrow.dataset as pads
 import pytest
-import yaml
-from PIL import Image
 
-from tests.images import photo
+from tests.jobs import save_photos, write_spec
 from tests.servers import LOCAL_RAY_ENV, RayHead
 
 pytestmark = pytest.mark.slow
@@ -33,22 +31,11 @@ def ray_head():
 
 
 def test_ray_job_submit_restores_images(ray_head, tmp_path, tiny_weights):
-    src = tmp_path / "in" / "batch 1"
-    src.mkdir(parents=True)
-    for i in range(3):
-        Image.fromarray(photo(24, 32, seed=i)).save(src / f"img{i}.png")
-    path, widths = tiny_weights
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(
-        yaml.safe_dump(
-            {
-                "task": "denoise",
-                "model": {"arch": "dgunet", "weights": path, **widths},
-                "input": {"uri": str(tmp_path / "in")},
-                "output": {"uri": str(tmp_path / "out")},
-                "resources": {"cpus_per_actor": 1, "batch_size": 2},
-            }
-        )
+    save_photos(tmp_path / "in" / "batch 1")
+    out = {"uri": str(tmp_path / "out")}
+    resources = {"cpus_per_actor": 1, "batch_size": 2}
+    spec = write_spec(
+        tmp_path / "spec.yaml", tiny_weights, input_uri=str(tmp_path / "in"), output=out, resources=resources
     )
     env = {**os.environ, **LOCAL_RAY_ENV}
     cmd = [

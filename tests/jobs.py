@@ -1,0 +1,32 @@
+"""Inputs and specs of small restore jobs, for the tests that run the job as a user would."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from PIL import Image
+
+from tests.images import photo
+
+
+def save_photos(folder: Path, count: int = 3) -> list[str]:
+    """``count`` small noisy photos ``img<i>.png`` in ``folder``; their names."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        Image.fromarray(photo(24, 32, seed=i)).save(folder / f"img{i}.png")
+    return [f"img{i}.png" for i in range(count)]
+
+
+def write_spec(path: Path, weights: tuple[str, dict], *, input_uri: str, output: dict, resources: dict) -> Path:
+    """A denoising spec at ``path`` for the ``tiny_weights`` fixture's checkpoint and widths."""
+    checkpoint, widths = weights
+    spec = {
+        "task": "denoise",
+        "model": {"arch": "dgunet", "weights": checkpoint, **widths},
+        "input": {"uri": input_uri},
+        "output": output,
+        "resources": resources,
+    }
+    path.write_text(yaml.safe_dump(spec))
+    return path
