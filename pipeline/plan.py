@@ -53,6 +53,7 @@ from .plan_stages import (  # noqa: F401  (the planning rules, re-exported where
     manifest_lines,
     name_key,
     output_format_for,
+    plan_first_run,
     present_outputs,
     read_stats,
     relative_key,
@@ -218,14 +219,20 @@ def _plan_here(*, input_uri, output_uri, model, storage, manifest, stats_files, 
     return _todo_rows(planned).to_pylist(), _counts([planned])
 
 
+def _shards(ray, uri: str, storage: StorageOptions):
+    """The shards of ``uri`` (:func:`~pipeline.plan_stages.list_top`), :data:`SHARDS_PER_TASK` a block."""
+    shards = ray.data.from_items([{"shard": uri}]).map_batches(
+        list_top, fn_kwargs={"storage": storage}, batch_format="pyarrow", batch_size=None
+    )
+    # Counted in the object store, then split: a split fused into the listing would list in one task.
+    shards = shards.materialize()
+    return shards.repartition(max(1, -(-shards.count() // SHARDS_PER_TASK)))
+
+
 def _listing(ray, uri: str, storage: StorageOptions, *, images_only: bool):
     """A Ray Dataset of every object under ``uri`` (:data:`~pipeline.plan_stages.LISTED_SCHEMA`), listed
     by tasks, :data:`SHARDS_PER_TASK` shards each."""
-    ds = ray.data.from_items([{"shard": uri}]).map_batches(
-        list_top, fn_kwargs={"storage": storage}, batch_format="pyarrow", batch_size=None
-    )
-    ds = ds.repartition(target_num_rows_per_block=SHARDS_PER_TASK)
-    return ds.map_batches(
+    return _shards(ray, uri, storage).map_batches(
         list_shards,
         fn_kwargs={"storage": storage, "images_only": images_only},
         batch_format="pyarrow",
@@ -250,6 +257,11 @@ def _plan_ray(**kwargs):
 
 def _plan_datasets(ray, *, input_uri, output_uri, model, storage, manifest, stats_files, settle, partitions):
     arrow = {"batch_format": "pyarrow", "batch_size": None}
+    if not manifest and not stats_files:  # a first run: each listing task plans its shards (folders) whole
+        planned = _shards(ray, input_uri, storage).map_batches(
+            plan_first_run, fn_kwargs={"storage": storage, "settle": settle, "output_uri": output_uri}, **arrow
+        )
+        return _collect(planned)
     if manifest:
         inputs = ray.data.from_items([{"shard": manifest}]).map_batches(
             manifest_lines, fn_kwargs={"storage": storage}, **arrow
@@ -275,8 +287,11 @@ def _plan_datasets(ray, *, input_uri, output_uri, model, storage, manifest, stat
     planned = routed.repartition(partitions, keys=["name_key"]).map_batches(
         settle_names, fn_kwargs={"output_uri": output_uri}, **arrow
     )
+    return _collect(planned)
+
+
+def _collect(planned):
+    """The plan's blocks kept in the object store, and its counts (one row per block) summed here."""
     planned = planned.materialize()
-    counts = _counts(
-        b for b in planned.map_batches(_tally_rows, **arrow).iter_batches(batch_format="pyarrow", batch_size=None)
-    )
-    return planned.to_arrow_refs(), counts
+    tallies = planned.map_batches(_tally_rows, batch_format="pyarrow", batch_size=None)
+    return planned.to_arrow_refs(), _counts(tallies.iter_batches(batch_format="pyarrow", batch_size=None))

@@ -540,6 +540,15 @@ def settle_names(part: pa.Table, *, output_uri: str) -> pa.Table:
     return pa.table(out, schema=PLANNED_SCHEMA)
 
 
+def plan_first_run(shards: pa.Table, *, storage: StorageOptions, settle, output_uri: str) -> pa.Table:
+    """Stages 1, 3 and 4 in one task, for a run with no earlier stats of its model: list ``shards`` and
+    plan them (:data:`PLANNED_SCHEMA`). Without earlier rows no name is claimed and no output can be
+    skipped, and every input that could want an input's name is in its folder, which one shard holds
+    whole; so no shuffle is needed. ``settle``: :func:`settle_inputs` with the run's arguments."""
+    listed = listed_inputs(list_shards(shards, storage=storage, images_only=True))
+    return settle_names(settle(listed), output_uri=output_uri)
+
+
 def _conform(columns: dict, n: int, schema: pa.Schema) -> pa.Table:
     """A table of ``schema`` from ``columns``, the others null."""
     return pa.table(
