@@ -66,6 +66,9 @@ from .storage import StorageOptions, filesystem, join_uri, read_bytes, split_pro
 
 PARTITIONS = 32  # hash partitions of each shuffle: an input's rows in a partition are held by one task
 SHARDS_PER_TASK = 8  # listing shards (folders) per listing task; a task lists them on threads
+# Listing tasks at most (more shards per task beyond): the driver keeps a little of each task's block
+# (its reference, Ray Data's statistics), which should not grow with the archive.
+LISTING_TASKS = 256
 MANIFEST_ROWS_PER_TASK = 1000
 STATS_TASKS = 64  # tasks reading the earlier stats files, at most  # manifest entries described (one metadata request each) per task
 
@@ -220,13 +223,14 @@ def _plan_here(*, input_uri, output_uri, model, storage, manifest, stats_files, 
 
 
 def _shards(ray, uri: str, storage: StorageOptions):
-    """The shards of ``uri`` (:func:`~pipeline.plan_stages.list_top`), :data:`SHARDS_PER_TASK` a block."""
+    """The shards of ``uri`` (:func:`~pipeline.plan_stages.list_top`), :data:`SHARDS_PER_TASK` a block
+    (at most :data:`LISTING_TASKS` blocks)."""
     shards = ray.data.from_items([{"shard": uri}]).map_batches(
         list_top, fn_kwargs={"storage": storage}, batch_format="pyarrow", batch_size=None
     )
     # Counted in the object store, then split: a split fused into the listing would list in one task.
     shards = shards.materialize()
-    return shards.repartition(max(1, -(-shards.count() // SHARDS_PER_TASK)))
+    return shards.repartition(min(LISTING_TASKS, max(1, -(-shards.count() // SHARDS_PER_TASK))))
 
 
 def _listing(ray, uri: str, storage: StorageOptions, *, images_only: bool):
