@@ -69,8 +69,8 @@ SHARDS_PER_TASK = 8  # listing shards (folders) per listing task; a task lists t
 # Listing tasks at most (more shards per task beyond): the driver keeps a little of each task's block
 # (its reference, Ray Data's statistics), which should not grow with the archive.
 LISTING_TASKS = 256
-MANIFEST_ROWS_PER_TASK = 1000
-STATS_TASKS = 64  # tasks reading the earlier stats files, at most  # manifest entries described (one metadata request each) per task
+MANIFEST_ROWS_PER_TASK = 1000  # manifest entries described (one metadata request each) per task
+STATS_TASKS = 64  # tasks reading the earlier stats files, at most
 
 
 @dataclass
@@ -212,7 +212,9 @@ def _plan_here(*, input_uri, output_uri, model, storage, manifest, stats_files, 
     if manifest:
         inputs = describe_entries(manifest_lines(_one(manifest), storage=storage), storage=storage)
     else:
-        inputs = listed_inputs(list_shards(list_top(_one(input_uri), storage=storage), storage=storage, images_only=True))
+        inputs = listed_inputs(
+            list_shards(list_top(_one(input_uri), storage=storage), storage=storage, images_only=True)
+        )
     if stats_files:
         earlier = read_stats(pa.table({"shard": stats_files}), model=model, storage=storage)
         inputs = pa.concat_tables([inputs, earlier])

@@ -401,7 +401,10 @@ def settle_inputs(
     to_hash = [
         uri
         for uri, r in now.items()
-        if r["kind"] == LISTED and not r["version"] and (e := earlier.get(uri)) and (e.version or "").startswith("sha256:")
+        if r["kind"] == LISTED
+        and not r["version"]
+        and (e := earlier.get(uri))
+        and (e.version or "").startswith("sha256:")
     ]
     content = {}
     if to_hash:
@@ -523,7 +526,9 @@ def settle_names(part: pa.Table, *, output_uri: str) -> pa.Table:
             counts["skipped"] += 1
             continue
         if keep is None:
-            keep = next(o for o in (images + name for name in output_names(rels[i], formats[i])) if claimed.get(o, uri) == uri)
+            keep = next(
+                o for o in (images + name for name in output_names(rels[i], formats[i])) if claimed.get(o, uri) == uri
+            )
         claimed[keep] = uri
         counts["todo"] += 1
         o_uri.append(uri)
