@@ -380,6 +380,8 @@ def _restore(
             summary.execution_stats.append(ds.stats())
         except Exception as exc:  # stats of an execution cut short; the run's own results are what count
             log.warning("No Ray Data stats for this pass: %s", exc)
+        if stop.requested:  # a stopping run tries nothing again (the next run plans what is missing), and
+            break  # its grace is for the stats and summary, not for streaming the plan once more
         # The rows that came back as no stats row (the plan's streamed from the object store).
         rows = plan.dataset().iter_rows() if isinstance(lost, Plan) else lost
         lost = [dict(row) for row in rows if row["input_uri"] not in seen]
