@@ -57,10 +57,11 @@ PEAKS = {
 class Kit:
     """Collects results and failures; every section writes into ``self.results[section]``."""
 
-    def __init__(self, out: Path, deadline: float, dry_run: bool, compile: bool = False):
+    def __init__(self, out: Path, deadline: float, dry_run: bool, compile: bool = False, measure_share: float = 0.3):
         import torch
 
         self.out, self.deadline, self.dry, self.compile = out, deadline, dry_run, compile
+        self.measure_share = measure_share  # of the time left when forward timing starts
         self.device = torch.device("cuda" if torch.cuda.is_available() and not dry_run else "cpu")
         self.results: dict[str, Any] = {"dry_run": dry_run, "device": self.describe_device(), "failures": []}
         out.mkdir(parents=True, exist_ok=True)
@@ -326,7 +327,7 @@ def measure(kit: Kit) -> None:
         sizes = {"256x256": (256, 256, (1, 4, 16)), "1280x720": (720, 1280, (1, 4)), "1920x1080": (1080, 1920, (1, 2))}
     name = kit.results["device"].get("name", "")
     peaks = next((v for k, v in PEAKS.items() if k in name), None)
-    budget = kit.left() * (0.3 if not kit.dry else 1.0)  # the rest: compile, feeding and training
+    budget = kit.left() * (kit.measure_share if not kit.dry else 1.0)  # the rest: compile, feeding, training
     stop_at = time.monotonic() + budget
     for mname, make in models.items():
         model = make().eval().to(dev, memory_format=torch.channels_last)
@@ -614,6 +615,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--data", help="training photos (default: .kit/data/train if present, else the spec's)")
     r.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes, one-step training: tests the kit")
     r.add_argument("--compile", action="store_true", help="also time torch.compile against eager (minutes)")
+    r.add_argument("--measure-share", type=float, default=0.3, help="share of the time left for forward timing")
     args = ap.parse_args(argv)
     if args.cmd == "pack":
         return pack(args)
@@ -622,7 +624,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(1)  # CI's small machine runs other things beside it
-    kit = Kit(args.out, time.monotonic() + args.budget, args.dry_run, compile=args.compile)
+    kit = Kit(args.out, time.monotonic() + args.budget, args.dry_run, compile=args.compile, measure_share=args.measure_share)
     kit.log(f"device kit on {kit.results['device']}")
     sections = args.sections.split(",")
     data = args.data or (str(KIT / "data" / "train") if (KIT / "data" / "train").is_dir() else None)

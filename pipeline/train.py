@@ -56,12 +56,17 @@ def load_rgb(uri: str, *, max_side: int | None = None) -> np.ndarray:
     return np.asarray(img)
 
 
-def lr_at(step: int, spec: TrainSpec) -> float:
-    """Linear warm-up, then cosine from ``lr`` down to ``lr_min`` at the last step."""
+def lr_at(step: int, spec: TrainSpec, time_fraction: float = 0.0) -> float:
+    """Linear warm-up, then cosine from ``lr`` down to ``lr_min`` at the last step.
+
+    ``time_fraction``: the share of a run's time limit already spent. A run that stops at a time limit
+    long before ``optim.steps`` anneals over its time instead (the cosine follows whichever of the two is
+    further on), so the weights it saves last are taken at a low learning rate, not mid-schedule.
+    """
     o = spec.optim
     if step < o.warmup_steps:
         return o.lr * (step + 1) / o.warmup_steps
-    t = (step - o.warmup_steps) / max(1, o.steps - o.warmup_steps)
+    t = max((step - o.warmup_steps) / max(1, o.steps - o.warmup_steps), time_fraction)
     return o.lr_min + 0.5 * (o.lr - o.lr_min) * (1 + math.cos(math.pi * min(1.0, t)))
 
 
@@ -187,6 +192,7 @@ class _Run:
 
         self.spec, self.data, self.device, self.log = spec, data, device, log
         self.rank, self.world_size = rank, world_size
+        self.time_fraction = 0.0  # the share of fit's time limit spent (see lr_at)
         self.cfg = make_config(spec.model.arch, task=spec.task, **spec.model.model_dump(exclude={"arch"}))
         self.memory_format = torch.channels_last if spec.optim.channels_last else torch.contiguous_format
         self.model = model_from_config(self.cfg).to(memory_format=self.memory_format)
@@ -231,7 +237,7 @@ class _Run:
         degraded = degraded.to(self.device, memory_format=self.memory_format, non_blocking=True)
         clean = clean.to(self.device, memory_format=self.memory_format, non_blocking=True)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr_at(step, self.spec)
+            group["lr"] = lr_at(step, self.spec, self.time_fraction)
         with self.autocast:
             stages = self.model(degraded, return_stages=True)
         loss = self.criterion([s.float() for s in stages], clean)
@@ -267,7 +273,7 @@ class _Run:
         patch, batch_size = spec.optim.phase(done - 1)
         metrics = {
             "step": done,
-            "lr": lr_at(done - 1, spec),
+            "lr": lr_at(done - 1, spec, self.time_fraction),
             "patch": patch,
             "batch_size": batch_size,
             "train_loss": float(np.mean(window_loss)),
@@ -340,6 +346,8 @@ def fit(
         for step in range(start_step, spec.optim.steps):
             window_loss.append(run.step(step, *batches.get(step)))
             done, now = step + 1, time.perf_counter()
+            if time_limit_s:
+                run.time_fraction = (now - t_start) / time_limit_s
             out_of_time = time_limit_s is not None and now - t_start >= time_limit_s
             timed_save = save_every_s is not None and prepare_model is None and now - last_save >= save_every_s
             if done % spec.checkpoint.every_steps == 0 or done == spec.optim.steps or out_of_time or timed_save:

@@ -100,3 +100,12 @@ def test_learning_rate_warms_up_then_decays(tmp_path):
     lrs = [lr_at(s, spec) for s in range(100)]
     assert lrs[0] < lrs[1] <= spec.optim.lr and lrs[-1] < 0.01 * spec.optim.lr
     assert all(a >= b for a, b in zip(lrs[2:], lrs[3:]))
+
+
+def test_a_run_with_a_time_limit_anneals_over_its_time(tmp_path):
+    spec = _spec(tmp_path, steps=100_000)  # a horizon the time limit stops long before
+    early = lr_at(50, spec, time_fraction=0.0)
+    assert early == pytest.approx(lr_at(50, spec)) and early > 0.99 * spec.optim.lr
+    assert lr_at(50, spec, time_fraction=0.5) == pytest.approx((spec.optim.lr + spec.optim.lr_min) / 2)
+    assert lr_at(50, spec, time_fraction=1.0) == pytest.approx(spec.optim.lr_min)
+    assert lr_at(0, spec, time_fraction=0.9) < spec.optim.lr  # warm-up still comes first
