@@ -100,7 +100,7 @@ class mergeblock(nn.Module):  # noqa: N801 (official name, kept so that keys rea
     """Inter-stage merge by subspace projection.
 
     The previous stage's features (``bridge``) are projected onto a ``subspace_dim``-dimensional basis
-    ``V`` (one vector per pixel) learned from both inputs: ``V (V^T V)^-1 V^T bridge``. The Gram matrix
+    ``V`` (one vector per pixel) learned from both inputs: ``V (V^T V)^-1 (V^T bridge)``. The Gram matrix
     is ``subspace_dim x subspace_dim`` and inverted in float32 even under autocast (half precision has no
     inverse, and the matrix can be ill-conditioned). A tiny relative ridge keeps flat (constant) images,
     whose basis vectors coincide, from producing NaN; it is far below float32 resolution otherwise.
@@ -124,8 +124,10 @@ class mergeblock(nn.Module):  # noqa: N801 (official name, kept so that keys rea
             scale = gram.diagonal(dim1=1, dim2=2).mean(dim=1).clamp_min(torch.finfo(gram.dtype).tiny)
             eye = torch.eye(self.num_subspace, device=gram.device, dtype=gram.dtype)
             gram = gram + (self.ridge * scale)[:, None, None] * eye
-            project = torch.linalg.solve(gram, v_t)  # (V^T V)^-1 V^T, (N, S, HW)
-            coeffs = project @ bridge.float().reshape(n, c, h * w).transpose(1, 2)  # (N, S, C)
+            # (V^T V)^-1 (V^T bridge): the solve takes C right-hand sides, not H*W. Solving for the
+            # (S, HW) projector first, as written in the paper, sends H*W right-hand sides to the batched
+            # solver, which on CUDA took ~20 s per 1280x720 batch of 4 (a whole batch 1 takes 70 ms).
+            coeffs = torch.linalg.solve(gram, v_t @ bridge.float().reshape(n, c, h * w).transpose(1, 2))
             projected = (v_t.transpose(1, 2) @ coeffs).transpose(1, 2).reshape(n, c, h, w)
         projected = projected.to(x.dtype)
         return self.conv_block(torch.cat([x, projected], 1)) + x
