@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         model.eval()
     else:
         model = load_pretrained("denoise")
+    # Which weights, so that rows of successive bundled weights stay apart in the results file.
+    weights = args.checkpoint or f"bundled {model.weights.sha256[:12]}"
     tiling = (
         {"max_pixels": 1 << 40} if args.tile == 0 else {"max_pixels": 1, "tile": args.tile, "overlap": args.overlap}
     )
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("a") as f:
         for r in rows:
-            f.write(json.dumps({"weights": args.checkpoint or "bundled", **r}) + "\n")
+            f.write(json.dumps({"weights": weights, **r}) + "\n")
     return 0
 
 

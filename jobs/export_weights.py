@@ -59,6 +59,12 @@ def main(argv: list[str] | None = None) -> int:
         "final_val_psnr": history[-1].get("val_psnr") if history else None,
         "val_sigma": ckpt["spec"]["data"]["val_sigma"],
     }
+    index_path = WEIGHTS_DIR / "index.json"
+    index = json.loads(index_path.read_text()) if index_path.exists() else []
+    init = ckpt["spec"].get("checkpoint", {}).get("init")
+    base = next((e for e in index if init and Path(init).name == e["file"]), None)
+    if base is not None:  # a fine-tune: keep the lineage of the weights it started from
+        recipe["init"] = {k: base[k] for k in ("name", "sha256", "recipe")}
     metrics = {}
     if args.eval:
         metrics = {"command": args.eval_command, "mean": json.loads(Path(args.eval).read_text())["mean"]}
@@ -73,8 +79,6 @@ def main(argv: list[str] | None = None) -> int:
         "metrics": metrics,
         "inference": json.loads(args.inference),
     }
-    index_path = WEIGHTS_DIR / "index.json"
-    index = json.loads(index_path.read_text()) if index_path.exists() else []
     index = [e for e in index if e["name"] != args.name] + [entry]
     index_path.write_text(json.dumps(index, indent=1) + "\n")
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, sha256 {digest[:16]}...) and {index_path}")
