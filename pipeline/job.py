@@ -185,7 +185,7 @@ def build_dataset(spec: RestoreSpec, rows, ref: ModelRef, run_id: str, *, one_by
         ds = ds.repartition(target_num_rows_per_block=res.batch_size)
     model = {
         "ref": ref,
-        "inference": {**spec.inference.overrides(), "tile_batch": res.batch_size if use_gpu else 1},
+        "inference": spec.inference.overrides(),
         "threads": max(1, int(res.cpus_per_actor)),
         "use_gpu": use_gpu,
         "storage": storage,

@@ -175,6 +175,9 @@ class InferenceSpec(StrictModel):
     max_pixels: int | None = Field(None, ge=256, description="whole-image inference up to this, tiles above")
     precision: Precision | None = Field(None, description="autocast dtype (default float32)")
     ensemble: bool | None = Field(None, description="average the 8 flips/rotations (x8 compute)")
+    tile_batch: int | None = Field(
+        None, ge=1, description="tiles per forward pass (default: about 2 megapixels of tiles on a GPU, 1 on CPUs)"
+    )
     channels_last: bool | None = None
 
     def overrides(self) -> dict[str, Any]:
