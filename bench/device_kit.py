@@ -334,8 +334,12 @@ def measure(kit: Kit) -> None:
             "tiny": lambda: build_model("dgunet", **tiny),
         }
         sizes = {"64x64": (64, 64, (1, 2))}
+        grids = {m: (sizes, PRECISIONS) for m in models}
     else:
         sizes = {"256x256": (256, 256, (1, 4, 16)), "1280x720": (720, 1280, (1, 4)), "1920x1080": (1080, 1920, (1, 2))}
+        # The bundled model on the whole grid; the presets (5-30x its compute) where archives run.
+        grids = {m: ({"1280x720": sizes["1280x720"]}, ("bfloat16",)) for m in models}
+        grids["bundled/denoise_small"] = (sizes, PRECISIONS)
     name = kit.results["device"].get("name", "")
     peaks = next((v for k, v in PEAKS.items() if k in name), None)
     budget = kit.left() * (kit.measure_share if not kit.dry else 1.0)  # the rest: compile, feeding, training
@@ -343,8 +347,9 @@ def measure(kit: Kit) -> None:
     for mname, make in models.items():
         model = make().eval().to(dev, memory_format=torch.channels_last)
         flops_per_px = forward_flops(model, 64, 64, dev) / (64 * 64)
-        for size, (h, w, batches) in sizes.items():
-            for precision in PRECISIONS:
+        model_sizes, precisions = grids[mname]
+        for size, (h, w, batches) in model_sizes.items():
+            for precision in precisions:
                 for b in batches:
                     if time.monotonic() > stop_at:
                         kit.log(f"measure: budget spent, skipping {mname} {size} {precision} b{b}")
@@ -374,12 +379,104 @@ def measure(kit: Kit) -> None:
         del model
         if dev.type == "cuda":
             torch.cuda.empty_cache()
+    measure_tiles(kit)
+    measure_widths(kit)
     try:  # opt-in: compiling takes a minute or two of a GPU's few minutes, which training needs more
         measure_compile(kit)
     except Exception as exc:  # a compiler missing on a bare machine must not cost the rest of the kit
         kit.log(f"torch.compile failed: {type(exc).__name__}: {str(exc)[:300]}")
         kit.results["measure"]["compile"] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
     measure_feeding(kit)
+
+
+def measure_tiles(kit: Kit) -> None:
+    """A 1920x1080 image through the bundled weights' recommended tiles (128 px), one tile per forward pass
+    against the model stage's GPU default (:func:`pipeline.model_stage.gpu_tile_batch`)."""
+    import dataclasses
+
+    import torch
+
+    from dgunet import load_pretrained
+    from dgunet.inference import recommended_options, restore_tensor
+    from pipeline.model_stage import gpu_tile_batch
+
+    model = load_pretrained("denoise").eval().to(kit.device, memory_format=torch.channels_last)
+    h, w = (96, 128) if kit.dry else (1080, 1920)
+    x = torch.rand(1, 3, h, w)
+    base = recommended_options(model)
+    rows = kit.results["measure"].setdefault("tiles", [])
+    for precision in ("float32", "float16"):
+        for tile_batch in (1, gpu_tile_batch(base.tile)):
+            if kit.left() < 200 and not kit.dry:
+                return
+            opts = dataclasses.replace(base, precision=precision, tile_batch=tile_batch)
+            with torch.inference_mode():
+                restore_tensor(model, x, opts)  # warm-up (cuDNN's choice of kernels per shape)
+                sync(kit.device)
+                t0 = time.perf_counter()
+                restore_tensor(model, x, opts)
+                sync(kit.device)
+            row = {"size": f"{w}x{h}", "tile": base.tile, "precision": precision, "tile_batch": tile_batch}
+            row["seconds_per_image"] = time.perf_counter() - t0
+            rows.append(row)
+            kit.log(f"tiles: {json.dumps(row)}")
+
+
+WIDTHS = ((16, 8, 8), (32, 16, 16), (48, 24, 24), (64, 32, 32))
+
+
+def measure_widths(kit: Kit) -> None:
+    """What wider networks cost on this card: one training step (batch 32 of 128 px, bfloat16 autocast,
+    the loss over all stages) and inference images/s at 256x256, per width, on random data. The bundled
+    model uses a few percent of a GPU, so a wider one may cost little more time: this is the trade-off
+    the next model's width is chosen by."""
+    import torch
+
+    from dgunet import build_model
+    from dgunet.losses import StagesLoss
+
+    rows = kit.results["measure"].setdefault("widths", [])
+    batch, patch = (2, 32) if kit.dry else (32, 128)
+    for n_feat, unet, orsnet in WIDTHS[:2] if kit.dry else WIDTHS:
+        if kit.left() < 180 and not kit.dry:
+            return
+        model = build_model("dgunet", n_feat=n_feat, scale_unetfeats=unet, scale_orsnetfeats=orsnet)
+        model = model.to(kit.device, memory_format=torch.channels_last)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+        loss_fn = StagesLoss()
+        x = torch.rand(batch, 3, patch, patch, device=kit.device).contiguous(memory_format=torch.channels_last)
+        autocast = torch.autocast(kit.device.type, dtype=torch.bfloat16, enabled=kit.device.type == "cuda")
+        _train_step(model, opt, loss_fn, x, autocast)
+        sync(kit.device)
+        n, t0 = 0, time.perf_counter()
+        while n < 3 or time.perf_counter() - t0 < (0 if kit.dry else 2.0):
+            _train_step(model, opt, loss_fn, x, autocast)
+            n += 1
+        sync(kit.device)
+        row = {"widths": [n_feat, unet, orsnet], "params": sum(p.numel() for p in model.parameters())}
+        row["train_step_s"] = (time.perf_counter() - t0) / n
+        model.eval()
+        side = 32 if kit.dry else 256
+        y = torch.rand(2 if kit.dry else 16, 3, side, side, device=kit.device).contiguous(
+            memory_format=torch.channels_last
+        )
+        s = time_forward(model, y, "bfloat16", kit.device, min_iters=3, min_seconds=0 if kit.dry else 0.5)
+        row["infer_images_per_s_256"] = y.shape[0] / s
+        rows.append(row)
+        kit.log(f"widths: {json.dumps(row)}")
+        del model, opt
+        if kit.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def _train_step(model, opt, loss_fn, x, autocast) -> None:
+    """One step of the training loop's shape: the loss over every stage, restoring ``x`` to itself."""
+    with autocast:
+        stages = model(x, return_stages=True)
+    loss = loss_fn([s.float() for s in stages], x)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
 
 
 def best_forward(kit: Kit, model: str, size: str) -> dict[str, Any] | None:

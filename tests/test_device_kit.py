@@ -59,6 +59,13 @@ def test_dry_run_checks_measures_and_trains(tmp_path):
         (m, p, b) for m in ("bundled/denoise_small", "tiny") for p in ("float32", "bfloat16", "float16") for b in (1, 2)
     }
     assert all(r["images_per_s"] > 0 and r["tflops"] > 0 for r in rows)
+    tiles = kit["measure"]["tiles"]  # one tile per pass against the GPU default, per precision
+    assert [(r["precision"], r["tile_batch"]) for r in tiles] == [
+        (p, b) for p in ("float32", "float16") for b in (1, 128)
+    ] and all(r["seconds_per_image"] > 0 for r in tiles)
+    widths = kit["measure"]["widths"]
+    assert [r["widths"] for r in widths] == [[16, 8, 8], [32, 16, 16]]
+    assert widths[0]["params"] < widths[1]["params"] and all(r["train_step_s"] > 0 for r in widths)
     feeding = kit["measure"]["feeding"]
     assert feeding["cpu_seconds_per_image"] > 0 and [r["threads"] for r in feeding["runs"]][0] == 1
     assert all(0 < r["gpu_busy"] <= 1 for r in feeding["runs"])
