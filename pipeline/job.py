@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import secrets
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -375,9 +376,15 @@ def _restore(
                 if flag is not None:  # the flag holds these rows until now
                     flag.delivered.remote(table.column("input_uri").to_pylist())
         finally:
-            batches.close()  # shuts Ray Data's executor down now, also when the drain was cut short
+            # Shuts Ray Data's executor down now. After a drain cut short, its actors may be stuck in a
+            # batch and the shutdown can take seconds that the grace's reserve (stats, summary, lock) lacks:
+            # then it goes on in the background, and the process's exit ends what is left.
+            closed = _close_within(batches, stop.reserve / 3 if stop.drain_over else None)
+        if not closed:
+            log.warning("Ray Data's executor is still shutting down; the run goes on to its stats without it.")
         try:
-            summary.execution_stats.append(ds.stats())
+            if closed:
+                summary.execution_stats.append(ds.stats())
         except Exception as exc:  # stats of an execution cut short; the run's own results are what count
             log.warning("No Ray Data stats for this pass: %s", exc)
         if stop.requested:  # a stopping run tries nothing again (the next run plans what is missing), and
@@ -396,6 +403,18 @@ def _restore(
             f"model: the worker died on every attempt ({spec.resources.max_task_retries + 1} with this image alone)"
         )
         account(_failed_rows(lost, run_id, ref.id, reason))
+
+
+def _close_within(batches, timeout: float | None) -> bool:
+    """Close the batch iterator (which shuts Ray Data's executor down), waiting at most ``timeout``
+    seconds (None: until it is done); whether it finished."""
+    if timeout is None:
+        batches.close()
+        return True
+    closer = threading.Thread(target=batches.close, name="close-ray-data", daemon=True)
+    closer.start()
+    closer.join(timeout)
+    return not closer.is_alive()
 
 
 def _account(
