@@ -6,13 +6,13 @@ fails (the exit code is 1 when any check failed):
 
 1. **check**: ``restore`` on CUDA for every input kind the CPU tests cover (8/16-bit, gray, gray+alpha,
    RGBA, odd sizes, tiled), float32 against bfloat16 and float16 autocast, channels_last, the mergeblock
-   solve kept in float32, no NaN; :class:`pipeline.model_stage.RestoreModel` on CUDA with a batch of mixed
+   solve kept in float32, no NaN; :class:`pipeline.stages.model.RestoreModel` on CUDA with a batch of mixed
    sizes; a real ``torch.OutOfMemoryError`` under a memory cap, recovered in tiles.
 2. **measure**: forward throughput of the bundled model and each official preset at 256x256, 1280x720
    and 1920x1080, per precision and batch size: images/s, megapixels/s, TFLOP/s and its fraction of the
    card's peak, peak memory; ``torch.compile`` against eager; then how many CPU threads of PNG decode and
    encode keep the GPU busy, and the busy fraction reached.
-3. **train**: :func:`pipeline.train.fit` (the loop of ``jobs/train.py``, without Ray) on each training
+3. **train**: :func:`pipeline.training.loop.fit` (the loop of ``jobs/train.py``, without Ray) on each training
    spec given, for the time left, checkpointing every minute; the checkpoints and histories come back
    for evaluation on the CPU.
 
@@ -216,7 +216,7 @@ def decoded_batch(images: dict[str, Any]) -> dict[str, Any]:
 
 
 def model_stage(kit: Kit, **inference):
-    from pipeline.model_stage import RestoreModel, resolve_model
+    from pipeline.stages.model import RestoreModel, resolve_model
 
     return RestoreModel(
         ref=resolve_model("denoise", arch="dgunet", weights=None),
@@ -391,14 +391,14 @@ def measure(kit: Kit) -> None:
 
 def measure_tiles(kit: Kit) -> None:
     """A 1920x1080 image through the bundled weights' recommended tiles (128 px), one tile per forward pass
-    against the model stage's GPU default (:func:`pipeline.model_stage.gpu_tile_batch`)."""
+    against the model stage's GPU default (:func:`pipeline.stages.model.gpu_tile_batch`)."""
     import dataclasses
 
     import torch
 
     from dgunet import load_pretrained
     from dgunet.inference import recommended_options, restore_tensor
-    from pipeline.model_stage import gpu_tile_batch
+    from pipeline.stages.model import gpu_tile_batch
 
     model = load_pretrained("denoise").eval().to(kit.device, memory_format=torch.channels_last)
     h, w = (96, 128) if kit.dry else (1080, 1920)
@@ -608,8 +608,8 @@ def train(kit: Kit, specs: list[str], data: str | None) -> None:
 
     from dgunet.checkpoint import extract_state_dict, parse_checkpoint, save_safetensors
     from pipeline.storage import read_bytes
-    from pipeline.train import fit
-    from pipeline.train_spec import TrainSpec
+    from pipeline.training.loop import fit
+    from pipeline.training.spec import TrainSpec
 
     res = kit.results.setdefault("train", {})
     shares = [2.0] + [1.0] * (len(specs) - 1)  # the first spec (the shipped denoiser's) gets twice the time

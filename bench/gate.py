@@ -38,10 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from dgunet import build_model, load_checkpoint, load_pretrained, restore
-    from pipeline.evaluate import Case, psnr_ssim
-    from pipeline.quality import noise_level
+    from pipeline.stages.quality import noise_level
     from pipeline.storage import list_images
-    from pipeline.train import load_rgb
+    from pipeline.training.evaluate import Case, psnr_ssim
+    from pipeline.training.loop import load_rgb
 
     torch.set_num_threads(args.threads)
     if args.checkpoint:

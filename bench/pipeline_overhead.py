@@ -51,8 +51,8 @@ def plain_loop(src: Path, dst: Path, threads: int) -> float:
     import torch
 
     from dgunet import load_pretrained, restore
-    from pipeline.decode import decode_image
-    from pipeline.encode import encode_png
+    from pipeline.stages.decode import decode_image
+    from pipeline.stages.encode import encode_png
 
     torch.set_num_threads(threads)
     t0 = time.perf_counter()

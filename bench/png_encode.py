@@ -11,7 +11,7 @@ image (the share of an actor's time that encoding would cost if it ran inline). 
 bench/results/png_encode.jsonl.
 
 The formats part restores the real photos in data/photos/test with the default denoiser and encodes each
-with the pipeline's own encoder (pipeline.encode.encode_image, no metadata) in every output format and
+with the pipeline's own encoder (pipeline.stages.encode.encode_image, no metadata) in every output format and
 setting, single-threaded, best of 3. Printed per setting, over all photos: bytes out / bytes in (the
 input files), bytes out / a JPEG at quality 92 of the same pixels (the archive most users hold), encode
 seconds per megapixel, and encode time relative to PNG level 1 measured in the same run. Results are
@@ -128,7 +128,7 @@ def formats() -> int:
     from PIL import Image
 
     from dgunet import load_pretrained, restore
-    from pipeline.encode import EncodeOptions, encode_image
+    from pipeline.stages.encode import EncodeOptions, encode_image
 
     torch.set_num_threads(1)
     cv2.setNumThreads(1)

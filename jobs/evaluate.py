@@ -7,7 +7,7 @@
 Cases (``--cases``, by default those of ``--task``): ``sigmaN`` (Gaussian noise, every baseline told the
 true sigma), ``jpegQ`` (JPEG at quality Q), ``clean`` (nothing to remove: a restorer should return the
 photo unchanged), ``blur`` (baselines told the true kernel), ``rain-smear`` and ``rain-lines`` (the
-training renderer and an independent one); see :mod:`pipeline.evaluate`. Inference uses the weights'
+training renderer and an independent one); see :mod:`pipeline.training.evaluate`. Inference uses the weights'
 recommended options unless ``--tile`` says otherwise (``--tile 0``: whole images).
 Writes ``<out>/eval.md`` (the mean and per-image tables), ``<out>/eval.json`` and, with
 ``--save-degraded``, the 8-bit PNGs every method read.
@@ -85,9 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from dgunet import restore
-    from pipeline import evaluate as ev
     from pipeline.storage import list_images
-    from pipeline.train import load_rgb
+    from pipeline.training import evaluate as ev
+    from pipeline.training.loop import load_rgb
 
     torch.set_num_threads(args.threads)
     model, options = load_model(args), tiling(args)

@@ -11,8 +11,8 @@ import argparse
 import sys
 
 from pipeline.spec import SpecError
-from pipeline.train import fit
-from pipeline.train_spec import TrainSpec
+from pipeline.training.loop import fit
+from pipeline.training.spec import TrainSpec
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"done: {metrics}; checkpoint at {spec.checkpoint.uri}/last.pth")
         return 0
     from pipeline.ray_env import init_ray
-    from pipeline.train import run_training
+    from pipeline.training.loop import run_training
 
     init_ray(args.address)
     result = run_training(spec)

@@ -23,12 +23,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .lock import RunLock
-from .model_stage import ModelRef, resolve_model, restore_alone
 from .plan import Plan, make_plan
 from .report import ReportCollector, ranking_measure
 from .rows import FAILED, STATS_SCHEMA, STOPPED
 from .shutdown import GracefulStop, Interrupted
 from .spec import RestoreSpec
+from .stages.model import ModelRef, resolve_model, restore_alone
 from .stop_gate import StoppableRestoreModel, start_flag
 from .storage import join_uri, write_bytes_atomic
 from .tally import RunTally
@@ -156,9 +156,9 @@ def build_dataset(spec: RestoreSpec, rows, ref: ModelRef, run_id: str, *, one_by
     import ray
 
     from . import faults
-    from .decode import decode_batch
-    from .read import read_batch
-    from .write import write_batch
+    from .stages.decode import decode_batch
+    from .stages.read import read_batch
+    from .stages.write import write_batch
 
     res, storage = spec.resources, spec.storage.options()
     use_gpu = res.gpus_per_actor > 0

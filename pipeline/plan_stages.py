@@ -28,8 +28,8 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .encode import EXTENSIONS, FORMAT_OF_EXTENSION
 from .rows import OK, STATS_SCHEMA
+from .stages.encode import EXTENSIONS, FORMAT_OF_EXTENSION
 from .storage import (
     IMAGE_EXTENSIONS,
     StorageOptions,

@@ -271,7 +271,7 @@ CROP = 176  # side of the 1:1 centre crops shown side by side
 
 
 def _load_pair(row: dict, max_pixels: int, storage) -> tuple[np.ndarray, np.ndarray]:
-    from .decode import decode_image
+    from .stages.decode import decode_image
     from .storage import read_bytes
 
     before = decode_image(read_bytes(row["input_uri"], storage), max_pixels=max_pixels).pixels
@@ -281,7 +281,7 @@ def _load_pair(row: dict, max_pixels: int, storage) -> tuple[np.ndarray, np.ndar
 
 def _crop(img: np.ndarray) -> np.ndarray:
     """A 1:1 centre crop as 8-bit gray or RGB (alpha dropped): noise and detail show at full scale."""
-    from .quality import center_crop
+    from .stages.quality import center_crop
 
     img = center_crop(img, CROP)
     if img.dtype == np.uint16:

@@ -16,14 +16,14 @@ class Col:
     planned (:mod:`pipeline.plan`, one row per input to restore): ``INPUT_URI``, ``OUTPUT_URI``, ``SIZE``
     (bytes as listed), ``VERSION`` (the store's version identity, "" where it gives none),
     ``REFERENCE_URI`` (a clean reference or "");
-    read (:func:`pipeline.read.read_batch`): ``DATA`` (the file's bytes), ``STATUS`` and ``ERROR`` (a row that
+    read (:func:`pipeline.stages.read.read_batch`): ``DATA`` (the file's bytes), ``STATUS`` and ``ERROR`` (a row that
     failed carries its reason to the stats; every later stage passes it through), and ``VERSION`` filled
     with the content's sha256 where the store gave none;
-    decode (:func:`pipeline.decode.decode_batch`, drops ``DATA``): ``PIXELS`` (raw bytes), ``SHAPE`` (H, W, C),
+    decode (:func:`pipeline.stages.decode.decode_batch`, drops ``DATA``): ``PIXELS`` (raw bytes), ``SHAPE`` (H, W, C),
     ``DTYPE``, ``MODE`` (the file's), ``LOSSY``, ``NOISE_BEFORE``, ``METADATA`` (JSON), ``DECODE_SECONDS``;
-    model (:class:`pipeline.model_stage.RestoreModel`): ``RESTORED`` (raw bytes, as ``PIXELS``), ``ACTION``
+    model (:class:`pipeline.stages.model.RestoreModel`): ``RESTORED`` (raw bytes, as ``PIXELS``), ``ACTION``
     (``RESTORED`` or ``PASSED``), ``SECONDS``;
-    write (:func:`pipeline.write.write_batch`): the stats row, :data:`STATS_SCHEMA`, and nothing else.
+    write (:func:`pipeline.stages.write.write_batch`): the stats row, :data:`STATS_SCHEMA`, and nothing else.
     """
 
     INPUT_URI, OUTPUT_URI, SIZE, VERSION, REFERENCE_URI = "input_uri", "output_uri", "size", "version", "reference_uri"
@@ -58,7 +58,7 @@ STATS_SCHEMA = pa.schema(
         ("decode_seconds", pa.float64()),
         ("encode_seconds", pa.float64()),
         # What the output carries of the input's metadata, e.g. "exif,xmp,srgb,provenance" (see
-        # pipeline.metadata.tags_for), and what was lost: unreadable or with no place in the format.
+        # pipeline.stages.metadata.tags_for), and what was lost: unreadable or with no place in the format.
         ("metadata", pa.string()),
         ("metadata_error", pa.string()),
         ("noise_before", pa.float64()),  # estimated Gaussian noise sigma, 8-bit levels

@@ -4,7 +4,7 @@ The restore job's schema (:class:`RestoreSpec`) is here, with what every spec sh
 model, the network's architecture section, and one loader (:func:`validate_spec`, :func:`read_yaml`) that
 applies dotted-key overrides, refuses credentials, makes local paths absolute (Ray workers run
 elsewhere) and reports every problem with the dotted key it concerns. The training job's schema
-(:mod:`pipeline.train_spec`) is built from the same parts.
+(:mod:`pipeline.training.spec`) is built from the same parts.
 
 An unknown key or a bad value is an error that names it. Credentials never belong in a spec: they come
 from the environment, a profile or an instance role, and a spec that holds one is refused.
@@ -25,7 +25,7 @@ from dgunet.inference import InferenceOptions, Precision
 from dgunet.model import Arch
 from dgunet.registry import Task
 
-from .encode import EncodeOptions
+from .stages.encode import EncodeOptions
 from .storage import StorageOptions, split_protocol
 
 _SECRET_KEYS = re.compile(r"(secret|password|token|credential|access_key|session_key)", re.IGNORECASE)

@@ -17,8 +17,8 @@ import logging
 
 import numpy as np
 
-from .model_stage import RestoreModel
 from .rows import STOPPED
+from .stages.model import RestoreModel
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +83,11 @@ def record_written(flag, row: dict) -> None:
 
 
 class StoppableRestoreModel(RestoreModel):
-    """:class:`~pipeline.model_stage.RestoreModel` that starts no new batch once the run's flag is raised.
+    """:class:`~pipeline.stages.model.RestoreModel` that starts no new batch once the run's flag is raised.
 
     Args:
         stop: the run's :class:`StopFlag` actor handle (None: never stops).
-        **model: :class:`~pipeline.model_stage.RestoreModel`'s arguments.
+        **model: :class:`~pipeline.stages.model.RestoreModel`'s arguments.
     """
 
     def __init__(self, *, stop=None, **model):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.decode import DecodeError, decode_image
-from pipeline.encode import encode_png
+from pipeline.stages.decode import DecodeError, decode_image
+from pipeline.stages.encode import encode_png
 from tests.images import bad_files, good_files, jpeg_with_orientation, photo
 
 GOOD, BAD = good_files(), bad_files()

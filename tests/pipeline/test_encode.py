@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.decode import decode_image
-from pipeline.encode import EncodeOptions, check_fits, encode_image
+from pipeline.stages.decode import decode_image
+from pipeline.stages.encode import EncodeOptions, check_fits, encode_image
 from tests.images import photo
 
 RGB = photo(20, 28, seed=7)

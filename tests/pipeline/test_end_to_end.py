@@ -10,9 +10,9 @@ import numpy as np
 import pyarrow.dataset as pads
 import pytest
 
-from pipeline.decode import decode_image
 from pipeline.job import run_restore
 from pipeline.spec import parse_spec
+from pipeline.stages.decode import decode_image
 from tests.images import bad_files, good_files, photo
 
 pytestmark = pytest.mark.slow

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline import evaluate as ev
+from pipeline.training import evaluate as ev
 from tests.images import photo
 
 CLEAN = photo(64, 64, seed=5, noise=0.06)
@@ -47,7 +47,7 @@ def test_classical_baselines_improve_their_own_degradation(case, method):
 
 
 def test_unsharp_masking_sharpens():
-    from pipeline.quality import sharpness
+    from pipeline.stages.quality import sharpness
 
     degraded, known = ev.Case("blur").degrade(_astronaut(), seed=5)
     assert sharpness(ev.unsharp(degraded, known)) > 2 * sharpness(degraded)

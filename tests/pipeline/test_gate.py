@@ -10,9 +10,9 @@ import pyarrow.dataset as pads
 import pytest
 from PIL import Image
 
-from pipeline.decode import decode_batch
-from pipeline.model_stage import RestoreModel, resolve_model
 from pipeline.rows import OK, PASSED, RESTORED
+from pipeline.stages.decode import decode_batch
+from pipeline.stages.model import RestoreModel, resolve_model
 from tests.images import photo
 
 

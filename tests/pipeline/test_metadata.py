@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms, PngImagePlugin
 
-from pipeline.decode import decode_batch
-from pipeline.encode import EXTENSIONS, EncodeOptions, srgb_profile
-from pipeline.metadata import EXIF_IFD, GPS_IFD, ORIENTATION, PNG_IPTC_KEY, photoshop_resource, raw_profile
 from pipeline.rows import FAILED, OK, RESTORED
+from pipeline.stages.decode import decode_batch
+from pipeline.stages.encode import EXTENSIONS, EncodeOptions, srgb_profile
+from pipeline.stages.metadata import EXIF_IFD, GPS_IFD, ORIENTATION, PNG_IPTC_KEY, photoshop_resource, raw_profile
+from pipeline.stages.write import write_batch
 from pipeline.storage import StorageOptions
-from pipeline.write import write_batch
 from tests.images import photo, png16
 
 MODEL = "dgunet/denoise@sha256:" + "ab" * 32

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from pipeline.job import run_restore
-from pipeline.metadata import EXIF_IFD, GPS_IFD, ORIENTATION
 from pipeline.spec import parse_spec
+from pipeline.stages.metadata import EXIF_IFD, GPS_IFD, ORIENTATION
 from tests.images import photo
 from tests.pipeline.test_metadata import TITLE, input_file
 

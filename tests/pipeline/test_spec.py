@@ -20,7 +20,7 @@ def test_shipped_restore_specs_validate(path):
 
 
 def test_shipped_training_specs_validate():
-    from pipeline.train_spec import TrainSpec
+    from pipeline.training.spec import TrainSpec
 
     for path in SPECS:
         if path.name.startswith("train_"):
@@ -35,7 +35,7 @@ def _train_yaml(tmp_path, **extra) -> Path:
 
 
 def test_training_spec_shares_the_loader_overrides_paths_and_named_errors(tmp_path, monkeypatch):
-    from pipeline.train_spec import TrainSpec
+    from pipeline.training.spec import TrainSpec
 
     monkeypatch.chdir(tmp_path)
     spec = TrainSpec.from_yaml(_train_yaml(tmp_path), {"optim.steps": 7, "degradation.rain_length": (5, 9)})

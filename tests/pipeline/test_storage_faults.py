@@ -20,10 +20,10 @@ import s3fs
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from botocore.exceptions import ReadTimeoutError
 
-from pipeline.decode import decode_image
 from pipeline.job import run_restore
 from pipeline.lock import RunLock
 from pipeline.spec import parse_spec
+from pipeline.stages.decode import decode_image
 from pipeline.storage import StorageOptions
 from tests import servers
 from tests.faultproxy import KINDS, FaultProxy

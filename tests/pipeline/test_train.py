@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from dgunet import build_model, load_checkpoint
-from pipeline.train import crops_drawn, lr_at, run_training, split_sources
-from pipeline.train_spec import OptimSpec, TrainSpec
+from pipeline.training.loop import crops_drawn, lr_at, run_training, split_sources
+from pipeline.training.spec import OptimSpec, TrainSpec
 from tests.images import photo
 
 pytestmark = pytest.mark.slow

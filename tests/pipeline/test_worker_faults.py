@@ -14,9 +14,9 @@ import torch
 from PIL import Image
 
 from pipeline.job import run_restore
-from pipeline.model_stage import MIN_OOM_TILE, RestoreModel, gpu_tile_batch, resolve_model
 from pipeline.rows import OK
 from pipeline.spec import parse_spec
+from pipeline.stages.model import MIN_OOM_TILE, RestoreModel, gpu_tile_batch, resolve_model
 from tests.images import photo
 
 

@@ -1,5 +1,5 @@
 """Metadata carried from an input file to its restored output: read in the decode stage, written with
-the output by :mod:`pipeline.encode`.
+the output by :mod:`pipeline.stages.encode`.
 
 What travels (as the ``metadata`` column, :meth:`Metadata.to_json`):
 
@@ -258,7 +258,7 @@ def tags_for(meta: Metadata, fmt: str, *, channels: int, record: dict[str, str])
     comment goes back into a JPEG's COM segment).
 
     Returns:
-        ``(tags, kept, problems)``: the :class:`~pipeline.encode.Tags` to write; what was kept, in the
+        ``(tags, kept, problems)``: the :class:`~pipeline.stages.encode.Tags` to write; what was kept, in the
         order ``exif, xmp, iptc, icc | srgb, text:<n>, comment, provenance`` (``icc``: the original
         profile travels, the pixels being still in it; ``srgb``: tagged sRGB); what could not be read or
         has no place in ``fmt``, one line each.

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..rows import OK, Col, fail
 from .metadata import Metadata, read_metadata
 from .quality import noise_level
-from .rows import OK, Col, fail
 
 _TO_RGB_MODES = {"CMYK", "YCbCr", "LAB", "HSV", "RGBX"}
 
@@ -169,7 +169,7 @@ def decode_batch(batch: dict[str, np.ndarray], *, max_pixels: int) -> dict[str, 
     """Ray Data stage: ``data`` (file bytes) to ``pixels`` (raw bytes), ``shape`` (H, W, C) and ``dtype``,
     with ``lossy`` (the file's compression) and ``noise_before`` (the estimated noise level, NaN when the
     image is too small to tell), which the model stage's pass-through gate reads and the stats keep, and
-    ``metadata`` (:meth:`pipeline.metadata.Metadata.to_json`: EXIF, XMP, IPTC, text, ICC; "" for failed
+    ``metadata`` (:meth:`pipeline.stages.metadata.Metadata.to_json`: EXIF, XMP, IPTC, text, ICC; "" for failed
     rows), which the write stage carries into the output.
 
     Rows that already failed (e.g. unreadable objects) pass through; a file that does not decode fails

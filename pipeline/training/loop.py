@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .train_spec import OptimSpec, TrainSpec
+from .spec import OptimSpec, TrainSpec
 
 
 def source_of(uri: str) -> str:
@@ -47,7 +47,7 @@ def split_sources(uris: list[str], val_fraction: float) -> tuple[list[str], list
 def load_rgb(uri: str, *, max_side: int | None = None) -> np.ndarray:
     from PIL import Image, ImageOps
 
-    from .storage import read_bytes
+    from ..storage import read_bytes
 
     img = ImageOps.exif_transpose(Image.open(io.BytesIO(read_bytes(uri)))).convert("RGB")
     if max_side and max(img.size) > max_side:
@@ -104,7 +104,7 @@ def load_training_data(spec: TrainSpec) -> TrainingData:
     """Read the spec's images; validation holds out whole sources (see :func:`split_sources`)."""
     from dgunet.patches import fixed_validation_set
 
-    from .storage import join_uri, list_images
+    from ..storage import join_uri, list_images
 
     d = spec.data
     if d.paired:
@@ -188,7 +188,7 @@ class _Run:
 
         from dgunet.registry import make_config, model_from_config
 
-        from .storage import join_uri
+        from ..storage import join_uri
 
         self.spec, self.data, self.device, self.log = spec, data, device, log
         self.rank, self.world_size = rank, world_size
@@ -208,7 +208,7 @@ class _Run:
         """Load ``last.pth`` (weights, Adam's state, history) or else ``checkpoint.init``; the step to start at."""
         from dgunet.checkpoint import load_weights
 
-        from .storage import exists, read_bytes
+        from ..storage import exists, read_bytes
 
         if exists(self.last_uri):
             ckpt = load_weights(self.model, read_bytes(self.last_uri), name=self.last_uri)
@@ -267,7 +267,7 @@ class _Run:
         from dgunet.checkpoint import save_checkpoint
         from dgunet.registry import describe
 
-        from .storage import write_bytes_atomic
+        from ..storage import write_bytes_atomic
 
         spec = self.spec
         patch, batch_size = spec.optim.phase(done - 1)

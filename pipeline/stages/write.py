@@ -12,14 +12,14 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from ..faults import STALL_SECONDS, fires
+from ..rows import OK, PASSED, QUALITY_COLUMNS, STATS_SCHEMA, Col, fail, pixels_of
+from ..stop_gate import record_written
+from ..storage import StorageOptions, read_bytes, write_bytes_atomic
 from . import quality
 from .decode import DecodeError, decode_image
 from .encode import FORMAT_OF_EXTENSION, EncodeOptions, Tags, check_fits, encode_image
-from .faults import STALL_SECONDS, fires
 from .metadata import Metadata, provenance, tags_for
-from .rows import OK, PASSED, QUALITY_COLUMNS, STATS_SCHEMA, Col, fail, pixels_of
-from .stop_gate import record_written
-from .storage import StorageOptions, read_bytes, write_bytes_atomic
 
 
 def write_batch(
@@ -35,7 +35,7 @@ def write_batch(
     stop=None,
 ) -> dict[str, np.ndarray]:
     """Ray Data stage: write ``restored`` to ``output_uri`` in the format its extension names (see
-    :data:`pipeline.encode.FORMAT_OF_EXTENSION`; the planner chose it), with the input's ``metadata`` and
+    :data:`pipeline.stages.encode.FORMAT_OF_EXTENSION`; the planner chose it), with the input's ``metadata`` and
     a provenance record (software, ``model``, ``run_id``); return stats columns only. ``keep_metadata``
     False: only the provenance and the colour profile are written (no EXIF, XMP, IPTC or text).
 
@@ -147,11 +147,11 @@ def encode_with_metadata(
     pixels: np.ndarray, fmt: str, options: EncodeOptions, meta: Metadata, record: dict[str, str]
 ) -> tuple[bytes, list[str], list[str]]:
     """``pixels`` encoded as ``fmt`` with ``meta`` and the provenance ``record``: the bytes, what was kept
-    and what was not (see :func:`pipeline.metadata.tags_for`). Metadata the encoder refuses (an EXIF block
+    and what was not (see :func:`pipeline.stages.metadata.tags_for`). Metadata the encoder refuses (an EXIF block
     over JPEG's 64 KiB segment) is left out and reported: the image is written with its colour tag alone.
 
     Raises:
-        ValueError: the pixels do not fit ``fmt`` (:func:`pipeline.encode.check_fits`).
+        ValueError: the pixels do not fit ``fmt`` (:func:`pipeline.stages.encode.check_fits`).
     """
     tags, kept, problems = tags_for(meta, fmt, channels=pixels.shape[2], record=record)
     try:

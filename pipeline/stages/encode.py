@@ -50,7 +50,7 @@ class EncodeOptions:
 
 @dataclass(frozen=True)
 class Tags:
-    """What a file carries beside its pixels (see :func:`pipeline.metadata.tags_for`)."""
+    """What a file carries beside its pixels (see :func:`pipeline.stages.metadata.tags_for`)."""
 
     exif: bytes = b""  # b"Exif\0\0" + TIFF structure, or the TIFF structure alone
     xmp: bytes = b""

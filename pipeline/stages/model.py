@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .rows import OK, PASSED, RESTORED, Col, fail, model_id, pixels_of
+from ..rows import OK, PASSED, RESTORED, Col, fail, model_id, pixels_of
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def resolve_model(task: str, *, arch: str, weights: str | None, storage=None, **
     if weights is None:
         w = default_weights(task)
         return ModelRef(w.config.arch, task, w.sha256, None, {})
-    from .storage import read_bytes
+    from ..storage import read_bytes
 
     data = read_bytes(weights, storage)
     check_weights(make_config(arch, task=task, **_given(widths)), data, name=weights)
@@ -105,7 +105,7 @@ def load_model(ref: ModelRef, storage=None):
         if model.weights.sha256 != ref.sha256:
             raise ValueError(f"Expected bundled weights {ref.sha256}, but got {model.weights.sha256} instead.")
         return model
-    from .storage import read_bytes
+    from ..storage import read_bytes
 
     data = read_bytes(ref.weights_uri, storage)
     digest = sha256_of(data)
@@ -165,7 +165,7 @@ class RestoreModel:
 
         from dgunet.inference import from_model_output, restore_tensor, to_model_input
 
-        from .faults import fires
+        from ..faults import fires
 
         options = options or self.options
         inputs = [to_model_input(img) for img in images]

@@ -14,7 +14,7 @@ from pydantic import Field
 from dgunet.degrade import Degradation
 from dgunet.registry import Task
 
-from .spec import ArchSpec, StrictModel, read_yaml, validate_spec
+from ..spec import ArchSpec, StrictModel, read_yaml, validate_spec
 
 _PATH_KEYS = (("data", "train"), ("checkpoint", "uri"), ("checkpoint", "init"))
 

@@ -6,9 +6,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .rows import OK, Col, fail
-from .stop_gate import stopped
-from .storage import StorageOptions, content_version, filesystem, split_protocol
+from ..rows import OK, Col, fail
+from ..stop_gate import stopped
+from ..storage import StorageOptions, content_version, filesystem, split_protocol
 
 
 def read_batch(

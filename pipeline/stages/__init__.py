@@ -1,0 +1,3 @@
+"""What Ray Data runs on workers, in the order an image meets it: read (bytes), decode (pixels and
+metadata), model (:class:`.model.RestoreModel`, an actor per model), write (encode with metadata, store
+atomically, measure quality). The columns that flow between them are :class:`pipeline.rows.Col`."""
