@@ -144,7 +144,7 @@ class StatsWriter:
 
 def build_dataset(spec: RestoreSpec, rows, ref: ModelRef, run_id: str, *, one_by_one: bool = False, stop=None):
     """The Ray Data pipeline over planned ``rows`` (a :class:`~pipeline.plan.Plan`, or some of its rows as
-    dicts); yields stats rows when iterated.
+    dicts); yields stats rows when iterated: read, decode, restore, write.
 
     A model actor that dies (killed, segfault, out of host memory) is restarted by Ray and its batch
     retried, at most ``resources.max_task_retries`` times; after that the batch is dropped instead of
@@ -153,28 +153,37 @@ def build_dataset(spec: RestoreSpec, rows, ref: ModelRef, run_id: str, *, one_by
     ``stop``: the run's :class:`~pipeline.stop_gate.StopFlag`; once raised, reading and the model start
     nothing new and drop their rows, while what is restored is still written (see :mod:`pipeline.shutdown`).
     """
+    from . import faults
+
+    failpoints = faults.from_env()
+    ds = _source(rows, one_by_one)
+    ds = _read_and_decode(ds, spec, one_by_one=one_by_one, stop=stop)
+    ds = _model_stage(ds, spec, ref, one_by_one=one_by_one, stop=stop, failpoints=failpoints)
+    return _write(ds, spec, ref, run_id, stop=stop, failpoints=failpoints)
+
+
+def _source(rows, one_by_one: bool):
+    """The planned rows as a dataset whose executions go on past dropped blocks (the run accounts for
+    their rows itself), without changing the process's ``DataContext``: each dataset holds its own copy."""
     import ray
 
-    from . import faults
+    if isinstance(rows, Plan):  # the plan's rows, in the object store: the driver never holds them
+        ds = rows.dataset()
+    else:
+        # Narrowing down, every image is its own block: a model task gets a whole block, and a crash loses it.
+        ds = ray.data.from_items(rows, override_num_blocks=len(rows) if one_by_one else None)
+    ds.context.max_errored_blocks = -1  # shared by the datasets derived from this one
+    return ds
+
+
+def _read_and_decode(ds, spec: RestoreSpec, *, one_by_one: bool, stop):
     from .stages.decode import decode_batch
     from .stages.read import read_batch
-    from .stages.write import write_batch
 
-    res, storage = spec.resources, spec.storage.options()
-    use_gpu = res.gpus_per_actor > 0
-    ctx = ray.data.DataContext.get_current()
-    errored, ctx.max_errored_blocks = ctx.max_errored_blocks, -1  # captured by the dataset created next
-    try:
-        if isinstance(rows, Plan):  # the plan's rows, in the object store: the driver never holds them
-            ds = rows.dataset()
-        else:
-            # Narrowing down, every image is its own block: a model task gets a whole block, and a crash loses it.
-            ds = ray.data.from_items(rows, override_num_blocks=len(rows) if one_by_one else None)
-    finally:
-        ctx.max_errored_blocks = errored
+    res = spec.resources
     ds = ds.map_batches(
         read_batch,
-        fn_kwargs={"storage": storage, "threads": res.read_threads, "stop": stop},
+        fn_kwargs={"storage": spec.storage.options(), "threads": res.read_threads, "stop": stop},
         batch_size=1 if one_by_one else 16,
     )
     # One image per decode call: a huge image does not hold up (or share a block with) small ones.
@@ -182,15 +191,21 @@ def build_dataset(spec: RestoreSpec, rows, ref: ModelRef, run_id: str, *, one_by
     # Blocks of one model batch: a model task then restores one batch and hands it on, so that images are
     # written as they are restored (not when a whole read block is), and a stopping run waits for one
     # batch per actor at most.
-    if not one_by_one:
-        ds = ds.repartition(target_num_rows_per_block=res.batch_size)
+    return ds if one_by_one else ds.repartition(target_num_rows_per_block=res.batch_size)
+
+
+def _model_stage(ds, spec: RestoreSpec, ref: ModelRef, *, one_by_one: bool, stop, failpoints: dict):
+    """The model stage: a pool of actors, one model each; or, narrowing down, one task per image."""
+    import ray
+
+    res = spec.resources
     model = {
         "ref": ref,
         "inference": spec.inference.overrides(),
         "threads": max(1, int(res.cpus_per_actor)),
-        "use_gpu": use_gpu,
-        "storage": storage,
-        "failpoints": faults.from_env(),
+        "use_gpu": res.gpus_per_actor > 0,
+        "storage": spec.storage.options(),
+        "failpoints": failpoints,
         **spec.gate.settings(spec.task),
     }
     resources = {
@@ -203,33 +218,37 @@ def build_dataset(spec: RestoreSpec, rows, ref: ModelRef, run_id: str, *, one_by
     if one_by_one:
         # Plain tasks, each loading the model for one image: a crash loses that task alone, and a task's
         # resources are free again when it ends (a second actor pool could wait on the first's).
-        ds = ds.map_batches(
+        return ds.map_batches(
             restore_alone,
             fn_kwargs=model,
             batch_size=1,
             ray_remote_args_fn=functools.partial(dict, max_retries=res.max_task_retries),
             **resources,
         )
-    else:
-        ds = ds.map_batches(
-            StoppableRestoreModel,
-            fn_constructor_kwargs={**model, "stop": stop},
-            compute=ray.data.ActorPoolStrategy(min_size=res.min_actors, max_size=res.max_actors),
-            batch_size=res.batch_size,
-            # Applied when each actor starts (Ray Data's default is to retry forever).
-            ray_remote_args_fn=functools.partial(dict, max_task_retries=res.max_task_retries),
-            **resources,
-        )
+    return ds.map_batches(
+        StoppableRestoreModel,
+        fn_constructor_kwargs={**model, "stop": stop},
+        compute=ray.data.ActorPoolStrategy(min_size=res.min_actors, max_size=res.max_actors),
+        batch_size=res.batch_size,
+        # Applied when each actor starts (Ray Data's default is to retry forever).
+        ray_remote_args_fn=functools.partial(dict, max_task_retries=res.max_task_retries),
+        **resources,
+    )
+
+
+def _write(ds, spec: RestoreSpec, ref: ModelRef, run_id: str, *, stop, failpoints: dict):
+    from .stages.write import write_batch
+
     return ds.map_batches(
         write_batch,
         fn_kwargs={
             "run_id": run_id,
             "model": ref.id,
-            "storage": storage,
+            "storage": spec.storage.options(),
             "max_pixels": spec.input.max_pixels,
             "options": spec.output.encode_options(),
             "keep_metadata": spec.output.metadata,
-            "failpoints": model["failpoints"],
+            "failpoints": failpoints,
             "stop": stop,
         },
         batch_size=1,

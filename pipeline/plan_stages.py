@@ -388,6 +388,23 @@ def settle_inputs(
     of an input are in ``part``. Returns stage 4's rows (:data:`ROUTED_SCHEMA`): a record per input to
     decide, keyed by the name it keeps or else by its first name; a claim per earlier ``ok`` row on its
     output; one row of counts."""
+    now, earlier = _now_and_earlier(part)
+    content = _hash_unversioned(now, earlier, storage)
+    out: dict[str, list] = {name: [] for name in ROUTED_SCHEMA.names}
+    counts = dict.fromkeys(COUNTS, 0)
+    for uri, e in earlier.items():
+        if e.ok and e.output_uri:  # the name this input owns, also while it is gone
+            _emit(out, name_key=name_key(e.output_uri), kind=CLAIM, input_uri=uri, output_uri=e.output_uri)
+        if uri not in now and not manifest and under(uri, input_uri):
+            counts["vanished"] += 1
+    _records(out, counts, now, earlier, content, input_uri, output_uri, output_format, reference)
+    _emit(out, name_key="", kind=TALLY, **{f"n_{c}": v for c, v in counts.items()})
+    return pa.table(out, schema=ROUTED_SCHEMA)
+
+
+def _now_and_earlier(part: pa.Table) -> tuple[dict[str, dict], dict[str, Earlier]]:
+    """``part``'s rows of each input as found now (listed, or a manifest entry missing), and the latest
+    earlier stats row of each."""
     now: dict[str, dict] = {}
     earlier_rows: dict[str, list[dict]] = {}
     for r in part.to_pylist():
@@ -395,9 +412,11 @@ def settle_inputs(
             earlier_rows.setdefault(r["input_uri"], []).append(r)
         else:
             now[r["input_uri"]] = r
-    earlier = {uri: _latest(rows) for uri, rows in earlier_rows.items()}
-    del earlier_rows
-    # Stores that describe no version: the inputs that an earlier row could vouch for are hashed now.
+    return now, {uri: _latest(rows) for uri, rows in earlier_rows.items()}
+
+
+def _hash_unversioned(now: dict[str, dict], earlier: dict, storage: StorageOptions) -> dict[str, str]:
+    """Stores that describe no version: the inputs that an earlier row could vouch for, by content hash."""
     to_hash = [
         uri
         for uri, r in now.items()
@@ -406,24 +425,21 @@ def settle_inputs(
         and (e := earlier.get(uri))
         and (e.version or "").startswith("sha256:")
     ]
-    content = {}
-    if to_hash:
-        with ThreadPoolExecutor(max_workers=min(8, len(to_hash))) as pool:
-            content = dict(zip(to_hash, pool.map(lambda u: content_version(read_bytes(u, storage)), to_hash)))
-    out: dict[str, list] = {name: [] for name in ROUTED_SCHEMA.names}
-    counts = dict.fromkeys(COUNTS, 0)
+    if not to_hash:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(8, len(to_hash))) as pool:
+        return dict(zip(to_hash, pool.map(lambda u: content_version(read_bytes(u, storage)), to_hash)))
+
+
+def _emit(out: dict[str, list], **row) -> None:
+    for name in ROUTED_SCHEMA.names:
+        out[name].append(row.get(name))
+
+
+def _records(out, counts, now, earlier, content, input_uri, output_uri, output_format, reference) -> None:
+    """A record per input found now, appended to ``out`` a column at a time (the hot loop of a first
+    run), with the counts of what changed, what was reformatted, what vanished or is still bad."""
     images = join_uri(output_uri, "images").rstrip("/") + "/"  # + a safe relative key: join_uri, faster
-
-    def emit(**row):
-        for name in ROUTED_SCHEMA.names:
-            out[name].append(row.get(name))
-
-    for uri, e in earlier.items():
-        if e.ok and e.output_uri:  # the name this input owns, also while it is gone
-            emit(name_key=name_key(e.output_uri), kind=CLAIM, input_uri=uri, output_uri=e.output_uri)
-        if uri not in now and not manifest and under(uri, input_uri):
-            counts["vanished"] += 1
-    # Records, a column at a time (the hot loop of a first run).
     cols = [out[name] for name in ("name_key", "kind", "input_uri", "order", "size", "version", "output_uri")]
     cols += [out[name] for name in ("same", "rel", "format", "reference_uri")]
     n_key, n_kind, n_uri, n_order, n_size, n_version, n_out, n_same, n_rel, n_format, n_ref = cols
@@ -464,8 +480,6 @@ def settle_inputs(
     for name in ROUTED_SCHEMA.names:  # the columns records leave empty
         if len(out[name]) < len(n_uri):
             out[name].extend([None] * (len(n_uri) - len(out[name])))
-    emit(name_key="", kind=TALLY, **{f"n_{c}": v for c, v in counts.items()})
-    return pa.table(out, schema=ROUTED_SCHEMA)
 
 
 def present_outputs(listed: pa.Table) -> pa.Table:
