@@ -70,12 +70,18 @@ def main(argv: list[str] | None = None) -> int:
     from dgunet.checkpoint import CheckpointMismatchError
     from pipeline.job import model_ref, run_restore
     from pipeline.lock import LockedError
+    from pipeline.preflight import StorageAccessError, check_storage
     from pipeline.ray_env import init_ray
 
     try:
         ref = model_ref(spec)  # before Ray, the listing and the lock: a wrong spec fails in a second
     except CheckpointMismatchError as err:
         print(f"model.weights: {err}", file=sys.stderr)
+        return 2
+    try:
+        check_storage(spec)  # a wrong path, bucket, credential or endpoint: one line, before any work
+    except StorageAccessError as err:
+        print(err, file=sys.stderr)
         return 2
     init_ray(args.address)
     try:

@@ -93,7 +93,8 @@ class RunSummary:
         lines = [
             f"run {self.run_id}  model {self.model}"
             + (f"  INTERRUPTED by {self.interrupted}" if self.interrupted else ""),
-            f"  input    {self.input_uri}  ({self.listed} images listed)",
+            f"  input    {self.input_uri}  ({self.listed} images listed)"
+            + ("  NO IMAGES: nothing there has an image extension" if not self.listed and not self.vanished else ""),
             f"  ok {self.ok}   failed {self.failed}   skipped: {self.skipped} already done, "
             f"{self.still_bad} undecodable before and unchanged; {self.changed} changed since restored, "
             f"{self.vanished} vanished, {self.reformatted} into a new format",
