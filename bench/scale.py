@@ -211,9 +211,9 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(tempfile.mkdtemp(prefix=f"bench-rerun-{n}-"))
         t0 = time.perf_counter()
         synthetic_all_done(n, out)
-        reruns.append(
-            {"setup_s": time.perf_counter() - t0, **plan_in_fresh_process(f"synth://archive-{n}", str(out), None)}
-        )
+        setup_s = time.perf_counter() - t0
+        planned = plan_in_fresh_process(f"synth://archive-{n}", str(out), args.partitions or None)
+        reruns.append({"setup_s": setup_s, **planned})
         print("re-run:", json.dumps(reruns[-1]), flush=True)
         subprocess.run(["rm", "-rf", str(out)], check=False)
     if reruns:
