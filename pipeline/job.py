@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .lock import RunLock
-from .plan import Plan, make_plan
+from .plan import Plan, make_plan, unfinished_rows
 from .report import ReportCollector, ranking_measure
 from .rows import FAILED, STATS_SCHEMA, STOPPED
 from .shutdown import GracefulStop, Interrupted
@@ -375,14 +375,16 @@ def _restore(
     pipeline drains or the drain deadline passes, and tries nothing again."""
     import ray
 
-    seen: set[str] = set()
-    account = functools.partial(_account, writer=writer, seen=seen, tally=tally, report=report)
+    account = functools.partial(_account, writer=writer, tally=tally, report=report)
     lost: Plan | list[dict] = plan if plan.planned else []
     for one_by_one in (False, True):
         if not lost or stop.requested:
             break
         if one_by_one:
             log.warning("%d images were lost with workers that died; retrying them one at a time.", len(lost))
+        # Which inputs came back: counted over the plan (the driver holds no set of the archive's names),
+        # named over the few retried one at a time.
+        received, named = 0, set()
         ds = build_dataset(spec, lost, ref, run_id, one_by_one=one_by_one, stop=flag)
         batches = iter(ds.iter_batches(batch_format="pyarrow", batch_size=None))
         try:
@@ -393,6 +395,9 @@ def _restore(
                 except (StopIteration, Interrupted):
                     break
                 account(table)
+                received += table.num_rows
+                if one_by_one:
+                    named.update(table.column("input_uri").to_pylist())
                 if flag is not None:  # the flag holds these rows until now
                     flag.delivered.remote(table.column("input_uri").to_pylist())
         finally:
@@ -409,13 +414,19 @@ def _restore(
             log.warning("No Ray Data stats for this pass: %s", exc)
         if stop.requested:  # a stopping run tries nothing again (the next run plans what is missing), and
             break  # its grace is for the stats and summary, not for streaming the plan once more
-        # The rows that came back as no stats row (the plan's streamed from the object store).
-        rows = plan.dataset().iter_rows() if isinstance(lost, Plan) else lost
-        lost = [dict(row) for row in rows if row["input_uri"] not in seen]
+        # The rows that came back as no stats row (every pipeline row ends as one unless its worker died).
+        if isinstance(lost, Plan):
+            if received >= plan.planned:
+                lost = []
+            else:
+                writer.flush()  # the stats parts then hold every row received
+                lost = unfinished_rows(plan, writer.parts, spec.storage.options())
+        else:
+            lost = [row for row in lost if row["input_uri"] not in named]
     if flag is not None and stop.requested:
         # Rows of images written that the pipeline had not delivered by the drain deadline: the write stage
-        # handed each to the stop flag too.
-        written = [r for r in ray.get(flag.take.remote(), timeout=30) if r["input_uri"] not in seen]
+        # handed each to the stop flag too, which forgets those the driver says it has (in call order).
+        written = ray.get(flag.take.remote(), timeout=30)
         if written:
             account(pa.Table.from_pylist([{k: r.get(k) for k in STATS_SCHEMA.names} for r in written], STATS_SCHEMA))
     if lost and not stop.requested:  # every input ends as a row: these killed their worker every time
@@ -437,18 +448,15 @@ def _close_within(batches, timeout: float | None) -> bool:
     return not closer.is_alive()
 
 
-def _account(
-    table: pa.Table, *, writer: StatsWriter, seen: set[str], tally: RunTally, report: ReportCollector | None
-) -> None:
-    """Take a batch of stats rows into the stats files, the summary's tally, the report (when the run
-    draws one) and the inputs seen."""
+def _account(table: pa.Table, *, writer: StatsWriter, tally: RunTally, report: ReportCollector | None) -> None:
+    """Take a batch of stats rows into the stats files, the summary's tally and the report (when the run
+    draws one)."""
     table = table.select(STATS_SCHEMA.names).cast(STATS_SCHEMA)
     table = table.filter(pc.not_equal(table["status"], STOPPED))  # not started: planned again next run
     writer.add(table)
     tally.add(table)
     if report is not None:
         report.add(table)
-    seen.update(table.column("input_uri").to_pylist())
 
 
 def _failed_rows(rows: list[dict], run_id: str, model: str, reason: str) -> pa.Table:

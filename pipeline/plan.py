@@ -30,6 +30,7 @@ format than the one asked for now is a change of output: the input is restored a
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from dataclasses import dataclass, field
@@ -264,15 +265,71 @@ def _plan_ray(**kwargs):
     """The stages as one Ray Data computation; the plan stays in the object store."""
     import ray
 
+    with _hash_shuffles():
+        return _plan_datasets(ray, **kwargs)
+
+
+@contextlib.contextmanager
+def _hash_shuffles():
+    """Datasets created inside shuffle with Ray Data's hash shuffle on actors: the object-store shuffle of
+    Ray 2.60's default (shuffle_v2) starts its map tasks in workers of their own runtime environment,
+    seconds on every plan. Each dataset keeps the context it was created under."""
+    import ray
+
     ctx = ray.data.DataContext.get_current()
-    # Ray Data's hash shuffle on actors: the object-store shuffle of Ray 2.60's default (shuffle_v2) starts
-    # its map tasks in workers of their own runtime environment, seconds on every plan. Each dataset
-    # keeps the context it was created under.
     strategy, ctx.shuffle_strategy = ctx.shuffle_strategy, "hash_shuffle"
     try:
-        return _plan_datasets(ray, **kwargs)
+        yield
     finally:
         ctx.shuffle_strategy = strategy
+
+
+_UNFINISHED_SCHEMA = pa.schema([*(PLANNED_SCHEMA.field(c) for c in TODO_COLUMNS), ("done", pa.bool_())])
+
+
+def unfinished_rows(plan: Plan, stats_parts: list[str], storage: StorageOptions) -> list[dict]:
+    """The plan's rows whose input has no row in ``stats_parts`` (the run's stats written so far): the
+    images a pass lost with workers that died. A hash partitioning of the plan's rows and the parts'
+    input URIs by ``input_uri`` on Ray Data, so that the driver holds neither side; only these rows,
+    few, come back."""
+    import ray
+
+    if not stats_parts:
+        return [dict(row) for row in plan.dataset().iter_rows()]
+    arrow = {"batch_format": "pyarrow", "batch_size": None}
+    with _hash_shuffles():
+        todo = plan.dataset().map_batches(_marked, **arrow)
+        files = ray.data.from_items([{"shard": u} for u in stats_parts])
+        done = files.map_batches(_done_uris, fn_kwargs={"storage": storage}, batch_format="pyarrow", batch_size=1)
+        both = todo.union(done).repartition(default_partitions(), keys=["input_uri"])
+        return [dict(row) for row in both.map_batches(_without_done, **arrow).iter_rows()]
+
+
+def _marked(t: pa.Table) -> pa.Table:
+    return t.select(TODO_COLUMNS).append_column("done", pa.array([False] * t.num_rows)).cast(_UNFINISHED_SCHEMA)
+
+
+def _done_uris(files: pa.Table, *, storage: StorageOptions) -> pa.Table:
+    import io
+
+    import pyarrow.parquet as pq
+
+    uris = [
+        pq.read_table(io.BytesIO(read_bytes(f, storage)), columns=["input_uri"]).column("input_uri")
+        for f in files.column("shard").to_pylist()
+    ]
+    n = sum(len(u) for u in uris)
+    columns = {name: pa.nulls(n, _UNFINISHED_SCHEMA.field(name).type) for name in TODO_COLUMNS}
+    columns["input_uri"] = pa.chunked_array([c for u in uris for c in u.chunks], pa.string())
+    columns["done"] = pa.array([True] * n)
+    return pa.table(columns, schema=_UNFINISHED_SCHEMA)
+
+
+def _without_done(part: pa.Table) -> pa.Table:
+    """A partition's plan rows whose input has no done row in it (an input's rows all meet in one)."""
+    done = part.filter(part.column("done"))
+    todo = part.filter(pc.invert(part.column("done")))
+    return todo.filter(pc.invert(pc.is_in(todo.column("input_uri"), done.column("input_uri")))).select(TODO_COLUMNS)
 
 
 def _plan_datasets(ray, *, input_uri, output_uri, model, storage, manifest, stats_files, settle, partitions):

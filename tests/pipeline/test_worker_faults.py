@@ -162,3 +162,29 @@ def test_a_worker_killed_mid_run_is_replaced_and_its_images_retried(ray_local, t
     assert len(rows) == 24 and {r["status"] for r in rows} == {OK}
     for r in rows:
         assert Image.open(r["output_uri"]).size == (96, 96)
+
+
+def test_the_images_a_pass_lost_are_found_without_a_set_of_every_name(ray_local, tmp_path):
+    """The plan's rows with no stats row yet: found on Ray Data by input_uri, from the stats parts."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.plan import Plan, unfinished_rows
+    from pipeline.storage import StorageOptions
+
+    rows = [
+        {"input_uri": f"s3://b/img{i}.png", "size": i, "version": f"v{i}", "output_uri": f"s3://o/img{i}.png"}
+        for i in range(40)
+    ]
+    rows = [{**r, "reference_uri": ""} for r in rows]
+    plan = Plan(planned=40, skipped=0, still_bad=0, listed=40, blocks=[ray_local.put(pa.Table.from_pylist(rows))])
+    parts = []
+    for k, uris in enumerate(
+        ([f"s3://b/img{i}.png" for i in range(0, 20)], [f"s3://b/img{i}.png" for i in range(21, 39)])
+    ):
+        parts.append(str(tmp_path / f"run-x-part-{k:05d}.parquet"))
+        pq.write_table(pa.table({"input_uri": uris, "status": ["ok"] * len(uris)}), parts[-1])
+    lost = unfinished_rows(plan, parts, StorageOptions())
+    assert sorted(r["input_uri"] for r in lost) == ["s3://b/img20.png", "s3://b/img39.png"]
+    assert {r["input_uri"]: r for r in lost}["s3://b/img20.png"] == rows[20]  # the whole planned row
+    assert len(unfinished_rows(plan, [], StorageOptions())) == 40
