@@ -124,31 +124,39 @@ def plan_in_fresh_process(input_uri: str, output_uri: str, partitions: int | Non
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def done_stats(objs, outputs: list[str]):
+    """Stats rows saying each of ``objs`` (:class:`~pipeline.storage.StoredObject`) was restored by model
+    ``m`` into the matching ``outputs``."""
+    import pyarrow as pa
+
+    from pipeline.rows import STATS_SCHEMA
+
+    rows = {name: [None] * len(objs) for name in STATS_SCHEMA.names}
+    rows.update(
+        input_uri=[o.uri for o in objs],
+        output_uri=outputs,
+        status=["ok"] * len(objs),
+        model=["m"] * len(objs),
+        input_bytes=[o.size for o in objs],
+        input_version=[o.version for o in objs],
+    )
+    return pa.table(rows, schema=STATS_SCHEMA)
+
+
 def _all_done(fs, endpoint: str, prefix: str, out: str, chunk: int = 20000) -> None:
     """Stats rows saying every object under ``prefix`` was restored (model ``m``, the version listed now)
     and an output for each, as a finished run leaves them."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipeline.rows import STATS_SCHEMA
     from pipeline.storage import StorageOptions, list_objects
 
     storage = StorageOptions(endpoint_url=endpoint)
     listed = list(list_objects(f"s3://{prefix}", storage))
     for part, lo in enumerate(range(0, len(listed), chunk)):
         objs = listed[lo : lo + chunk]
-        rows = {name: [None] * len(objs) for name in STATS_SCHEMA.names}
         outputs = [f"s3://{out}/images/{o.uri.split(prefix + '/', 1)[1].rsplit('.', 1)[0]}.png" for o in objs]
-        rows.update(
-            input_uri=[o.uri for o in objs],
-            output_uri=outputs,
-            status=["ok"] * len(objs),
-            model=["m"] * len(objs),
-            input_bytes=[o.size for o in objs],
-            input_version=[o.version for o in objs],
-        )
         buf = io.BytesIO()
-        pq.write_table(pa.table(rows, schema=STATS_SCHEMA), buf)
+        pq.write_table(done_stats(objs, outputs), buf)
         fs.pipe(f"{out}/stats/run-done-part-{part:05d}.parquet", buf.getvalue())
         fs.pipe({u.split("://", 1)[1]: b"png" for u in outputs})
 
@@ -157,11 +165,9 @@ def synthetic_all_done(n: int, out: Path, chunk: int = 50_000) -> None:
     """For ``synth://archive-<n>``: stats parts saying every object was restored (model ``m``, the version
     listed now) and an (empty) output file for each under ``out`` on local disk, as a finished run
     leaves them: a re-run then plans with nothing to do."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from bench.synthfs import SyntheticFileSystem
-    from pipeline.rows import STATS_SCHEMA
     from pipeline.storage import describe
 
     (out / "stats").mkdir(parents=True, exist_ok=True)
@@ -169,16 +175,7 @@ def synthetic_all_done(n: int, out: Path, chunk: int = 50_000) -> None:
         files = [SyntheticFileSystem._file(n, i) for i in range(lo, min(n, lo + chunk))]
         objs = [describe("synth", f["name"], f) for f in files]
         outputs = [str(out / "images" / o.uri.split("/", 3)[3]) for o in objs]  # <out>/images/<relative key>
-        rows = {name: [None] * len(objs) for name in STATS_SCHEMA.names}
-        rows.update(
-            input_uri=[o.uri for o in objs],
-            output_uri=outputs,
-            status=["ok"] * len(objs),
-            model=["m"] * len(objs),
-            input_bytes=[o.size for o in objs],
-            input_version=[o.version for o in objs],
-        )
-        pq.write_table(pa.table(rows, schema=STATS_SCHEMA), out / "stats" / f"run-done-part-{part:05d}.parquet")
+        pq.write_table(done_stats(objs, outputs), out / "stats" / f"run-done-part-{part:05d}.parquet")
         for path in outputs:
             folder = os.path.dirname(path)
             if not os.path.isdir(folder):

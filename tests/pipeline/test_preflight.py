@@ -111,15 +111,20 @@ def test_an_endpoint_that_does_not_answer_is_said_in_seconds(keys):
     assert "storage.endpoint_url" in message
 
 
-def test_a_missing_local_input_exits_2_with_one_line(tmp_path, tiny_weights, capsys):
+def _local_job(tmp_path, weights, input_name: str) -> str:
+    """A spec restoring ``tmp_path/input_name`` into ``tmp_path/out``."""
     spec = write_spec(
         tmp_path / "job.yaml",
-        tiny_weights,
-        input_uri=str(tmp_path / "typo"),
+        weights,
+        input_uri=str(tmp_path / input_name),
         output={"uri": str(tmp_path / "out")},
         resources={"min_actors": 1, "max_actors": 1},
     )
-    assert main(["--spec", str(spec)]) == 2
+    return str(spec)
+
+
+def test_a_missing_local_input_exits_2_with_one_line(tmp_path, tiny_weights, capsys):
+    assert main(["--spec", _local_job(tmp_path, tiny_weights, "typo")]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"input.uri: {tmp_path / 'typo'} does not exist"
     assert not (tmp_path / "out" / "runs").exists()  # no summary, no report: nothing ran
@@ -128,12 +133,5 @@ def test_a_missing_local_input_exits_2_with_one_line(tmp_path, tiny_weights, cap
 def test_an_existing_empty_input_runs_and_says_so(ray_local, tmp_path, tiny_weights, capsys):
     (tmp_path / "empty").mkdir()
     save_photos(tmp_path / "other")  # images elsewhere do not count
-    spec = write_spec(
-        tmp_path / "job.yaml",
-        tiny_weights,
-        input_uri=str(tmp_path / "empty"),
-        output={"uri": str(tmp_path / "out")},
-        resources={"min_actors": 1, "max_actors": 1},
-    )
-    assert main(["--spec", str(spec)]) == 0
+    assert main(["--spec", _local_job(tmp_path, tiny_weights, "empty")]) == 0
     assert "(0 images listed)  NO IMAGES" in capsys.readouterr().out
