@@ -384,34 +384,8 @@ def _restore(
             log.warning("%d images were lost with workers that died; retrying them one at a time.", len(lost))
         # Which inputs came back: counted over the plan (the driver holds no set of the archive's names),
         # named over the few retried one at a time.
-        received, named = 0, set()
         ds = build_dataset(spec, lost, ref, run_id, one_by_one=one_by_one, stop=flag)
-        batches = iter(ds.iter_batches(batch_format="pyarrow", batch_size=None))
-        try:
-            while not stop.drain_over:
-                try:
-                    with stop.region("wait"):
-                        table = next(batches)
-                except (StopIteration, Interrupted):
-                    break
-                account(table)
-                received += table.num_rows
-                if one_by_one:
-                    named.update(table.column("input_uri").to_pylist())
-                if flag is not None:  # the flag holds these rows until now
-                    flag.delivered.remote(table.column("input_uri").to_pylist())
-        finally:
-            # Shuts Ray Data's executor down now. After a drain cut short, its actors may be stuck in a
-            # batch and the shutdown can take seconds that the grace's reserve (stats, summary, lock) lacks:
-            # then it goes on in the background, and the process's exit ends what is left.
-            closed = _close_within(batches, stop.reserve / 3 if stop.drain_over else None)
-        if not closed:
-            log.warning("Ray Data's executor is still shutting down; the run goes on to its stats without it.")
-        try:
-            if closed:
-                summary.execution_stats.append(ds.stats())
-        except Exception as exc:  # stats of an execution cut short; the run's own results are what count
-            log.warning("No Ray Data stats for this pass: %s", exc)
+        received, named = _stream(ds, stop=stop, flag=flag, account=account, summary=summary, name_rows=one_by_one)
         if stop.requested:  # a stopping run tries nothing again (the next run plans what is missing), and
             break  # its grace is for the stats and summary, not for streaming the plan once more
         # The rows that came back as no stats row (every pipeline row ends as one unless its worker died).
@@ -434,6 +408,39 @@ def _restore(
             f"model: the worker died on every attempt ({spec.resources.max_task_retries + 1} with this image alone)"
         )
         account(_failed_rows(lost, run_id, ref.id, reason))
+
+
+def _stream(ds, *, stop: GracefulStop, flag, account, summary: RunSummary, name_rows: bool) -> tuple[int, set]:
+    """Take a pass's stats rows as they come, until the pipeline drains or (stopping) the drain deadline
+    passes; how many came back, and their input URIs where ``name_rows``."""
+    received, named = 0, set()
+    batches = iter(ds.iter_batches(batch_format="pyarrow", batch_size=None))
+    try:
+        while not stop.drain_over:
+            try:
+                with stop.region("wait"):
+                    table = next(batches)
+            except (StopIteration, Interrupted):
+                break
+            account(table)
+            received += table.num_rows
+            if name_rows:
+                named.update(table.column("input_uri").to_pylist())
+            if flag is not None:  # the flag holds these rows until now
+                flag.delivered.remote(table.column("input_uri").to_pylist())
+    finally:
+        # Shuts Ray Data's executor down now. After a drain cut short, its actors may be stuck in a batch
+        # and the shutdown can take seconds that the grace's reserve (stats, summary, lock) lacks: then it
+        # goes on in the background, and the process's exit ends what is left.
+        closed = _close_within(batches, stop.reserve / 3 if stop.drain_over else None)
+    if not closed:
+        log.warning("Ray Data's executor is still shutting down; the run goes on to its stats without it.")
+    try:
+        if closed:
+            summary.execution_stats.append(ds.stats())
+    except Exception as exc:  # stats of an execution cut short; the run's own results are what count
+        log.warning("No Ray Data stats for this pass: %s", exc)
+    return received, named
 
 
 def _close_within(batches, timeout: float | None) -> bool:
