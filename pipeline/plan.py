@@ -284,52 +284,23 @@ def _hash_shuffles():
         ctx.shuffle_strategy = strategy
 
 
-_UNFINISHED_SCHEMA = pa.schema([*(PLANNED_SCHEMA.field(c) for c in TODO_COLUMNS), ("done", pa.bool_())])
-
-
 def unfinished_rows(plan: Plan, stats_parts: list[str], storage: StorageOptions) -> list[dict]:
     """The plan's rows whose input has no row in ``stats_parts`` (the run's stats written so far): the
-    images a pass lost with workers that died. A hash partitioning of the plan's rows and the parts'
-    input URIs by ``input_uri`` on Ray Data, so that the driver holds neither side; only these rows,
-    few, come back."""
-    import ray
-
-    if not stats_parts:
-        return [dict(row) for row in plan.dataset().iter_rows()]
-    arrow = {"batch_format": "pyarrow", "batch_size": None}
-    with _hash_shuffles():
-        todo = plan.dataset().map_batches(_marked, **arrow)
-        files = ray.data.from_items([{"shard": u} for u in stats_parts])
-        done = files.map_batches(_done_uris, fn_kwargs={"storage": storage}, batch_format="pyarrow", batch_size=1)
-        both = todo.union(done).repartition(default_partitions(), keys=["input_uri"])
-        return [dict(row) for row in both.map_batches(_without_done, **arrow).iter_rows()]
-
-
-def _marked(t: pa.Table) -> pa.Table:
-    return t.select(TODO_COLUMNS).append_column("done", pa.array([False] * t.num_rows)).cast(_UNFINISHED_SCHEMA)
-
-
-def _done_uris(files: pa.Table, *, storage: StorageOptions) -> pa.Table:
+    images a pass lost with workers that died. Only runs that lost some pay for it: the parts' input URIs
+    are held as one Arrow string array (a few dozen bytes each, no Python object per name) while the
+    plan streams past them; no shuffle, which could wait for CPUs that the pipeline's actors still hold."""
     import io
 
     import pyarrow.parquet as pq
 
-    uris = [
-        pq.read_table(io.BytesIO(read_bytes(f, storage)), columns=["input_uri"]).column("input_uri")
-        for f in files.column("shard").to_pylist()
-    ]
-    n = sum(len(u) for u in uris)
-    columns = {name: pa.nulls(n, _UNFINISHED_SCHEMA.field(name).type) for name in TODO_COLUMNS}
-    columns["input_uri"] = pa.chunked_array([c for u in uris for c in u.chunks], pa.string())
-    columns["done"] = pa.array([True] * n)
-    return pa.table(columns, schema=_UNFINISHED_SCHEMA)
+    def column(uri: str) -> pa.ChunkedArray:
+        return pq.read_table(io.BytesIO(read_bytes(uri, storage)), columns=["input_uri"]).column("input_uri")
 
-
-def _without_done(part: pa.Table) -> pa.Table:
-    """A partition's plan rows whose input has no done row in it (an input's rows all meet in one)."""
-    done = part.filter(part.column("done"))
-    todo = part.filter(pc.invert(part.column("done")))
-    return todo.filter(pc.invert(pc.is_in(todo.column("input_uri"), done.column("input_uri")))).select(TODO_COLUMNS)
+    done = pa.chunked_array([c for uri in stats_parts for c in column(uri).chunks], pa.string()).combine_chunks()
+    lost: list[dict] = []
+    for batch in plan.dataset().iter_batches(batch_format="pyarrow", batch_size=None):
+        lost += batch.filter(pc.invert(pc.is_in(batch.column("input_uri"), value_set=done))).to_pylist()
+    return lost
 
 
 def _plan_datasets(ray, *, input_uri, output_uri, model, storage, manifest, stats_files, settle, partitions):
