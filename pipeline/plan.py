@@ -30,7 +30,6 @@ format than the one asked for now is a change of output: the input is restored a
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import time
 from dataclasses import dataclass, field
@@ -265,21 +264,13 @@ def _plan_ray(**kwargs):
     """The stages as one Ray Data computation; the plan stays in the object store."""
     import ray
 
-    with _hash_shuffles():
-        return _plan_datasets(ray, **kwargs)
-
-
-@contextlib.contextmanager
-def _hash_shuffles():
-    """Datasets created inside shuffle with Ray Data's hash shuffle on actors: the object-store shuffle of
-    Ray 2.60's default (shuffle_v2) starts its map tasks in workers of their own runtime environment,
-    seconds on every plan. Each dataset keeps the context it was created under."""
-    import ray
-
     ctx = ray.data.DataContext.get_current()
+    # Ray Data's hash shuffle on actors: the object-store shuffle of Ray 2.60's default (shuffle_v2) starts
+    # its map tasks in workers of their own runtime environment, seconds on every plan. Each dataset
+    # keeps the context it was created under.
     strategy, ctx.shuffle_strategy = ctx.shuffle_strategy, "hash_shuffle"
     try:
-        yield
+        return _plan_datasets(ray, **kwargs)
     finally:
         ctx.shuffle_strategy = strategy
 
