@@ -13,7 +13,6 @@ import io
 import json
 import logging
 import secrets
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -429,30 +428,12 @@ def _stream(ds, *, stop: GracefulStop, flag, account, summary: RunSummary, name_
             if flag is not None:  # the flag holds these rows until now
                 flag.delivered.remote(table.column("input_uri").to_pylist())
     finally:
-        # Shuts Ray Data's executor down now. After a drain cut short, its actors may be stuck in a batch
-        # and the shutdown can take seconds that the grace's reserve (stats, summary, lock) lacks: then it
-        # goes on in the background, and the process's exit ends what is left.
-        closed = _close_within(batches, stop.reserve / 3 if stop.drain_over else None)
-    if not closed:
-        log.warning("Ray Data's executor is still shutting down; the run goes on to its stats without it.")
+        batches.close()  # shuts Ray Data's executor down now, also when the drain was cut short
     try:
-        if closed:
-            summary.execution_stats.append(ds.stats())
+        summary.execution_stats.append(ds.stats())
     except Exception as exc:  # stats of an execution cut short; the run's own results are what count
         log.warning("No Ray Data stats for this pass: %s", exc)
     return received, named
-
-
-def _close_within(batches, timeout: float | None) -> bool:
-    """Close the batch iterator (which shuts Ray Data's executor down), waiting at most ``timeout``
-    seconds (None: until it is done); whether it finished."""
-    if timeout is None:
-        batches.close()
-        return True
-    closer = threading.Thread(target=batches.close, name="close-ray-data", daemon=True)
-    closer.start()
-    closer.join(timeout)
-    return not closer.is_alive()
 
 
 def _account(table: pa.Table, *, writer: StatsWriter, tally: RunTally, report: ReportCollector | None) -> None:

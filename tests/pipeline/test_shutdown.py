@@ -63,22 +63,3 @@ def test_outside_regions_a_signal_only_sets_the_flags():
         assert stop.requested and not stop.drain_over
         with stop.region("wait"):  # draining goes on
             pass
-
-
-def test_closing_the_pipeline_after_a_cut_drain_waits_only_so_long():
-    from pipeline.job import _close_within
-
-    class Batches:
-        def __init__(self, seconds: float):
-            self.seconds, self.closed = seconds, threading.Event()
-
-        def close(self) -> None:
-            time.sleep(self.seconds)  # an executor whose actors are stuck in a batch
-            self.closed.set()
-
-    quick, stuck = Batches(0.0), Batches(3.0)
-    assert _close_within(quick, None) and quick.closed.is_set()  # a normal end waits for the shutdown
-    t0 = time.monotonic()
-    assert not _close_within(stuck, 0.3)
-    assert time.monotonic() - t0 < 1.0 and not stuck.closed.is_set()  # it goes on in the background
-    assert stuck.closed.wait(5)
