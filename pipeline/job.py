@@ -28,7 +28,7 @@ from .rows import FAILED, STATS_SCHEMA, STOPPED
 from .shutdown import GracefulStop, Interrupted
 from .spec import RestoreSpec
 from .stages.model import ModelRef, resolve_model, restore_alone
-from .stop_gate import StoppableRestoreModel, start_flag
+from .stop_gate import StoppableRestoreModel, close_and_take, start_flag
 from .storage import join_uri, write_bytes_atomic
 from .tally import RunTally
 
@@ -372,8 +372,6 @@ def _restore(
     """Run the pipeline over the plan's rows, taking their stats rows as they come; a second pass takes
     the images lost with workers that died, one at a time. Stopping, it takes what finishes until the
     pipeline drains or the drain deadline passes, and tries nothing again."""
-    import ray
-
     account = functools.partial(_account, writer=writer, tally=tally, report=report)
     lost: Plan | list[dict] = plan if plan.planned else []
     for one_by_one in (False, True):
@@ -399,7 +397,13 @@ def _restore(
     if flag is not None and stop.requested:
         # Rows of images written that the pipeline had not delivered by the drain deadline: the write stage
         # handed each to the stop flag too, which forgets those the driver says it has (in call order).
-        written = ray.get(flag.take.remote(), timeout=30)
+        # Closed first, so that no image is written after its rows are taken; writes under way get a
+        # little of the reserve (a hung one keeps none: its task ends with the driver).
+        written, writing = close_and_take(flag, wait=stop.reserve / 4)
+        if writing:
+            log.warning(
+                "%d images were still being written at the drain deadline; the next run writes them again.", writing
+            )
         if written:
             account(pa.Table.from_pylist([{k: r.get(k) for k in STATS_SCHEMA.names} for r in written], STATS_SCHEMA))
     if lost and not stop.requested:  # every input ends as a row: these killed their worker every time

@@ -5,15 +5,18 @@ actor of the run. From then on the read stage reads nothing more (it drops its r
 starts no new batch (it marks its rows :data:`~pipeline.rows.STOPPED`, which the driver leaves out of the
 stats); the next run plans them again. What the model has already restored is still written.
 
-The flag also holds the stats row of each image written until the driver has it: the write stage records
-the row there (:meth:`StopFlag.record`) before handing it on, and the driver acknowledges the rows the
-pipeline delivers. A driver that has to stop listening to the pipeline (at its drain deadline) takes the
-rows still held (:meth:`StopFlag.take`), so that every image written has its row.
+The flag also holds the stats row of each image written until the driver has it: the write stage asks
+the flag before it writes an image (:meth:`StopFlag.begin`) and hands it the row once written
+(:meth:`StopFlag.finish`), and the driver acknowledges the rows the pipeline delivers. A driver that has
+to stop listening to the pipeline (at its drain deadline) closes the flag to new writes, waits a little
+for the writes under way (:meth:`StopFlag.writing`), and takes the rows still held (:meth:`StopFlag.take`):
+every image written by then has its row, and no write starts after it.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 
@@ -28,6 +31,8 @@ class StopFlag:
 
     def __init__(self) -> None:
         self._raised = False
+        self._closed = False  # to new writes: the driver no longer takes rows
+        self._writing: set[str] = set()  # input_uri of each image being written
         self._undelivered: dict[str, dict] = {}  # input_uri -> stats row of an image written
 
     def set(self) -> None:
@@ -36,9 +41,27 @@ class StopFlag:
     def is_set(self) -> bool:
         return self._raised
 
-    def record(self, row: dict) -> None:
-        """Hold the stats row of an image just written, until the driver has it."""
-        self._undelivered[row["input_uri"]] = row
+    def begin(self, uri: str) -> bool:
+        """Whether the image of ``uri`` may be written: not once the flag is closed."""
+        if self._closed:
+            return False
+        self._writing.add(uri)
+        return True
+
+    def finish(self, uri: str, row: dict | None) -> None:
+        """The write of ``uri`` ended; hold its stats ``row`` (None: nothing was written) until the driver
+        has it."""
+        self._writing.discard(uri)
+        if row is not None:
+            self._undelivered[uri] = row
+
+    def close(self) -> None:
+        """No write starts from now on."""
+        self._closed = True
+
+    def writing(self) -> int:
+        """How many writes are under way."""
+        return len(self._writing)
 
     def delivered(self, uris: list[str]) -> None:
         """The driver has the rows of ``uris`` (through the pipeline)."""
@@ -71,15 +94,40 @@ def stopped(flag) -> bool:
         return False
 
 
-def record_written(flag, row: dict) -> None:
-    """Hand the stats ``row`` of an image just written to the run's ``flag``, and wait until it has it: a
-    task may be ended (the run stopping) as soon as its images are written."""
+def begin_write(flag, uri: str) -> bool:
+    """Whether the run's ``flag`` lets the image of ``uri`` be written (False once the driver has closed
+    it); an unreachable flag lets it."""
     import ray
 
     try:
-        ray.get(flag.record.remote(row), timeout=30)
+        return bool(ray.get(flag.begin.remote(uri), timeout=30))
+    except Exception as exc:  # an unreachable flag must not stop a healthy run
+        log.warning("Could not ask the run's stop flag before a write: %s", exc)
+        return True
+
+
+def finish_write(flag, uri: str, row: dict | None) -> None:
+    """Tell the run's ``flag`` that the write of ``uri`` ended, with the stats ``row`` of the image written
+    (None: none was), and wait until it has it: a task may be ended (the run stopping) as soon as its
+    images are written."""
+    import ray
+
+    try:
+        ray.get(flag.finish.remote(uri, row), timeout=30)
     except Exception as exc:  # the row still travels through the pipeline
         log.warning("Could not record a written image on the stop flag: %s", exc)
+
+
+def close_and_take(flag, wait: float) -> tuple[list[dict], int]:
+    """Close ``flag`` to new writes, wait up to ``wait`` seconds for the writes under way, and take the
+    rows it holds: those rows, and how many writes were still under way."""
+    import ray
+
+    ray.get(flag.close.remote(), timeout=30)
+    deadline = time.monotonic() + wait
+    while (writing := ray.get(flag.writing.remote(), timeout=30)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return ray.get(flag.take.remote(), timeout=30), writing
 
 
 class StoppableRestoreModel(RestoreModel):

@@ -13,8 +13,8 @@ from datetime import datetime, timezone
 import numpy as np
 
 from ..faults import STALL_SECONDS, fires
-from ..rows import OK, PASSED, QUALITY_COLUMNS, STATS_SCHEMA, Col, fail, pixels_of
-from ..stop_gate import record_written
+from ..rows import OK, PASSED, QUALITY_COLUMNS, STATS_SCHEMA, STOPPED, Col, fail, pixels_of
+from ..stop_gate import begin_write, finish_write
 from ..storage import StorageOptions, read_bytes, write_bytes_atomic
 from . import quality
 from .decode import DecodeError, decode_image
@@ -45,7 +45,8 @@ def write_batch(
     reader never sees a partial file. Quality measures compare the restored image with the decoded input,
     and with ``reference_uri`` when the row has one. ``failpoints``: see :mod:`pipeline.faults` (tests only).
     ``stop``: the run's :class:`~pipeline.stop_gate.StopFlag`, which holds the row of each image written
-    until the driver has it, in case a stopping driver cannot wait for the pipeline to deliver it.
+    until the driver has it, in case a stopping driver cannot wait for the pipeline to deliver it; once
+    the driver has closed it, rows are marked stopped instead of written.
     """
     n = len(batch[Col.INPUT_URI])
     rows: dict[str, list] = {name: [None] * n for name in STATS_SCHEMA.names}
@@ -54,9 +55,14 @@ def write_batch(
         run_id, model, storage, max_pixels, options or EncodeOptions(), keep_metadata, failpoints or {}
     )
     for i in range(n):
-        row = _stats_row(batch, i, settings, now)
-        if row["status"] == OK and stop is not None:
-            record_written(stop, row)
+        uri = batch[Col.INPUT_URI][i]
+        if stop is None or batch[Col.STATUS][i] != OK:
+            row = _stats_row(batch, i, settings, now)
+        elif begin_write(stop, uri):
+            row = _stats_row(batch, i, settings, now)
+            finish_write(stop, uri, row if row["status"] == OK else None)
+        else:  # the driver takes no more rows: the next run plans this image again
+            row = _stats_row(batch, i, settings, now, status=STOPPED)
         for k, v in row.items():
             rows[k][i] = v
     return {k: np.array(v, dtype=object) for k, v in rows.items()}
@@ -73,9 +79,9 @@ class _Settings:
     failpoints: dict[str, str]
 
 
-def _stats_row(batch: dict[str, np.ndarray], i: int, s: _Settings, now: datetime) -> dict:
-    """Row ``i`` written (when it is ``ok``) and measured: its stats row."""
-    status, error = batch[Col.STATUS][i], batch[Col.ERROR][i]
+def _stats_row(batch: dict[str, np.ndarray], i: int, s: _Settings, now: datetime, status: str | None = None) -> dict:
+    """Row ``i`` written (when it is ``ok``) and measured: its stats row. ``status``: in place of the row's."""
+    status, error = status or batch[Col.STATUS][i], batch[Col.ERROR][i]
     h, w, c = (int(v) for v in batch[Col.SHAPE][i])
     dtype = batch[Col.DTYPE][i]
     row = {
