@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .lock import RunLock
-from .plan import Plan, make_plan, unfinished_rows
+from .plan import Plan, make_plan, stats_part, unfinished_rows
 from .report import ReportCollector, ranking_measure
 from .rows import FAILED, STATS_SCHEMA, STOPPED
 from .shutdown import GracefulStop, Interrupted
@@ -121,6 +121,8 @@ class StatsWriter:
     def __init__(self, spec: RestoreSpec, run_id: str):
         self.base, self.run_id, self.storage = join_uri(spec.output.uri, "stats"), run_id, spec.storage.options()
         self.part_rows = spec.output.stats_part_rows
+        # Parts record the input prefix they were planned from (not a manifest's), for the next plan.
+        self.input_uri = None if spec.input.manifest else spec.input.uri
         self.pending: list[pa.Table] = []
         self.rows, self.parts, self.last = 0, [], time.monotonic()
 
@@ -135,7 +137,8 @@ class StatsWriter:
         if not self.rows:
             return
         buf = io.BytesIO()
-        pq.write_table(pa.concat_tables(self.pending), buf, compression="zstd")
+        table, row_group = stats_part(pa.concat_tables(self.pending), input_uri=self.input_uri)
+        pq.write_table(table, buf, compression="zstd", row_group_size=row_group)
         uri = join_uri(self.base, f"run-{self.run_id}-part-{len(self.parts):05d}.parquet")
         write_bytes_atomic(uri, buf.getvalue(), self.storage)
         self.parts.append(uri)

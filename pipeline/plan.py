@@ -4,7 +4,11 @@ On a Ray cluster planning is a Ray Data computation (the stages are in :mod:`pip
 the input prefix is listed in shards (its first-level folders, and the files directly in it) by tasks;
 the earlier stats are read by tasks, one per Parquet file; a hash partitioning by input joins each
 input's listing with its latest earlier row, and a second one by output name (:func:`name_key`) meets
-each input with the claims on the names it could take and the outputs present. The plan is kept in
+each input with the claims on the names it could take and the outputs present. Runs write their stats
+parts for the next plan (each ordered by folder, with its input prefix and its row groups' key ranges in
+its metadata), so a run over a prefix whose earlier parts were all written for it needs neither shuffle:
+each listing task reads the earlier rows of its own folders and lists the output folders that mirror
+them (:func:`~pipeline.plan_stages.plan_shards`). The plan is kept in
 Ray's object store; the driver holds the numbers of inputs to restore, skipped and so on, and
 references to the plan's blocks, so its memory does not grow with the archive. Without Ray (tests,
 notebooks, and stores only this process reaches, such as fsspec's ``memory://``) the same stages run
@@ -53,7 +57,7 @@ from .plan_stages import (  # noqa: F401  (the planning rules, re-exported where
     manifest_lines,
     name_key,
     output_format_for,
-    plan_first_run,
+    plan_shards,
     present_outputs,
     read_stats,
     relative_key,
@@ -61,6 +65,9 @@ from .plan_stages import (  # noqa: F401  (the planning rules, re-exported where
     same_version,
     settle_inputs,
     settle_names,
+    stats_index,
+    stats_part,
+    vanished_elsewhere,
 )
 from .storage import StorageOptions, filesystem, join_uri, read_bytes, split_protocol, to_uri
 
@@ -68,6 +75,8 @@ from .storage import StorageOptions, filesystem, join_uri, read_bytes, split_pro
 # the cluster, from 8 to 256; PARTITIONS fixes the number. On 2 CPUs a re-run of 100k objects, all done,
 # planned in 26.6 s with 4 partitions, 27.9 s with 8 and 39.5 s with 32 (bench/scale.py --rerun).
 PARTITIONS: int | None = None
+# Plan without a shuffle where the earlier stats allow it (plan_stages.plan_shards); False: always shuffle.
+COLOCATED = True
 PARTITIONS_PER_CPU, MIN_PARTITIONS, MAX_PARTITIONS = 4, 8, 256
 SHARDS_PER_TASK = 8  # listing shards (folders) per listing task; a task lists them on threads
 # Listing tasks at most (more shards per task beyond): the driver keeps a little of each task's block
@@ -221,8 +230,29 @@ def _one(uri: str) -> pa.Table:
     return pa.table({"shard": [uri]})
 
 
+def _colocated_index(*, input_uri, manifest, stats_files, storage) -> tuple[bool, pa.Table | None]:
+    """Whether the plan can be made without a shuffle (:func:`~pipeline.plan_stages.plan_shards`), and
+    the earlier parts' :func:`~pipeline.plan_stages.stats_index` for it (None: a first run)."""
+    if manifest or not COLOCATED:
+        return False, None
+    if not stats_files:
+        return True, None
+    index = stats_index(stats_files, input_uri=input_uri, storage=storage)
+    return index is not None, index
+
+
 def _plan_here(*, input_uri, output_uri, model, storage, manifest, stats_files, settle, partitions):
     """The stages in this process, on one partition."""
+    colocated, index = _colocated_index(
+        input_uri=input_uri, manifest=manifest, stats_files=stats_files, storage=storage
+    )
+    if colocated:
+        shards = list_top(_one(input_uri), storage=storage)
+        common = {"storage": storage, "input_uri": input_uri, "output_uri": output_uri, "model": model}
+        tables = [plan_shards(shards, settle=settle, index=index, **common)]
+        if index is not None:
+            tables.append(vanished_elsewhere(shards, index=index, model=model, storage=storage))
+        return [r for t in tables for r in _todo_rows(t).to_pylist()], _counts(tables)
     if manifest:
         inputs = describe_entries(manifest_lines(_one(manifest), storage=storage), storage=storage)
     else:
@@ -233,7 +263,8 @@ def _plan_here(*, input_uri, output_uri, model, storage, manifest, stats_files, 
         earlier = read_stats(pa.table({"shard": stats_files}), model=model, storage=storage)
         inputs = pa.concat_tables([inputs, earlier])
     images = join_uri(output_uri, "images")
-    present = present_outputs(list_shards(list_top(_one(images), storage=storage), storage=storage, images_only=False))
+    present = list_shards(list_top(_one(images), storage=storage), storage=storage, images_only=False, names_only=True)
+    present = present_outputs(present)
     planned = settle_names(pa.concat_tables([settle(inputs), present]), output_uri=output_uri)
     return _todo_rows(planned).to_pylist(), _counts([planned])
 
@@ -249,12 +280,12 @@ def _shards(ray, uri: str, storage: StorageOptions):
     return shards.repartition(min(LISTING_TASKS, max(1, -(-shards.count() // SHARDS_PER_TASK))))
 
 
-def _listing(ray, uri: str, storage: StorageOptions, *, images_only: bool):
+def _listing(ray, uri: str, storage: StorageOptions, *, images_only: bool, names_only: bool = False):
     """A Ray Dataset of every object under ``uri`` (:data:`~pipeline.plan_stages.LISTED_SCHEMA`), listed
-    by tasks, :data:`SHARDS_PER_TASK` shards each."""
+    by tasks, :data:`SHARDS_PER_TASK` shards each (``names_only``: see :func:`list_shards`)."""
     return _shards(ray, uri, storage).map_batches(
         list_shards,
-        fn_kwargs={"storage": storage, "images_only": images_only},
+        fn_kwargs={"storage": storage, "images_only": images_only, "names_only": names_only},
         batch_format="pyarrow",
         batch_size=None,
     )
@@ -296,10 +327,18 @@ def unfinished_rows(plan: Plan, stats_parts: list[str], storage: StorageOptions)
 
 def _plan_datasets(ray, *, input_uri, output_uri, model, storage, manifest, stats_files, settle, partitions):
     arrow = {"batch_format": "pyarrow", "batch_size": None}
-    if not manifest and not stats_files:  # a first run: each listing task plans its shards (folders) whole
-        planned = _shards(ray, input_uri, storage).map_batches(
-            plan_first_run, fn_kwargs={"storage": storage, "settle": settle, "output_uri": output_uri}, **arrow
-        )
+    colocated, index = _colocated_index(
+        input_uri=input_uri, manifest=manifest, stats_files=stats_files, storage=storage
+    )
+    if colocated:  # each listing task plans its shards (folders) whole
+        shards = _shards(ray, input_uri, storage)
+        common = {"storage": storage, "input_uri": input_uri, "output_uri": output_uri, "model": model}
+        planned = shards.map_batches(plan_shards, fn_kwargs={"settle": settle, "index": index, **common}, **arrow)
+        if index is not None:  # the inputs of folders that are gone, in one task that sees every shard
+            gone = shards.repartition(1).map_batches(
+                vanished_elsewhere, fn_kwargs={"index": index, "model": model, "storage": storage}, **arrow
+            )
+            planned = planned.union(gone)
         return _collect(planned)
     if manifest:
         inputs = ray.data.from_items([{"shard": manifest}]).map_batches(
@@ -320,7 +359,9 @@ def _plan_datasets(ray, *, input_uri, output_uri, model, storage, manifest, stat
     images = join_uri(output_uri, "images")
     fs, root = filesystem(images, storage)
     if fs.exists(root):
-        present = _listing(ray, images, storage, images_only=False).map_batches(present_outputs, **arrow)
+        present = _listing(ray, images, storage, images_only=False, names_only=True).map_batches(
+            present_outputs, **arrow
+        )
         routed = routed.union(present)
     # Inputs that could want one name, the claims on it and the output present under it meet in one partition.
     planned = routed.repartition(partitions, keys=["name_key"]).map_batches(

@@ -15,11 +15,19 @@ partition):
    done, name the rest, count.
 
 Every partitioning gives the same plan: what one input's decision depends on is in its partition.
+
+A run over an archive whose earlier stats were all written for this input prefix (:func:`stats_part`:
+each part sorted by :func:`plan_key`, the key range of each row group in its metadata) needs no
+shuffle: each listing task reads the row groups of its shards' key ranges, lists the output folders
+that mirror its folders, and plans its shards whole (:func:`plan_shards`); one more task counts the
+inputs of folders that are gone (:func:`vanished_elsewhere`). Stage 3 and 4 run there unchanged.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import json
 import os
 import posixpath
 from concurrent.futures import ThreadPoolExecutor
@@ -226,14 +234,20 @@ def list_top(roots: pa.Table, *, storage: StorageOptions) -> pa.Table:
             else:
                 has_files = True
         if has_files:
-            shards.append(root_uri)
+            shards.append(to_uri(protocol, root.rstrip("/")))
             modes.append(FLAT)
     return pa.table({"shard": shards, "mode": modes}, schema=SHARD_SCHEMA)
 
 
-def _list_one(shard: str, mode: str, storage: StorageOptions, images_only: bool) -> list[StoredObject]:
+def _list_one(shard: str, mode: str, storage: StorageOptions, images_only: bool, names_only: bool = False) -> list:
     fs, root = filesystem(shard, storage)
     protocol, _ = split_protocol(shard)
+    if names_only:  # no detail: local files are not stat'ed one by one
+        if mode == FILE:
+            return [StoredObject(shard, 0, "", None)]
+        found = fs.ls(root, detail=True) if mode == FLAT else fs.find(root, withdirs=False)
+        paths = sorted(e["name"] for e in found if e.get("type") != "directory") if mode == FLAT else sorted(found)
+        return [StoredObject(to_uri(protocol, p), 0, "", None) for p in paths]
     if mode == FILE:  # an input that names one file is taken whatever its extension
         return [describe(protocol, root, fs.info(root))]
     if mode == FLAT:
@@ -247,17 +261,36 @@ def _list_one(shard: str, mode: str, storage: StorageOptions, images_only: bool)
     ]
 
 
-def list_shards(shards: pa.Table, *, storage: StorageOptions, images_only: bool, threads: int = 8) -> pa.Table:
+def list_shards(
+    shards: pa.Table,
+    *,
+    storage: StorageOptions,
+    images_only: bool,
+    threads: int = 8,
+    missing_ok: bool = False,
+    names_only: bool = False,
+) -> pa.Table:
     """Every object of each shard (:func:`list_top`), with its version: :data:`LISTED_SCHEMA`.
 
     ``images_only``: only files with an image extension (case-insensitive). Shards are listed
-    ``threads`` at a time: a listing waits on the store, not on the CPU.
+    ``threads`` at a time: a listing waits on the store, not on the CPU. ``missing_ok``: a shard that is
+    not there lists nothing (else :class:`FileNotFoundError`). ``names_only``: URIs alone (size 0, no
+    version), for outputs, whose presence is all that counts.
     """
     pairs = list(zip(shards.column("shard").to_pylist(), shards.column("mode").to_pylist()))
     if not pairs:
         return LISTED_SCHEMA.empty_table()
+
+    def one(shard: str, mode: str) -> list[StoredObject]:
+        try:
+            return _list_one(shard, mode, storage, images_only, names_only)
+        except FileNotFoundError:
+            if missing_ok:
+                return []
+            raise
+
     with ThreadPoolExecutor(max_workers=max(1, min(threads, len(pairs)))) as pool:
-        listed = [o for objs in pool.map(lambda p: _list_one(*p, storage, images_only), pairs) for o in objs]
+        listed = [o for objs in pool.map(lambda p: one(*p), pairs) for o in objs]
     return pa.table(
         {
             "uri": [o.uri for o in listed],
@@ -334,10 +367,16 @@ def read_stats(files: pa.Table, *, model: str, storage: StorageOptions) -> pa.Ta
     # read as nulls in it.
     table = pads.dataset(
         [split_protocol(p)[1] for p in paths], schema=STATS_SCHEMA, filesystem=fs, format="parquet"
-    ).to_table(
-        columns=["input_uri", "output_uri", "status", "error", "input_bytes", "input_version", "finished_at"],
-        filter=pads.field("model") == model,
-    )
+    ).to_table(columns=EARLIER_COLUMNS, filter=pads.field("model") == model)
+    return _earlier_rows(table)
+
+
+EARLIER_COLUMNS = ["input_uri", "output_uri", "status", "error", "input_bytes", "input_version", "finished_at"]
+EARLIER_SCHEMA = pa.schema([STATS_SCHEMA.field(n) for n in [*EARLIER_COLUMNS, "model"]])
+
+
+def _earlier_rows(table: pa.Table) -> pa.Table:
+    """Stats rows (:data:`EARLIER_COLUMNS`) as stage 3's input rows."""
     ok = [s == OK for s in table.column("status").to_pylist()]
     errors = table.column("error").to_pylist()
     finished = table.column("finished_at").cast(pa.int64()).to_pylist()  # microseconds
@@ -361,19 +400,6 @@ def read_stats(files: pa.Table, *, model: str, storage: StorageOptions) -> pa.Ta
 # Stage 3: one input's listing against its earlier rows.
 
 
-def _latest(rows: list[dict]) -> Earlier:
-    # The latest by finished_at; a row without one counts as the latest (as Arrow sorts nulls last).
-    r = max(rows, key=lambda r: (r["e_finished"] is None, r["e_finished"] or 0.0))
-    return Earlier(
-        ok=bool(r["e_ok"]),
-        output_uri=r["e_output_uri"],
-        undecodable=bool(r["e_undecodable"]),
-        version=r["version"],
-        size=r["size"],
-        finished_at=r["e_finished"],
-    )
-
-
 def settle_inputs(
     part: pa.Table,
     *,
@@ -383,36 +409,59 @@ def settle_inputs(
     reference: str | None,
     manifest: bool,
     storage: StorageOptions,
+    present: set[str] | None = None,
 ) -> pa.Table:
     """Stage 3, on rows (:data:`INPUT_SCHEMA`) hashed by ``input_uri``: every listing row and earlier row
     of an input are in ``part``. Returns stage 4's rows (:data:`ROUTED_SCHEMA`): a record per input to
     decide, keyed by the name it keeps or else by its first name; a claim per earlier ``ok`` row on its
-    output; one row of counts."""
+    output; one row of counts. ``present``: the outputs there now, where this partition holds every one
+    that its inputs could have (:func:`plan_shards`): inputs done are then skipped here, as stage 4
+    would skip them."""
     now, earlier = _now_and_earlier(part)
     content = _hash_unversioned(now, earlier, storage)
     out: dict[str, list] = {name: [] for name in ROUTED_SCHEMA.names}
     counts = dict.fromkeys(COUNTS, 0)
-    for uri, e in earlier.items():
-        if e.ok and e.output_uri:  # the name this input owns, also while it is gone
-            _emit(out, name_key=name_key(e.output_uri), kind=CLAIM, input_uri=uri, output_uri=e.output_uri)
-        if uri not in now and not manifest and under(uri, input_uri):
-            counts["vanished"] += 1
-    _records(out, counts, now, earlier, content, input_uri, output_uri, output_format, reference)
+    claims = [(uri, e.output_uri) for uri, e in earlier.items() if e.ok and e.output_uri]
+    # The name each input owns, also while it is gone.
+    out["name_key"] += [name_key(o) for _, o in claims]
+    out["input_uri"] += [u for u, _ in claims]
+    out["output_uri"] += [o for _, o in claims]
+    out["kind"] += [CLAIM] * len(claims)
+    for name in ROUTED_SCHEMA.names:
+        out[name].extend([None] * (len(claims) - len(out[name])))
+    if not manifest:
+        counts["vanished"] += sum(1 for uri in earlier if uri not in now and under(uri, input_uri))
+    _records(out, counts, now, earlier, content, input_uri, output_uri, output_format, reference, present)
     _emit(out, name_key="", kind=TALLY, **{f"n_{c}": v for c, v in counts.items()})
     return pa.table(out, schema=ROUTED_SCHEMA)
 
 
 def _now_and_earlier(part: pa.Table) -> tuple[dict[str, dict], dict[str, Earlier]]:
     """``part``'s rows of each input as found now (listed, or a manifest entry missing), and the latest
-    earlier stats row of each."""
-    now: dict[str, dict] = {}
-    earlier_rows: dict[str, list[dict]] = {}
-    for r in part.to_pylist():
-        if r["kind"] == EARLIER:
-            earlier_rows.setdefault(r["input_uri"], []).append(r)
-        else:
-            now[r["input_uri"]] = r
-    return now, {uri: _latest(rows) for uri, rows in earlier_rows.items()}
+    earlier stats row of each (by ``finished_at``; a row without one counts as the latest, as Arrow sorts
+    nulls last)."""
+    is_earlier = pc.equal(part.column("kind"), EARLIER)
+    now = {r["input_uri"]: r for r in part.filter(pc.invert(is_earlier)).to_pylist()}
+    rows = part.filter(is_earlier)
+    uris, finished = rows.column("input_uri").to_pylist(), rows.column("e_finished").to_pylist()
+    latest: dict[str, int] = {}
+    for i, (uri, f) in enumerate(zip(uris, finished)):
+        j = latest.get(uri)
+        if j is None or (f is None, f or 0.0) > (finished[j] is None, finished[j] or 0.0):
+            latest[uri] = i
+    cols = {c: rows.column(c).to_pylist() for c in ("e_ok", "e_output_uri", "e_undecodable", "version", "size")}
+    earlier = {
+        uri: Earlier(
+            ok=bool(cols["e_ok"][i]),
+            output_uri=cols["e_output_uri"][i],
+            undecodable=bool(cols["e_undecodable"][i]),
+            version=cols["version"][i],
+            size=cols["size"][i],
+            finished_at=finished[i],
+        )
+        for uri, i in latest.items()
+    }
+    return now, earlier
 
 
 def _hash_unversioned(now: dict[str, dict], earlier: dict, storage: StorageOptions) -> dict[str, str]:
@@ -436,7 +485,7 @@ def _emit(out: dict[str, list], **row) -> None:
         out[name].append(row.get(name))
 
 
-def _records(out, counts, now, earlier, content, input_uri, output_uri, output_format, reference) -> None:
+def _records(out, counts, now, earlier, content, input_uri, output_uri, output_format, reference, present) -> None:
     """A record per input found now, appended to ``out`` a column at a time (the hot loop of a first
     run), with the counts of what changed, what was reformatted, what vanished or is still bad."""
     images = join_uri(output_uri, "images").rstrip("/") + "/"  # + a safe relative key: join_uri, faster
@@ -466,6 +515,9 @@ def _records(out, counts, now, earlier, content, input_uri, output_uri, output_f
             counts["changed"] += (e.ok or e.undecodable) and not same
             counts["reformatted"] += same and e.ok and not same_format
         keep = e.output_uri if same_format else None  # re-doing a changed input or a missing output: its name
+        if present is not None and keep is not None and same and keep in present:
+            counts["skipped"] += 1  # done: its claim keeps the name
+            continue
         n_key.append(name_key(keep or images + rel))
         n_kind.append(RECORD)
         n_uri.append(uri)
@@ -559,13 +611,179 @@ def settle_names(part: pa.Table, *, output_uri: str) -> pa.Table:
     return pa.table(out, schema=PLANNED_SCHEMA)
 
 
-def plan_first_run(shards: pa.Table, *, storage: StorageOptions, settle, output_uri: str) -> pa.Table:
-    """Stages 1, 3 and 4 in one task, for a run with no earlier stats of its model: list ``shards`` and
-    plan them (:data:`PLANNED_SCHEMA`). Without earlier rows no name is claimed and no output can be
-    skipped, and every input that could want an input's name is in its folder, which one shard holds
-    whole; so no shuffle is needed. ``settle``: :func:`settle_inputs` with the run's arguments."""
-    listed = listed_inputs(list_shards(shards, storage=storage, images_only=True))
-    return settle_names(settle(listed), output_uri=output_uri)
+def plan_shards(
+    shards: pa.Table,
+    *,
+    storage: StorageOptions,
+    settle,
+    input_uri: str,
+    output_uri: str,
+    model: str,
+    index: pa.Table | None = None,
+) -> pa.Table:
+    """Stages 1 to 4 in one task, without a shuffle: list ``shards`` and plan them (:data:`PLANNED_SCHEMA`).
+
+    Every input that could want an input's name is in its folder, which one shard holds whole. With no
+    earlier stats (``index`` None: a first run) no name is claimed and no output can be skipped. With an
+    ``index`` (:func:`stats_index`: the earlier parts were all written for this input prefix), the
+    earlier rows of the shards' inputs are in the row groups whose key ranges meet the shards' (read
+    here, those rows alone kept), and their outputs in the output folders that mirror the shards (listed
+    here). ``settle``: :func:`settle_inputs` with the run's arguments.
+    """
+    inputs = listed_inputs(list_shards(shards, storage=storage, images_only=True))
+    if index is None:
+        return settle_names(settle(inputs), output_uri=output_uri)
+    ranges = _ranges(shards)
+    earlier = _read_ranges(index, ranges, model=model, storage=storage, keep=lambda k: _within(ranges, k))
+    mirrors = _mirrors(shards, input_uri=input_uri, output_uri=output_uri)
+    present = list_shards(mirrors, storage=storage, images_only=False, missing_ok=True, names_only=True)
+    routed = settle(pa.concat_tables([inputs, earlier]), present=set(present.column("uri").to_pylist()))
+    return settle_names(routed, output_uri=output_uri)
+
+
+def vanished_elsewhere(shards: pa.Table, *, index: pa.Table, model: str, storage: StorageOptions) -> pa.Table:
+    """The inputs with earlier rows of ``model`` in no shard of ``shards`` (every shard of the prefix:
+    their folders are gone), counted as vanished: :data:`PLANNED_SCHEMA`'s counts row. Only row groups
+    whose key range is not inside one shard's are read."""
+    ranges = _ranges(shards)
+    lows, highs = index.column("lo").to_pylist(), index.column("hi").to_pylist()
+    inside = [(j := _range_of(ranges, lo)) is not None and hi < ranges[j][1] for lo, hi in zip(lows, highs)]
+    rest = index.filter(pc.invert(pa.array(inside, pa.bool_())))
+    gone = _read_ranges(rest, [("", MAX_KEY)], model=model, storage=storage, keep=lambda k: not _within(ranges, k))
+    counts = {f"n_{c}": [0] for c in COUNTS}
+    counts["n_vanished"] = [len(set(gone.column("input_uri").to_pylist()))]
+    return pa.table({**{name: [None] for name in TODO_COLUMNS}, **counts}, schema=PLANNED_SCHEMA)
+
+
+# Stats parts laid out for planning.
+
+PLAN_METADATA = b"dgunet.plan"  # a stats part's Parquet key: the input prefix and its row groups' key ranges
+MAX_KEY = "\U0010ffff"  # after every key
+STATS_ROW_GROUP = 1024  # rows per row group of a stats part: what a task reads beyond its own key range
+
+
+def plan_key(uri: str) -> str:
+    """The order of stats rows in a part: by folder, then name, so that every shard (:func:`list_top`)
+    is one key range (:func:`shard_range`): a folder's tree, or the files directly in a folder."""
+    folder, _, base = uri.rpartition("/")
+    return f"{folder}/\x00{base}"
+
+
+def shard_range(shard: str, mode: str) -> tuple[str, str]:
+    """The :func:`plan_key` range ``[lo, hi)`` of the inputs of ``shard``."""
+    protocol, path = split_protocol(shard)
+    root = to_uri(protocol, path.rstrip("/"))
+    if mode == TREE:
+        return root + "/", root + "0"  # "0" follows "/"
+    if mode == FLAT:
+        return root + "/\x00", root + "/\x01"
+    key = plan_key(root)
+    return key, key + "\x00"
+
+
+def prefix_id(input_uri: str) -> str:
+    """``input_uri`` as stats parts record it (the same prefix however it was spelled)."""
+    protocol, path = split_protocol(input_uri)
+    return to_uri(protocol, path.rstrip("/"))
+
+
+def stats_part(table: pa.Table, *, input_uri: str | None) -> tuple[pa.Table, int]:
+    """Stats rows as a part is written: sorted by :func:`plan_key`, with ``input_uri`` (the run's input
+    prefix; None for a manifest run, whose parts plan through the shuffles) and each row group's key range
+    in the schema's metadata. The table and the row group size to write it with."""
+    if input_uri is None or table.num_rows == 0:
+        return table, STATS_ROW_GROUP
+    keys = [plan_key(u or "") for u in table.column("input_uri").to_pylist()]
+    order = sorted(range(len(keys)), key=keys.__getitem__)
+    keys = [keys[i] for i in order]
+    ranges = [[keys[i], keys[min(i + STATS_ROW_GROUP, len(keys)) - 1]] for i in range(0, len(keys), STATS_ROW_GROUP)]
+    record = json.dumps({"input": prefix_id(input_uri), "ranges": ranges})
+    meta = {**(table.schema.metadata or {}), PLAN_METADATA: record}
+    return table.take(pa.array(order, pa.int64())).replace_schema_metadata(meta), STATS_ROW_GROUP
+
+
+def stats_index(paths: list[str], *, input_uri: str, storage: StorageOptions) -> pa.Table | None:
+    """The key range of every row group of the stats parts ``paths`` (``path``, ``group``, ``lo``, ``hi``),
+    or None where a part was not written for ``input_uri`` by :func:`stats_part` (a manifest run's, another
+    prefix's, or one from before): then the earlier rows are not where the shards are, and planning goes
+    through the shuffles."""
+    import pyarrow.parquet as pq
+
+    def ranges(path: str) -> list | None:
+        fs, p = filesystem(path, storage)
+        with fs.open(p, "rb") as f:
+            meta = pq.read_schema(f).metadata or {}
+        if PLAN_METADATA not in meta:
+            return None
+        record = json.loads(meta[PLAN_METADATA])
+        return record["ranges"] if record.get("input") == prefix_id(input_uri) else None
+
+    with ThreadPoolExecutor(max_workers=max(1, min(16, len(paths)))) as pool:
+        found = list(pool.map(ranges, paths))
+    if any(r is None for r in found):
+        return None
+    rows = [(path, g, lo, hi) for path, rs in zip(paths, found) for g, (lo, hi) in enumerate(rs)]
+    return pa.table(
+        {name: [r[i] for r in rows] for i, name in enumerate(("path", "group", "lo", "hi"))},
+        schema=pa.schema([("path", pa.string()), ("group", pa.int64()), ("lo", pa.string()), ("hi", pa.string())]),
+    )
+
+
+def _ranges(shards: pa.Table) -> list[tuple[str, str]]:
+    pairs = zip(shards.column("shard").to_pylist(), shards.column("mode").to_pylist())
+    return sorted(shard_range(shard, mode) for shard, mode in pairs)
+
+
+def _range_of(ranges: list[tuple[str, str]], key: str) -> int | None:
+    """The index of the range of the sorted, disjoint ``ranges`` that holds ``key``, or None."""
+    j = bisect.bisect_right(ranges, (key, MAX_KEY)) - 1
+    return j if j >= 0 and ranges[j][0] <= key < ranges[j][1] else None
+
+
+def _within(ranges: list[tuple[str, str]], key: str) -> bool:
+    return _range_of(ranges, key) is not None
+
+
+def _read_ranges(index: pa.Table, ranges, *, model: str, storage: StorageOptions, keep) -> pa.Table:
+    """Stage 3's rows of ``model`` from the row groups of ``index`` that meet ``ranges``, those whose
+    input's key passes ``keep`` alone."""
+    import pyarrow.parquet as pq
+
+    starts = [a for a, _ in ranges]
+    groups: dict[str, list[int]] = {}
+    for path, g, lo, hi in zip(*(index.column(c).to_pylist() for c in ("path", "group", "lo", "hi"))):
+        # The group's keys, [lo, hi], meet a range where the last range starting at or before hi ends
+        # after lo (the ranges are sorted and disjoint: it ends last of those).
+        j = bisect.bisect_right(starts, hi) - 1
+        if j >= 0 and ranges[j][1] > lo:
+            groups.setdefault(path, []).append(g)
+    if not groups:
+        return INPUT_SCHEMA.empty_table()
+
+    def read(path: str) -> pa.Table:
+        fs, p = filesystem(path, storage)
+        with fs.open(p, "rb") as f:
+            t = pq.ParquetFile(f).read_row_groups(groups[path], columns=[*EARLIER_COLUMNS, "model"])
+        # A part written before a column existed has none: nulls (as read_stats reads them).
+        t = _conform({n: t.column(n) for n in t.column_names}, t.num_rows, EARLIER_SCHEMA)
+        t = t.filter(pc.equal(t.column("model"), model))
+        return t.filter(pa.array([keep(plan_key(u)) for u in t.column("input_uri").to_pylist()], pa.bool_()))
+
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(groups)))) as pool:
+        return _earlier_rows(pa.concat_tables(pool.map(read, groups)))
+
+
+def _mirrors(shards: pa.Table, *, input_uri: str, output_uri: str) -> pa.Table:
+    """The output folders that mirror ``shards``: a folder's tree under ``<output>/images``, or the files
+    directly in ``<output>/images`` for the files directly in the prefix (or the prefix that is one file)."""
+    images = join_uri(output_uri, "images")
+    out: dict[str, str] = {}
+    for shard, mode in zip(shards.column("shard").to_pylist(), shards.column("mode").to_pylist()):
+        if mode == TREE:
+            out[join_uri(images, relative_key(shard, input_uri))] = TREE
+        else:
+            out[images] = FLAT
+    return pa.table({"shard": list(out), "mode": list(out.values())}, schema=SHARD_SCHEMA)
 
 
 def _conform(columns: dict, n: int, schema: pa.Schema) -> pa.Table:

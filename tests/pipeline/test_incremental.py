@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from pipeline.job import run_restore
+from pipeline.plan import stats_index
 from pipeline.spec import parse_spec
 from tests.images import photo
 
@@ -53,6 +54,9 @@ def test_overwritten_added_and_deleted_inputs(ray_local, s3fs_client, s3_endpoin
     etags = {f"s3://{p}": i["ETag"].strip('"') for p, i in fs.find(f"{bucket}/in", detail=True).items()}
     for uri, version in versions.items():
         assert version.startswith(f"etag={etags[uri]} size=") and " modified=" in version, version
+    # The parts say what the next plan needs to plan without a shuffle (the runs below plan that way).
+    parts = [f"s3://{p}" for p in fs.find(f"{bucket}/out/stats")]
+    assert stats_index(parts, input_uri=spec.input.uri, storage=spec.storage.options()) is not None
 
     # img1: another photo of another size; img2: other bytes of the same size; img9: a new upload.
     old2 = fs.cat(f"{bucket}/in/img2.png")

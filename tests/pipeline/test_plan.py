@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.plan import LEGACY_MARGIN, make_plan, relative_key, safe_relative
+from pipeline.plan import LEGACY_MARGIN, make_plan, relative_key, safe_relative, stats_part
 from pipeline.rows import STATS_SCHEMA
 from pipeline.storage import StorageOptions, list_objects
 
@@ -24,6 +24,17 @@ def planner(request, monkeypatch):
         monkeypatch.setattr(pipeline.plan, "PARTITIONS", 3)
     use_ray = pipeline.plan._use_ray
     monkeypatch.setattr(pipeline.plan, "_use_ray", lambda *uris: request.param == "ray" and use_ray(*uris))
+    return request.param
+
+
+LAYOUT = {"parts": "sorted"}
+
+
+@pytest.fixture(autouse=True, params=["sorted", "plain"])
+def parts(request):
+    """And twice again: earlier stats parts as runs write them (sorted for planning, planned without a
+    shuffle), and plain (as runs wrote them before, or a manifest run: planned through the shuffles)."""
+    LAYOUT["parts"] = request.param
     return request.param
 
 
@@ -45,10 +56,14 @@ def _version(path) -> str:
     return next(list_objects(str(path))).version
 
 
-def _stats(out, rows, name="run-old-part-00000.parquet", schema=STATS_SCHEMA):
+def _stats(out, rows, name="run-old-part-00000.parquet", schema=STATS_SCHEMA, input_uri=None):
+    """A stats part under ``out`` (of a run over ``input_uri``: by default ``in`` beside ``out``)."""
     (out / "stats").mkdir(parents=True, exist_ok=True)
     full = [{k: r.get(k) for k in schema.names} for r in rows]
-    pq.write_table(pa.Table.from_pylist(full, schema=schema), out / "stats" / name)
+    table, row_group = pa.Table.from_pylist(full, schema=schema), None
+    if LAYOUT["parts"] == "sorted":
+        table, row_group = stats_part(table, input_uri=str(input_uri or out.parent / "in"))
+    pq.write_table(table, out / "stats" / name, row_group_size=row_group)
 
 
 def test_names_mirror_inputs_and_collisions_do_not_overwrite(tmp_path):
@@ -313,3 +328,35 @@ def test_a_change_of_format_is_a_change_of_output(tmp_path):
     assert sorted(r["output_uri"].rsplit("/", 1)[1] for r in webp.todo) == ["a.webp", "b.webp"]
     same = plan("same")  # b.png is already PNG; a.jpg goes to JPEG now
     assert same.skipped == 1 and [r["output_uri"].rsplit("/", 1)[1] for r in same.todo] == ["a.jpg"]
+
+
+def test_a_plan_without_shuffle_is_the_shuffled_plan(tmp_path, monkeypatch, parts):
+    """Parts written for this prefix are planned by the listing tasks alone: with folders that sort
+    between each other's keys (``f1``, ``f1-x``, ``f10``), nested folders, a collision with an earlier
+    claim, outputs gone missing, another model's rows, and inputs and whole folders that vanished."""
+    import pipeline.plan
+    from pipeline.plan_stages import stats_index
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    done = ["f1/a.jpg", "f1/sub/b.png", "f1-x/g.png", "f10/e.png", "top.png", "gone/x.png", "f1/d.png", "f2/c.png"]
+    _touch(src, *done)
+    _touch(out / "images", *[n.rsplit(".", 1)[0] + ".png" for n in done if n != "f2/c.png"])  # c's output lost
+    rows = [_ok_row(src, out, n, output_uri=str(out / "images" / (n.rsplit(".", 1)[0] + ".png"))) for n in done]
+    rows[3]["model"] = "other"  # f10/e.png: done by another model only
+    _stats(out, rows[:4], name="run-a-part-00000.parquet")
+    _stats(out, rows[4:], name="run-a-part-00001.parquet")
+    for n in ("gone/x.png", "f1/d.png"):
+        (src / n).unlink()
+    (src / "gone").rmdir()
+    _touch(src, "f1/a.png", "f1-x/new.png")  # a.png wants a.jpg's name; a new upload beside the others
+
+    def plan(colocated: bool):
+        monkeypatch.setattr(pipeline.plan, "COLOCATED", colocated)
+        p = make_plan(input_uri=str(src), output_uri=str(out), model="m", storage=NONE)
+        rel = {r["input_uri"].rsplit("/in/", 1)[1]: r["output_uri"].rsplit("/images/", 1)[1] for r in p.todo}
+        return rel, (p.listed, p.skipped, p.vanished, p.changed, p.still_bad, p.planned)
+
+    stats = [str(p) for p in sorted((out / "stats").iterdir())]
+    assert (stats_index(stats, input_uri=str(src), storage=NONE) is not None) == (parts == "sorted")
+    expected = {n: n for n in ("f1-x/new.png", "f10/e.png", "f2/c.png")} | {"f1/a.png": "f1/a.png.png"}
+    assert plan(colocated=True) == plan(colocated=False) == (expected, (8, 4, 2, 0, 0, 4))
