@@ -146,9 +146,8 @@ def done_stats(objs, outputs: list[str]):
 def _all_done(fs, endpoint: str, prefix: str, out: str, chunk: int = 20000) -> None:
     """Stats rows saying every object under ``prefix`` was restored (model ``m``, the version listed now)
     and an output for each, as a finished run leaves them."""
-    import pyarrow.parquet as pq
 
-    from pipeline.plan import stats_part
+    from pipeline.plan import write_stats_part
     from pipeline.storage import StorageOptions, list_objects
 
     storage = StorageOptions(endpoint_url=endpoint)
@@ -157,8 +156,7 @@ def _all_done(fs, endpoint: str, prefix: str, out: str, chunk: int = 20000) -> N
         objs = listed[lo : lo + chunk]
         outputs = [f"s3://{out}/images/{o.uri.split(prefix + '/', 1)[1].rsplit('.', 1)[0]}.png" for o in objs]
         buf = io.BytesIO()
-        table, row_group = stats_part(done_stats(objs, outputs), input_uri=f"s3://{prefix}")
-        pq.write_table(table, buf, row_group_size=row_group)
+        write_stats_part(done_stats(objs, outputs), buf, input_uri=f"s3://{prefix}")
         fs.pipe(f"{out}/stats/run-done-part-{part:05d}.parquet", buf.getvalue())
         fs.pipe({u.split("://", 1)[1]: b"png" for u in outputs})
 
@@ -168,10 +166,9 @@ def synthetic_all_done(n: int, out: Path, *, sorted_parts: bool = True, chunk: i
     listed now) and an (empty) output file for each under ``out`` on local disk, as a finished run
     leaves them: a re-run then plans with nothing to do. Parts of ``chunk`` rows (a run's default), laid
     out for planning as runs write them (``sorted_parts``) or plain, as runs wrote them before."""
-    import pyarrow.parquet as pq
 
     from bench.synthfs import SyntheticFileSystem
-    from pipeline.plan import stats_part
+    from pipeline.plan import write_stats_part
     from pipeline.storage import describe
 
     (out / "stats").mkdir(parents=True, exist_ok=True)
@@ -179,10 +176,10 @@ def synthetic_all_done(n: int, out: Path, *, sorted_parts: bool = True, chunk: i
         files = [SyntheticFileSystem._file(n, i) for i in range(lo, min(n, lo + chunk))]
         objs = [describe("synth", f["name"], f) for f in files]
         outputs = [str(out / "images" / o.uri.split("/", 3)[3]) for o in objs]  # <out>/images/<relative key>
-        table, row_group = done_stats(objs, outputs), None
-        if sorted_parts:
-            table, row_group = stats_part(table, input_uri=f"synth://archive-{n}")
-        pq.write_table(table, out / "stats" / f"run-done-part-{part:05d}.parquet", row_group_size=row_group)
+        prefix = f"synth://archive-{n}" if sorted_parts else None  # None: plain, as a manifest run's
+        write_stats_part(
+            done_stats(objs, outputs), out / "stats" / f"run-done-part-{part:05d}.parquet", input_uri=prefix
+        )
         for path in outputs:
             folder = os.path.dirname(path)
             if not os.path.isdir(folder):

@@ -19,10 +19,9 @@ from datetime import datetime, timezone
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from .lock import RunLock
-from .plan import Plan, make_plan, stats_part, unfinished_rows
+from .plan import Plan, make_plan, unfinished_rows, write_stats_part
 from .report import ReportCollector, ranking_measure
 from .rows import FAILED, STATS_SCHEMA, STOPPED
 from .shutdown import GracefulStop, Interrupted
@@ -137,8 +136,7 @@ class StatsWriter:
         if not self.rows:
             return
         buf = io.BytesIO()
-        table, row_group = stats_part(pa.concat_tables(self.pending), input_uri=self.input_uri)
-        pq.write_table(table, buf, compression="zstd", row_group_size=row_group)
+        write_stats_part(pa.concat_tables(self.pending), buf, input_uri=self.input_uri)
         uri = join_uri(self.base, f"run-{self.run_id}-part-{len(self.parts):05d}.parquet")
         write_bytes_atomic(uri, buf.getvalue(), self.storage)
         self.parts.append(uri)

@@ -66,8 +66,8 @@ from .plan_stages import (  # noqa: F401  (the planning rules, re-exported where
     settle_inputs,
     settle_names,
     stats_index,
-    stats_part,
     vanished_elsewhere,
+    write_stats_part,
 )
 from .storage import StorageOptions, filesystem, join_uri, read_bytes, split_protocol, to_uri
 

@@ -16,7 +16,7 @@ partition):
 
 Every partitioning gives the same plan: what one input's decision depends on is in its partition.
 
-A run over an archive whose earlier stats were all written for this input prefix (:func:`stats_part`:
+A run over an archive whose earlier stats were all written for this input prefix (:func:`write_stats_part`:
 each part sorted by :func:`plan_key`, the key range of each row group in its metadata) needs no
 shuffle: each listing task reads the row groups of its shards' key ranges, lists the output folders
 that mirror its folders, and plans its shards whole (:func:`plan_shards`); one more task counts the
@@ -242,23 +242,18 @@ def list_top(roots: pa.Table, *, storage: StorageOptions) -> pa.Table:
 def _list_one(shard: str, mode: str, storage: StorageOptions, images_only: bool, names_only: bool = False) -> list:
     fs, root = filesystem(shard, storage)
     protocol, _ = split_protocol(shard)
-    if names_only:  # no detail: local files are not stat'ed one by one
-        if mode == FILE:
-            return [StoredObject(shard, 0, "", None)]
-        found = fs.ls(root, detail=True) if mode == FLAT else fs.find(root, withdirs=False)
-        paths = sorted(e["name"] for e in found if e.get("type") != "directory") if mode == FLAT else sorted(found)
-        return [StoredObject(to_uri(protocol, p), 0, "", None) for p in paths]
     if mode == FILE:  # an input that names one file is taken whatever its extension
-        return [describe(protocol, root, fs.info(root))]
+        return [StoredObject(shard, 0, "", None) if names_only else describe(protocol, root, fs.info(root))]
     if mode == FLAT:
         entries = {e["name"]: e for e in fs.ls(root, detail=True) if e.get("type") != "directory"}
+    elif names_only:  # no detail: local files are not stat'ed one by one
+        entries = dict.fromkeys(fs.find(root, withdirs=False))
     else:
         entries = fs.find(root, detail=True, withdirs=False)
-    return [
-        describe(protocol, path, info)
-        for path, info in sorted(entries.items())
-        if not images_only or os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
-    ]
+    paths = sorted(p for p in entries if not images_only or os.path.splitext(p)[1].lower() in IMAGE_EXTENSIONS)
+    if names_only:
+        return [StoredObject(to_uri(protocol, p), 0, "", None) for p in paths]
+    return [describe(protocol, p, entries[p]) for p in paths]
 
 
 def list_shards(
@@ -687,24 +682,28 @@ def prefix_id(input_uri: str) -> str:
     return to_uri(protocol, path.rstrip("/"))
 
 
-def stats_part(table: pa.Table, *, input_uri: str | None) -> tuple[pa.Table, int]:
-    """Stats rows as a part is written: sorted by :func:`plan_key`, with ``input_uri`` (the run's input
-    prefix; None for a manifest run, whose parts plan through the shuffles) and each row group's key range
-    in the schema's metadata. The table and the row group size to write it with."""
-    if input_uri is None or table.num_rows == 0:
-        return table, STATS_ROW_GROUP
-    keys = [plan_key(u or "") for u in table.column("input_uri").to_pylist()]
-    order = sorted(range(len(keys)), key=keys.__getitem__)
-    keys = [keys[i] for i in order]
-    ranges = [[keys[i], keys[min(i + STATS_ROW_GROUP, len(keys)) - 1]] for i in range(0, len(keys), STATS_ROW_GROUP)]
-    record = json.dumps({"input": prefix_id(input_uri), "ranges": ranges})
-    meta = {**(table.schema.metadata or {}), PLAN_METADATA: record}
-    return table.take(pa.array(order, pa.int64())).replace_schema_metadata(meta), STATS_ROW_GROUP
+def write_stats_part(table: pa.Table, sink, *, input_uri: str | None) -> None:
+    """Write stats rows to ``sink`` (a path or a file object) as a run writes a part: sorted by
+    :func:`plan_key` in row groups of :data:`STATS_ROW_GROUP`, with ``input_uri`` (the run's input prefix;
+    None for a manifest run, whose parts plan through the shuffles) and each row group's key range in the
+    schema's metadata."""
+    import pyarrow.parquet as pq
+
+    if input_uri is not None and table.num_rows:
+        keys = [plan_key(u or "") for u in table.column("input_uri").to_pylist()]
+        order = sorted(range(len(keys)), key=keys.__getitem__)
+        keys = [keys[i] for i in order]
+        step = STATS_ROW_GROUP
+        ranges = [[keys[i], keys[min(i + step, len(keys)) - 1]] for i in range(0, len(keys), step)]
+        record = json.dumps({"input": prefix_id(input_uri), "ranges": ranges})
+        table = table.take(pa.array(order, pa.int64()))
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), PLAN_METADATA: record})
+    pq.write_table(table, sink, compression="zstd", row_group_size=STATS_ROW_GROUP)
 
 
 def stats_index(paths: list[str], *, input_uri: str, storage: StorageOptions) -> pa.Table | None:
     """The key range of every row group of the stats parts ``paths`` (``path``, ``group``, ``lo``, ``hi``),
-    or None where a part was not written for ``input_uri`` by :func:`stats_part` (a manifest run's, another
+    or None where a part was not written for ``input_uri`` by :func:`write_stats_part` (a manifest run's, another
     prefix's, or one from before): then the earlier rows are not where the shards are, and planning goes
     through the shuffles."""
     import pyarrow.parquet as pq

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.plan import LEGACY_MARGIN, make_plan, relative_key, safe_relative, stats_part
+from pipeline.plan import LEGACY_MARGIN, make_plan, relative_key, safe_relative, write_stats_part
 from pipeline.rows import STATS_SCHEMA
 from pipeline.storage import StorageOptions, list_objects
 
@@ -60,10 +60,11 @@ def _stats(out, rows, name="run-old-part-00000.parquet", schema=STATS_SCHEMA, in
     """A stats part under ``out`` (of a run over ``input_uri``: by default ``in`` beside ``out``)."""
     (out / "stats").mkdir(parents=True, exist_ok=True)
     full = [{k: r.get(k) for k in schema.names} for r in rows]
-    table, row_group = pa.Table.from_pylist(full, schema=schema), None
+    table = pa.Table.from_pylist(full, schema=schema)
     if LAYOUT["parts"] == "sorted":
-        table, row_group = stats_part(table, input_uri=str(input_uri or out.parent / "in"))
-    pq.write_table(table, out / "stats" / name, row_group_size=row_group)
+        write_stats_part(table, out / "stats" / name, input_uri=str(input_uri or out.parent / "in"))
+    else:
+        pq.write_table(table, out / "stats" / name)
 
 
 def test_names_mirror_inputs_and_collisions_do_not_overwrite(tmp_path):
