@@ -102,23 +102,28 @@ def _stats_row(batch: dict[str, np.ndarray], i: int, s: _Settings, now: datetime
     if status == OK:
         try:
             restored = pixels_of(batch[Col.RESTORED][i], (h, w, c), dtype)
-            row.update(_write_output(batch, i, restored, s))
         except Exception as exc:
             status, error = fail(f"write: {type(exc).__name__}: {exc}")
     if status == OK:
+        # Measured before the write, so that the row is ready as soon as the image is written: a stopping
+        # run takes the rows of the images written from the stop flag and waits for writes alone.
         degraded = pixels_of(batch[Col.PIXELS][i], (h, w, c), dtype)
         noise = float(batch[Col.NOISE_BEFORE][i])
-        row.update(
-            _measure(
-                restored,
-                degraded,
-                batch[Col.REFERENCE_URI][i],
-                s.storage,
-                s.max_pixels,
-                noise_before=None if np.isnan(noise) else noise,
-                passed=batch[Col.ACTION][i] == PASSED,
-            )
+        measures = _measure(
+            restored,
+            degraded,
+            batch[Col.REFERENCE_URI][i],
+            s.storage,
+            s.max_pixels,
+            noise_before=None if np.isnan(noise) else noise,
+            passed=batch[Col.ACTION][i] == PASSED,
         )
+        try:
+            row.update(_write_output(batch, i, restored, s))
+        except Exception as exc:
+            status, error = fail(f"write: {type(exc).__name__}: {exc}")
+        else:
+            row.update(measures)
     row.update(status=status, error=error or None)
     if status != OK:
         row["output_uri"] = None
