@@ -193,6 +193,7 @@ class _Run:
         self.spec, self.data, self.device, self.log = spec, data, device, log
         self.rank, self.world_size = rank, world_size
         self.time_fraction = 0.0  # the share of fit's time limit spent (see lr_at)
+        self.cpu_s = 0.0  # this process's CPU seconds spent drawing batches and stepping, over all resumes
         self.cfg = make_config(spec.model.arch, task=spec.task, **spec.model.model_dump(exclude={"arch"}))
         self.memory_format = torch.channels_last if spec.optim.channels_last else torch.contiguous_format
         self.model = model_from_config(self.cfg).to(memory_format=self.memory_format)
@@ -216,6 +217,7 @@ class _Run:
             if exists(self.history_uri):
                 lines = read_bytes(self.history_uri).decode().splitlines()
                 self.history = [json.loads(line) for line in lines if line]
+                self.cpu_s = float(self.history[-1].get("cpu_s", 0.0)) if self.history else 0.0
             self._log(f"resumed from {self.last_uri} at step {int(ckpt['step'])}")
             return int(ckpt["step"])
         if self.spec.checkpoint.init:
@@ -278,6 +280,8 @@ class _Run:
             "batch_size": batch_size,
             "train_loss": float(np.mean(window_loss)),
             "seconds_per_step": elapsed / len(window_loss),
+            "cpu_s": self.cpu_s,
+            "cpu_hours": self.cpu_s / 3600,
         }
         if self.rank == 0:
             metrics["val_loss"], metrics["val_psnr"] = self.validate()
@@ -311,15 +315,22 @@ def fit(
     report: Callable[[dict], None] | None = None,
     time_limit_s: float | None = None,
     save_every_s: float | None = None,
+    cpu_limit_s: float | None = None,
+    save_every_cpu_s: float | None = None,
     loader_threads: int = 0,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """The training loop, without Ray: the same steps on one process, or on each DDP worker.
 
     Resumes from ``<checkpoint.uri>/last.pth`` when it exists. Every ``checkpoint.every_steps`` steps
-    (and, on a single process, every ``save_every_s`` seconds) rank 0 validates, saves and logs;
-    ``report`` (every rank) receives the same metrics. With ``time_limit_s`` the loop stops at the first
-    step past the limit and saves there. Returns the last metrics.
+    (and, on a single process, every ``save_every_s`` wall seconds or ``save_every_cpu_s`` CPU seconds)
+    rank 0 validates, saves and logs; ``report`` (every rank) receives the same metrics. Returns the last
+    metrics.
+
+    Two budgets stop the loop at the first step past them and save there, and the cosine schedule anneals
+    over whichever is further on (see :func:`lr_at`): ``time_limit_s``, wall seconds of this call (a GPU
+    lease), and ``cpu_limit_s``, this process's CPU seconds of training over every resumed call
+    (validation and saving excluded: on a shared CPU, wall time would also count other people's work).
 
     Args:
         device: ``"cuda"``, ``"cpu"``...; None: CUDA when available.
@@ -341,22 +352,33 @@ def fit(
     batches = _Batches(spec, data, rank=rank, threads=loader_threads)
     run.model.train()
     metrics: dict[str, Any] = run.history[-1] if run.history else {}
-    window_loss, window_start, last_save = [], time.perf_counter(), time.perf_counter()
+    if cpu_limit_s is not None and run.cpu_s >= cpu_limit_s:
+        log(f"CPU budget of {cpu_limit_s:.0f} s already spent ({run.cpu_s:.0f} s)")
+        return metrics
+    window_loss, window_start = [], time.perf_counter()
+    last_save, last_save_cpu = window_start, run.cpu_s
     try:
         for step in range(start_step, spec.optim.steps):
+            cpu = time.process_time()
             window_loss.append(run.step(step, *batches.get(step)))
+            run.cpu_s += time.process_time() - cpu
             done, now = step + 1, time.perf_counter()
-            if time_limit_s:
-                run.time_fraction = (now - t_start) / time_limit_s
-            out_of_time = time_limit_s is not None and now - t_start >= time_limit_s
-            timed_save = save_every_s is not None and prepare_model is None and now - last_save >= save_every_s
+            fractions = [(now - t_start) / time_limit_s] if time_limit_s else []
+            fractions += [run.cpu_s / cpu_limit_s] if cpu_limit_s else []
+            run.time_fraction = max(fractions, default=0.0)
+            out_of_time = run.time_fraction >= 1
+            timed_save = prepare_model is None and (
+                (save_every_s is not None and now - last_save >= save_every_s)
+                or (save_every_cpu_s is not None and run.cpu_s - last_save_cpu >= save_every_cpu_s)
+            )
             if done % spec.checkpoint.every_steps == 0 or done == spec.optim.steps or out_of_time or timed_save:
                 metrics = run.checkpoint(done, window_loss, now - window_start)
                 if report:
                     report(metrics)
-                window_loss, window_start, last_save = [], time.perf_counter(), time.perf_counter()
+                window_loss, window_start = [], time.perf_counter()
+                last_save, last_save_cpu = window_start, run.cpu_s
             if out_of_time:
-                log(f"time limit of {time_limit_s:.0f} s reached at step {done}")
+                log(f"budget reached at step {done} ({now - t_start:.0f} s wall, {run.cpu_s:.0f} CPU s of training)")
                 break
     finally:
         batches.close()

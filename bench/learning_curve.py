@@ -1,0 +1,202 @@
+"""What a DGUNet learns per CPU second: learning curves of cheap configurations, each task, one budget.
+
+    python bench/learning_curve.py --task derain                  # every derain configuration
+    python bench/learning_curve.py --task deblur --config w8-d1   # one
+    python bench/learning_curve.py --table                        # the table from the results so far
+
+Each configuration trains (:func:`pipeline.training.loop.fit`) until it has spent ``--budget-min`` minutes
+of this process's own CPU time on training steps, validating every ``--every-min`` CPU-minutes on whole
+sources held out of training (validation and saving are not counted). CPU time, not wall time, so that
+other work on the machine does not bias the comparison; ``--threads 1`` by default, so two curves can run
+side by side on two cores. Configurations differ in what costs CPU time: widths, depth (the network has
+depth + 2 stages), patch and batch, a start from scratch or from the bundled denoiser's weights, and a
+constant learning rate or a cosine over the budget.
+
+Every evaluation is appended to ``results/learning_curve/<task>.jsonl``: the PSNR of the validation
+patches before and after, the gain, steps and CPU-minutes. Checkpoints go to
+``checkpoints/learning_curve/<task>/<config>/`` (out of git), so an interrupted study resumes where it
+stopped, and a configuration whose budget is spent is skipped. ``--table`` writes
+``results/learning_curve/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+RESULTS = Path("results/learning_curve")
+CHECKPOINTS = Path("checkpoints/learning_curve")
+DENOISER = "dgunet/weights/dgunet.denoise_small.safetensors"
+
+# The degradations each task trains and validates on (the restore evaluation's cases draw from the same
+# ranges: pipeline/training/evaluate.py).
+DEGRADATIONS: dict[str, dict[str, Any]] = {
+    "derain": {
+        "kinds": ["rain"],
+        "rain_renderer": "smear",
+        "rain_density": [0.001, 0.03],
+        "rain_length": [8, 40],
+        "rain_width": [1, 3],
+        "rain_brightness": [0.4, 1.0],
+        "rain_angle": 0.5,
+        "rain_haze": 0.35,
+    },
+    "deblur": {"kinds": ["blur"], "blur_size": [5, 31], "blur_motion_probability": 0.7, "blur_noise": [0, 5]},
+    "denoise": {"kinds": ["noise"], "sigma": [0, 55]},
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """One configuration: widths ``(n_feat, scale_unetfeats, scale_orsnetfeats)``, depth, patch, batch,
+    learning rate (``cosine``: from ``lr`` to ``lr / 100`` over the budget, else constant) and start."""
+
+    name: str
+    widths: tuple[int, int, int] = (8, 4, 4)
+    depth: int = 1
+    patch: int = 64
+    batch: int = 8
+    lr: float = 1e-3
+    cosine: bool = False
+    init: str | None = None
+    tasks: tuple[str, ...] = field(default=("derain", "deblur"))
+
+
+CONFIGS = (
+    Config("w8-d1"),  # the cheapest: 8/4/4, three stages, 64 px, constant 1e-3
+    Config("w16-d1", widths=(16, 8, 8)),
+    Config("w32-d1-p48", widths=(32, 16, 16), patch=48),
+    Config("w8-d2-cos", depth=2, cosine=True),
+    Config("w8-d1-p96b4", patch=96, batch=4),
+    Config("w16-d5-init-cos", widths=(16, 8, 8), depth=5, lr=5e-4, cosine=True, init=DENOISER),
+    # The denoiser's study: the bundled recipe's network (16/8/8, depth 5) from scratch against cheap ones.
+    Config("w8-d1", tasks=("denoise",)),
+    Config("w16-d1-cos", widths=(16, 8, 8), cosine=True, tasks=("denoise",)),
+    Config("w16-d5-cos", widths=(16, 8, 8), depth=5, lr=5e-4, cosine=True, tasks=("denoise",)),
+)
+
+
+def train_spec(task: str, cfg: Config, *, data: str):
+    """The :class:`TrainSpec` of one configuration (validation on 128 px patches of held-out sources)."""
+    from pipeline.training.spec import TrainSpec
+
+    n_feat, unet, orsnet = cfg.widths
+    return TrainSpec.model_validate(
+        {
+            "task": task,
+            "model": {"n_feat": n_feat, "scale_unetfeats": unet, "scale_orsnetfeats": orsnet, "depth": cfg.depth},
+            "data": {"train": data, "val_fraction": 0.1, "val_patch": 128, "val_per_image": 4, "scale": [1, 4]},
+            "degradation": DEGRADATIONS[task],
+            "optim": {
+                "steps": 10**7,  # the CPU budget ends the run
+                "batch_size": cfg.batch,
+                "patch": cfg.patch,
+                "lr": cfg.lr,
+                "lr_min": cfg.lr / 100 if cfg.cosine else cfg.lr,
+                "warmup_steps": 20,
+                "edge_weight": 0.0 if task == "denoise" else 0.05,
+            },
+            "checkpoint": {"uri": str(CHECKPOINTS / task / cfg.name), "every_steps": 10**7, "init": cfg.init},
+            "seed": 1,
+        }
+    )
+
+
+def input_psnr(spec) -> float:
+    """Mean PSNR of the degraded validation patches (what a model that changes nothing scores)."""
+    import numpy as np
+
+    from pipeline.training.loop import load_training_data, psnr
+
+    val = load_training_data(spec).val
+    return float(np.mean([psnr(d[i : i + 1], c[i : i + 1]) for d, c in val for i in range(len(d))]))
+
+
+def run(task: str, cfg: Config, args) -> None:
+    import torch
+
+    from pipeline.training.loop import fit
+
+    torch.set_num_threads(args.threads)
+    spec = train_spec(task, cfg, data=args.data)
+    before = input_psnr(spec)
+    out = RESULTS / f"{task}.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def record(m: dict[str, Any]) -> None:
+        row = {
+            "task": task,
+            "config": cfg.name,
+            "step": m["step"],
+            "cpu_min": round(m["cpu_s"] / 60, 3),
+            "steps_per_cpu_s": round(m["step"] / m["cpu_s"], 4),
+            "input_psnr": round(before, 3),
+            "val_psnr": round(m["val_psnr"], 3),
+            "gain_db": round(m["val_psnr"] - before, 3),
+            "threads": args.threads,
+            "params": cfg.__dict__ | {"widths": list(cfg.widths), "tasks": None},
+        }
+        with out.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(json.dumps({k: row[k] for k in ("config", "step", "cpu_min", "val_psnr", "gain_db")}), flush=True)
+
+    fit(
+        spec,
+        device="cpu",
+        cpu_limit_s=args.budget_min * 60,
+        save_every_cpu_s=args.every_min * 60,
+        report=record,
+        log=lambda msg: print(f"[{task}/{cfg.name}] {msg}", flush=True),
+    )
+
+
+def table() -> str:
+    """Markdown: per task, each configuration's gain (dB) at each evaluation, and its steps per CPU-second."""
+    lines = ["# Learning curves on the CPU", ""]
+    lines.append("Gain in dB of validation PSNR over the degraded input, on held-out sources, against the")
+    lines.append("CPU-minutes of training spent (`python bench/learning_curve.py`).")
+    for path in sorted(RESULTS.glob("*.jsonl")):
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line]
+        by_config: dict[str, list[dict]] = {}
+        for r in rows:
+            by_config.setdefault(r["config"], []).append(r)
+        marks = sorted({round(r["cpu_min"]) for r in rows})
+        lines += ["", f"## {path.stem}", "", f"Input PSNR {rows[0]['input_psnr']:.2f} dB.", ""]
+        lines.append("| config | " + " | ".join(f"~{m} min" for m in marks) + " | best | steps/CPU-s |")
+        lines.append("|" + "---|" * (len(marks) + 3))
+        for name, rs in by_config.items():
+            at = {round(r["cpu_min"]): r["gain_db"] for r in rs}
+            cells = [f"{at[m]:+.2f}" if m in at else "" for m in marks]
+            best = max(r["gain_db"] for r in rs)
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {best:+.2f} | {rs[-1]['steps_per_cpu_s']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--task", choices=("derain", "deblur", "denoise"), action="append")
+    ap.add_argument("--config", action="append", help="configuration names (default: all of the task's)")
+    ap.add_argument("--data", default="data/photos/train")
+    ap.add_argument("--budget-min", type=float, default=8.0, help="CPU-minutes of training per configuration")
+    ap.add_argument("--every-min", type=float, default=2.0, help="validate every this many CPU-minutes")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--table", action="store_true", help="only write results/learning_curve/README.md")
+    args = ap.parse_args(argv)
+    if not args.table:
+        for task in args.task or ("derain", "deblur", "denoise"):
+            for cfg in CONFIGS:
+                if task in cfg.tasks and (not args.config or cfg.name in args.config):
+                    run(task, cfg, args)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "README.md").write_text(table())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
