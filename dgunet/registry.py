@@ -138,15 +138,23 @@ def _load_registry() -> dict[str, Weights]:
 WEIGHTS: dict[str, Weights] = _load_registry()
 
 
+class NoBundledModelError(LookupError):
+    """No weights for the task ship with the package."""
+
+
 def default_weights(task: str) -> Weights:
-    """The bundled default weights of ``task``."""
+    """The bundled default weights of ``task``.
+
+    Raises:
+        NoBundledModelError: none ship for ``task``.
+    """
     if task not in TASKS:
         raise ValueError(f"Expected task in {TASKS}, but got {task!r} instead.")
     for w in WEIGHTS.values():
         if w.task == task:
             return w
     shipped = sorted({w.task for w in WEIGHTS.values()}) or "none"
-    raise LookupError(
+    raise NoBundledModelError(
         f"No trained default model for task {task!r} ships with this package (bundled tasks: {shipped}). "
         "Train one with jobs/train.py, or build_model(...) and load_checkpoint(model, uri) your own weights."
     )

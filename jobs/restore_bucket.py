@@ -7,11 +7,11 @@
     ray job submit --address http://HEAD:8265 --working-dir . -- python jobs/restore_bucket.py --spec ...
 
 Flags override the spec. Without --spec, jobs/specs/demo.yaml gives the defaults. Exit code 0 when no
-input failed (or no more than the spec's allow_failed_fraction), 1 otherwise, 2 for a bad spec (weights
-whose keys or shapes do not fit its arch and widths included: checked before anything is listed, locked
-or written), 3 when another run is writing to the same output (a scheduled run that overlaps the
-previous one), 130 or 143 when SIGINT or SIGTERM stopped the run (after writing what it had done; see
-pipeline/shutdown.py).
+input failed (or no more than the spec's allow_failed_fraction), 1 otherwise, 2 for a bad spec (a task
+with no bundled model and no weights given, and weights whose keys or shapes do not fit its arch and widths
+included: checked before anything is listed, locked or written), 3 when another run is writing to the
+same output (a scheduled run that overlaps the previous one), 130 or 143 when SIGINT or SIGTERM stopped
+the run (after writing what it had done; see pipeline/shutdown.py).
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from dgunet.checkpoint import CheckpointMismatchError
+    from dgunet.registry import NoBundledModelError
     from pipeline.job import model_ref, run_restore
     from pipeline.lock import LockedError
     from pipeline.preflight import StorageAccessError, check_storage
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         ref = model_ref(spec)  # before Ray, the listing and the lock: a wrong spec fails in a second
-    except CheckpointMismatchError as err:
+    except (CheckpointMismatchError, NoBundledModelError) as err:
         print(f"model.weights: {err}", file=sys.stderr)
         return 2
     try:

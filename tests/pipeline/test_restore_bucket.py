@@ -70,6 +70,19 @@ def test_weights_that_do_not_fit_the_spec_exit_2_naming_the_keys_before_any_work
     assert not (tmp_path / "out").exists()  # no lock, no images, no stats, no run summary
 
 
+def test_a_task_without_a_bundled_model_or_weights_exits_2_before_any_work(tmp_path, monkeypatch, capsys):
+    import dgunet.registry
+
+    (tmp_path / "in").mkdir()
+    Image.fromarray(photo()).save(tmp_path / "in" / "a.png")
+    monkeypatch.setattr(dgunet.registry, "WEIGHTS", {})  # whichever tasks ship, none does here
+    argv = ["--task", "derain", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("model.weights: No trained default model for task 'derain'") and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_paired_reference_gives_psnr_and_ssim(ray_local, tmp_path):
     from dgunet.degrade import add_noise, to_uint8
 
