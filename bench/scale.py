@@ -71,22 +71,21 @@ def _vm(key: str) -> float:
 def plan_once(input_uri: str, output_uri: str, partitions: int | None, endpoint: str | None = None) -> dict:
     """Plan ``input_uri`` on a local Ray started here (this process is the driver): seconds, objects
     planned per second, the driver's RSS before planning and its peak."""
-    import ray
-
     from bench.synthfs import register
-    from pipeline.plan import make_plan
-    from pipeline.ray_env import LOCAL_RAY_ENV
-    from pipeline.storage import StorageOptions
+    from pipeline.ray_env import start_local_ray
 
     register()
-    os.environ.update(LOCAL_RAY_ENV)
-    ray.init(
+    start_local_ray(  # on 127.0.0.1 only, with token auth; before anything else imports ray
         num_cpus=2,
-        include_dashboard=False,
         logging_level="ERROR",
         log_to_driver=False,
         runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}, "worker_process_setup_hook": "bench.synthfs.register"},
     )
+    import ray
+
+    from pipeline.plan import make_plan
+    from pipeline.storage import StorageOptions
+
     ray.data.DataContext.get_current().enable_progress_bars = False
     rss_before = _vm("VmRSS")
     t0 = time.perf_counter()

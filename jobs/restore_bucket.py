@@ -9,8 +9,9 @@
 Flags override the spec. Without --spec, jobs/specs/demo.yaml gives the defaults. Exit code 0 when no
 input failed (or no more than the spec's allow_failed_fraction), 1 otherwise, 2 for a bad spec (a task
 with no bundled model and no weights given, and weights whose keys or shapes do not fit its arch and widths
-included: checked before anything is listed, locked or written), 3 when another run is writing to the
-same output (a scheduled run that overlaps the previous one), 130 or 143 when SIGINT or SIGTERM stopped
+included: checked before anything is listed, locked or written; and a Ray that cannot be started or joined
+with token auth: a missing or refused token, auth turned off for a cluster), 3 when another run is writing
+to the same output (a scheduled run that overlaps the previous one), 130 or 143 when SIGINT or SIGTERM stopped
 the run (after writing what it had done; see pipeline/shutdown.py).
 """
 
@@ -55,6 +56,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--spec", type=Path, default=DEMO_SPEC, help="job spec YAML (default: the demo)")
     add_spec_flags(ap, FLAGS)
     ap.add_argument("--address", help="Ray address (default: RAY_ADDRESS, else start a local Ray)")
+    ap.add_argument(
+        "--local-ray-no-auth",
+        action="store_true",
+        help="start the local Ray without token auth: any process on this machine can then run code through it "
+        "(see the README's warning); refused with --address or RAY_ADDRESS",
+    )
     ap.add_argument("--run-id", help="name of this run (default: UTC time and a random suffix)")
     return ap.parse_args(argv)
 
@@ -72,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.job import model_ref, run_restore
     from pipeline.lock import LockedError
     from pipeline.preflight import StorageAccessError, check_storage
-    from pipeline.ray_env import init_ray
+    from pipeline.ray_env import RayAccessError, init_ray
 
     try:
         ref = model_ref(spec)  # before Ray, the listing and the lock: a wrong spec fails in a second
@@ -84,7 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     except StorageAccessError as err:
         print(err, file=sys.stderr)
         return 2
-    init_ray(args.address)
+    try:
+        init_ray(args.address, auth=not args.local_ray_no_auth)
+    except RayAccessError as err:
+        print(err, file=sys.stderr)
+        return 2
+    if args.local_ray_no_auth:
+        print("WARNING: the local Ray runs without token auth: any process on this machine can run code in it.")
     try:
         summary = run_restore(spec, run_id=args.run_id, ref=ref)
     except LockedError as err:

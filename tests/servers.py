@@ -1,9 +1,11 @@
-"""Real servers for the tests, on 127.0.0.1 only: a SeaweedFS S3 endpoint and Ray heads."""
+"""Real servers for the tests, on 127.0.0.1 only: a SeaweedFS S3 endpoint and Ray heads (with token auth:
+the session's token, which ``tests/conftest.py`` puts in ``RAY_AUTH_TOKEN_PATH``)."""
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -12,17 +14,25 @@ import sys
 import time
 import urllib.request
 from contextlib import closing
+from pathlib import Path
 
-LOCAL_RAY_ENV = {
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-    "RAY_AUTH_MODE": "disabled",
-    "RAY_USAGE_STATS_ENABLED": "0",
-}
+from pipeline.ray_env import local_ray_env
+
+LOCAL_RAY_ENV = local_ray_env()
 # Servers are waited for by their own readiness signals; this only bounds one that never gets ready (a
 # loaded machine starts them late, so the bound is far above an idle machine's few seconds).
 START_TIMEOUT = 300.0
 # SeaweedFS without an identity config accepts any key pair; s3fs still wants one.
 S3_ENV = {"AWS_ACCESS_KEY_ID": "test-key", "AWS_SECRET_ACCESS_KEY": "test-only-not-a-secret", "AWS_REGION": "us-east-1"}
+
+
+def write_token(path: Path) -> str:
+    """A new Ray token in a file only its owner can read, as ``ray get-auth-token --generate`` makes one;
+    the file's path."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32))
+    return str(path)
 
 
 def _free(port: int) -> bool:
@@ -150,13 +160,14 @@ class SeaweedS3:
 
 
 class RayHead:
-    """``ray start --head --block`` on loopback with a job server; stopped by killing its own process group."""
+    """``ray start --head --block`` on loopback with a job server and token auth (the session's token, or the
+    one ``env`` names); stopped by killing its own process group."""
 
-    def __init__(self, workdir: str):
+    def __init__(self, workdir: str, *, env: dict[str, str] | None = None):
         gcs, dash, client, mgr, obj, agent, agent_grpc, metrics, rt_env = free_ports(9, start=46000, stop=55000)
         self.address = f"127.0.0.1:{gcs}"
         self.dashboard = f"http://127.0.0.1:{dash}"
-        env = {**os.environ, **LOCAL_RAY_ENV}
+        env = {**os.environ, **LOCAL_RAY_ENV, **(env or {})}
         self.log = open(os.path.join(workdir, "ray-head.log"), "wb")
         self.proc = subprocess.Popen(
             [

@@ -5,7 +5,7 @@ import tempfile
 
 import pytest
 
-from tests.servers import LOCAL_RAY_ENV, S3_ENV, SeaweedS3
+from tests.servers import S3_ENV, SeaweedS3
 
 
 @pytest.fixture(scope="session")
@@ -31,11 +31,13 @@ def s3_env():
 
 @pytest.fixture(scope="session")
 def ray_local(s3_env):
-    """One local Ray for the session, on loopback, sized like this machine."""
-    os.environ.update(LOCAL_RAY_ENV)
+    """One local Ray for the session, started as the jobs start theirs (on 127.0.0.1 only, with the session's
+    token), sized like this machine."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    from pipeline.ray_env import start_local_ray
+
+    start_local_ray(num_cpus=2, logging_level="ERROR", log_to_driver=False)
     yield ray
     ray.shutdown()
 

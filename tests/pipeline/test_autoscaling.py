@@ -18,7 +18,8 @@ import pyarrow.dataset as pads
 import pytest
 
 from tests.jobs import save_photos, write_spec
-from tests.servers import LOCAL_RAY_ENV, AutoscalingRayHead
+from tests.servers import AutoscalingRayHead
+from tests.sockets import watching
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -47,17 +48,21 @@ def test_job_scales_a_gpu_group_up_from_zero_and_the_idle_node_is_released(autos
     out = {"uri": str(tmp_path / "out"), "report": False}
     gpu = {"gpus_per_actor": 1, "cpus_per_actor": 1, "memory_per_actor_gb": 0.5, "batch_size": 2}
     spec = write_spec(tmp_path / "spec.yaml", tiny_weights, input_uri=str(tmp_path / "in"), output=out, resources=gpu)
-    env = {**os.environ, **LOCAL_RAY_ENV, "RAY_ADDRESS": head.address}
-    proc = subprocess.run(
-        [sys.executable, "jobs/restore_bucket.py", "--spec", str(spec), "--run-id", "scaled"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=480,
-    )
+    assert head.address.startswith("127.0.0.1:")
+    env = {**os.environ, "RAY_ADDRESS": head.address}  # with the session's RAY_AUTH_TOKEN_PATH
+    with watching(head.proc.pid, os.getpid()) as listeners:  # the head and its nodes; the job's driver
+        proc = subprocess.run(
+            [sys.executable, "jobs/restore_bucket.py", "--spec", str(spec), "--run-id", "scaled"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=480,
+        )
     log = head.autoscaler_log()
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:] + log[-3000:]
+    assert not [str(x) for x in listeners if not x.loopback], sorted(map(str, listeners))
+    assert len({x.pid for x in listeners if x.process == "raylet"}) >= 2  # the head's and the added node's
     assert "ok 3   failed 0" in proc.stdout
     assert log.count(ADDED) == 1, log[-3000:]  # the job's GPU actor brought exactly one node up
     rows = pads.dataset(str(tmp_path / "out" / "stats"), format="parquet").to_table().to_pylist()

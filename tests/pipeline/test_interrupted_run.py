@@ -1,5 +1,6 @@
 """A driver killed mid-run (SIGKILL), or stopped (SIGTERM, SIGINT), and started again: every image restored
-exactly once, no secrets leaked; a stopped run keeps the stats of what it wrote and releases its lock."""
+exactly once, no secrets (S3's or Ray's token) leaked; a stopped run keeps the stats of what it wrote and
+releases its lock."""
 
 from __future__ import annotations
 
@@ -25,6 +26,14 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 N = 150
+
+
+def _address(ray) -> str:
+    """The session Ray's GCS address, which a second driver joins with the session's token (from
+    ``RAY_AUTH_TOKEN_PATH``, never on its command line): on loopback."""
+    address = ray.get_runtime_context().gcs_address
+    assert address.startswith("127.0.0.1:"), address
+    return address
 
 
 def _start(spec: Path, address: str, run_id: str, log: Path) -> subprocess.Popen:
@@ -79,7 +88,7 @@ def test_driver_killed_midway_then_restarted_restores_each_image_once(
 ):
     fs, spec = s3fs_client, tmp_path / "spec.yaml"
     bucket = _archive(fs, "kill", N, s3_endpoint, tiny_weights, spec)
-    address = ray_local.get_runtime_context().gcs_address
+    address = _address(ray_local)
 
     def listing(prefix):
         fs.invalidate_cache()
@@ -117,14 +126,17 @@ def test_driver_killed_midway_then_restarted_restores_each_image_once(
             assert img.size == (128, 96)
 
     # Credentials appear nowhere: logs of both drivers, Ray's session logs, stats, summaries.
-    secret = S3_ENV["AWS_SECRET_ACCESS_KEY"].encode()
-    assert secret not in (tmp_path / "first.log").read_bytes() + (tmp_path / "second.log").read_bytes()
-    for p in listing(""):
-        assert secret not in fs.cat(p), p
+    # The same for the Ray token that the second drivers joined with.
+    secrets = [S3_ENV["AWS_SECRET_ACCESS_KEY"].encode(), Path(os.environ["RAY_AUTH_TOKEN_PATH"]).read_bytes().strip()]
+    logs = (tmp_path / "first.log").read_bytes() + (tmp_path / "second.log").read_bytes()
     session = Path(ray_local._private.worker._global_node.get_session_dir_path())
-    for f in session.rglob("*"):
-        if f.is_file() and f.stat().st_size < 50e6:
-            assert secret not in f.read_bytes(), f
+    for secret in secrets:
+        assert secret not in logs
+        for p in listing(""):
+            assert secret not in fs.cat(p), p
+        for f in session.rglob("*"):
+            if f.is_file() and f.stat().st_size < 50e6:
+                assert secret not in f.read_bytes(), f
 
 
 GRACE = 20
@@ -139,7 +151,7 @@ def test_driver_stopped_by_a_signal_keeps_what_it_did(ray_local, s3fs_client, s3
     fs, spec = s3fs_client, tmp_path / "spec.yaml"
     # The model is the slow stage here, as in real runs: a stop finds most images not yet restored.
     bucket = _archive(fs, "stop", n, s3_endpoint, tiny_weights, spec, ensemble=True, shutdown_grace_seconds=GRACE)
-    address = ray_local.get_runtime_context().gcs_address
+    address = _address(ray_local)
 
     def images():
         fs.invalidate_cache()
@@ -184,7 +196,7 @@ def test_a_stop_that_cannot_drain_ends_within_the_grace_period(
     n, grace = 30, 12
     fs, spec = s3fs_client, tmp_path / "spec.yaml"
     bucket = _archive(fs, "stall", n, s3_endpoint, tiny_weights, spec, shutdown_grace_seconds=grace)
-    address = ray_local.get_runtime_context().gcs_address
+    address = _address(ray_local)
     log = tmp_path / "first.log"
     env = {**os.environ, "DGUNET_FAILPOINTS": "write.stall=img004"}
     cmd = [sys.executable, "jobs/restore_bucket.py", "--spec", str(spec), "--address", address, "--run-id", "first"]

@@ -1,4 +1,6 @@
-"""`ray job submit` against a Ray head on 127.0.0.1, as the README says to run it on a cluster."""
+"""`ray job submit` against a Ray head on 127.0.0.1 with token auth, as the README says to run it on a cluster:
+the CLI and the job take the token from ``RAY_AUTH_TOKEN_PATH``, and nothing of the head listens beyond
+loopback while the job runs."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ import pyarrow.dataset as pads
 import pytest
 
 from tests.jobs import save_photos, write_spec
-from tests.servers import LOCAL_RAY_ENV, RayHead
+from tests.servers import RayHead
+from tests.sockets import watching
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -37,7 +40,7 @@ def test_ray_job_submit_restores_images(ray_head, tmp_path, tiny_weights):
     spec = write_spec(
         tmp_path / "spec.yaml", tiny_weights, input_uri=str(tmp_path / "in"), output=out, resources=resources
     )
-    env = {**os.environ, **LOCAL_RAY_ENV}
+    env = dict(os.environ)  # the session's RAY_AUTH_TOKEN_PATH: the token never goes on a command line
     cmd = [
         str(BIN / "ray"),
         "job",
@@ -46,8 +49,6 @@ def test_ray_job_submit_restores_images(ray_head, tmp_path, tiny_weights):
         ray_head.dashboard,
         "--working-dir",
         str(REPO),
-        "--runtime-env-json",
-        json.dumps({"env_vars": LOCAL_RAY_ENV}),
         "--",
         "python",
         "jobs/restore_bucket.py",
@@ -56,8 +57,15 @@ def test_ray_job_submit_restores_images(ray_head, tmp_path, tiny_weights):
         "--run-id",
         "submitted",
     ]
-    proc = ray_head.submit(cmd, cwd=REPO, env=env, timeout=420)
+    with watching(ray_head.proc.pid) as listeners:
+        proc = ray_head.submit(cmd, cwd=REPO, env=env, timeout=420)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # The head, its agents, the job's driver and its workers: all on loopback, the GCS and job API among them.
+    assert not [str(x) for x in listeners if not x.loopback], sorted(map(str, listeners))
+    ports = {x.port for x in listeners}
+    assert {int(ray_head.address.rsplit(":", 1)[1]), int(ray_head.dashboard.rsplit(":", 1)[1])} <= ports
+    token = Path(os.environ["RAY_AUTH_TOKEN_PATH"]).read_text().strip()
+    assert token not in " ".join(cmd) and token not in proc.stdout + proc.stderr
     assert "ok 3   failed 0" in proc.stdout
     outputs = sorted(p.relative_to(tmp_path / "out" / "images") for p in (tmp_path / "out" / "images").rglob("*.png"))
     assert [str(p) for p in outputs] == [f"batch 1/img{i}.png" for i in range(3)]

@@ -1,0 +1,282 @@
+"""Nobody else gets in: the project's local Ray listens on loopback only and keeps token auth, a client
+without the token is refused, and auth is turned off only for a local Ray, only by the flag.
+
+Listening sockets are read from ``/proc/net/tcp`` and ``/proc/net/tcp6`` for a process and everything it
+started (:mod:`tests.sockets`), sampled while a run goes on, so that workers and agents are seen too.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from jobs.restore_bucket import main
+from pipeline.ray_env import (
+    AUTH_MODE,
+    TOKEN_ENV,
+    TOKEN_PATH_ENV,
+    RayAccessError,
+    check_auth_settings,
+    local_ray_env,
+)
+from tests.jobs import save_photos, write_spec
+from tests.servers import RayHead
+from tests.sockets import listening_sockets, watching
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+# The servers of a Ray node, by process name; workers are named ray::<what they run>.
+SERVERS = ("gcs_server", "raylet", "ray::DashboardAgent", "ray::RuntimeEnvAgent")
+
+
+def _without_ray_settings(**extra: str) -> dict[str, str]:
+    """This environment without the session's Ray settings (its token, loopback, auth mode), as a user's."""
+    drop = {*local_ray_env(), TOKEN_PATH_ENV, TOKEN_ENV, "RAY_ADDRESS"}
+    return {**{k: v for k, v in os.environ.items() if k not in drop}, **extra}
+
+
+def _unlisted(listeners) -> list[str]:
+    return sorted(str(x) for x in listeners if not x.loopback)
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    old = os.environ.get("PATH")
+    os.environ["PATH"] = f"{BIN}{os.pathsep}{old or ''}"  # `ray` of this environment
+    head = RayHead(tempfile.mkdtemp(prefix="rh", dir="/tmp"))
+    yield head
+    head.stop()
+    os.environ["PATH"] = old or ""
+
+
+@pytest.mark.parametrize("auth", [True, False], ids=["token", "local-ray-no-auth"])
+def test_the_jobs_local_ray_listens_on_loopback_only(tmp_path, tiny_weights, auth):
+    """A restore run without --address, as the demo runs, from a user's environment (nothing of the tests'
+    Ray settings, a home of its own): every socket of its process tree listens on loopback, from the GCS to
+    the model actor; the token it needs is made, readable by its owner only, and never printed."""
+    save_photos(tmp_path / "in", count=2)
+    out = {"uri": str(tmp_path / "out"), "report": False}
+    resources = {"cpus_per_actor": 1, "batch_size": 2}
+    spec = write_spec(
+        tmp_path / "spec.yaml", tiny_weights, input_uri=str(tmp_path / "in"), output=out, resources=resources
+    )
+    home = tmp_path / "home"
+    home.mkdir()
+    cmd = [sys.executable, "jobs/restore_bucket.py", "--spec", str(spec), "--run-id", "local"]
+    cmd += [] if auth else ["--local-ray-no-auth"]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env=_without_ray_settings(HOME=str(home)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    with watching(proc.pid) as listeners:
+        stdout, stderr = proc.communicate(timeout=420)
+    assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    assert "ok 2   failed 0" in stdout
+    assert not _unlisted(listeners), sorted(map(str, listeners))
+    kinds = {x.process for x in listeners}
+    assert set(SERVERS) <= kinds, kinds
+    assert any(k.startswith("ray::") and k not in SERVERS for k in kinds), kinds  # a worker: the model actor's
+    assert any(k.endswith("restore_bucket.py") for k in kinds), kinds  # the driver's own gRPC server
+    token = home / ".ray" / "auth_token"
+    if auth:
+        assert stat.S_IMODE(token.stat().st_mode) == 0o600 and stat.S_IMODE(token.parent.stat().st_mode) == 0o700
+        assert token.read_text().strip() not in stdout + stderr
+        assert "WARNING" not in stdout
+    else:
+        assert not token.exists()
+        assert "WARNING: the local Ray runs without token auth" in stdout
+
+
+def test_the_tests_own_ray_listens_on_loopback_only(ray_local):
+    """The session's Ray (and whatever else this test process started: the S3 server, Ray heads) listens on
+    loopback only, its GCS address among them."""
+    address = ray_local.get_runtime_context().gcs_address
+    assert address.startswith("127.0.0.1:"), address
+
+    @ray_local.remote(num_cpus=0)
+    class Echo:
+        def ping(self) -> int:
+            return 1
+
+    echo = Echo.remote()
+    assert ray_local.get(echo.ping.remote()) == 1
+    listeners = listening_sockets(os.getpid())
+    ray_local.kill(echo)
+    assert not _unlisted(listeners), sorted(map(str, listeners))
+    assert set(SERVERS) <= {x.process for x in listeners}
+    assert int(address.rsplit(":", 1)[1]) in {x.port for x in listeners}
+
+
+def test_ray_train_listens_on_loopback_but_for_torchs_tcpstore(ray_local, tmp_path):
+    """Ray Train on the tests' Ray, two workers meeting over gloo as a data-parallel training does: every
+    socket, gloo's included, is on loopback but one, torch's TCPStore on the first worker (the process
+    group's rendezvous), which torch binds to every interface whatever is set (the README says so)."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    def loop(config):
+        import os
+        import time
+
+        import ray.train
+        import torch
+        import torch.distributed as dist
+
+        dist.all_reduce(torch.ones(1))  # gloo's connections are up
+        if ray.train.get_context().get_world_rank() == 0:
+            with open(config["port_file"], "w") as f:
+                f.write(os.environ["MASTER_PORT"])  # the TCPStore's
+        time.sleep(3)  # for the sampler
+
+    port_file = tmp_path / "master_port"
+    trainer = TorchTrainer(
+        loop,
+        train_loop_config={"port_file": str(port_file)},
+        scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
+        run_config=RunConfig(storage_path=str(tmp_path)),
+    )
+    with watching(os.getpid()) as listeners:
+        result = trainer.fit()
+    assert result.error is None
+    assert len({x.pid for x in listeners if x.process.startswith("ray::RayTrainWorker")}) == 2, listeners
+    beyond = {x for x in listeners if not x.loopback}
+    assert {x.port for x in beyond} == {int(port_file.read_text())}, sorted(map(str, listeners))
+    assert {x.host for x in beyond} <= {"::", "0.0.0.0"}
+
+
+_GCS_CALL = """
+import sys
+from ray._raylet import GcsClient
+from ray.exceptions import AuthenticationError
+try:
+    GcsClient(address=sys.argv[1]).internal_kv_get(b"head_node_id", namespace=b"job", timeout=10)
+    print("ANSWERED")
+except AuthenticationError as exc:
+    print("REFUSED", exc)
+"""
+
+
+def _get(url: str, token: str | None) -> int:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30) as r:
+            return r.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def test_a_client_without_the_token_is_refused_by_the_gcs_and_the_job_api(ray_head):
+    token = Path(os.environ[TOKEN_PATH_ENV]).read_text().strip()
+    wrong = "0" * len(token)
+    clients = {
+        "no token": {AUTH_MODE: "disabled"},  # a client that sends none
+        "wrong token": {AUTH_MODE: "token", TOKEN_ENV: wrong},
+        "the token": {AUTH_MODE: "token", TOKEN_ENV: token},
+    }
+    answers = {}
+    for who, env in clients.items():
+        run = subprocess.run(
+            [sys.executable, "-c", _GCS_CALL, ray_head.address],
+            env=_without_ray_settings(**env),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        answers[who] = run.stdout.split(" ", 1)[0].strip()
+    assert answers == {"no token": "REFUSED", "wrong token": "REFUSED", "the token": "ANSWERED"}
+
+    # The job API (what `ray job submit` calls) on the dashboard, and the job agent behind it.
+    jobs = f"{ray_head.dashboard}/api/jobs/"
+    assert (_get(jobs, None), _get(jobs, wrong), _get(jobs, token)) == (401, 403, 200)
+    from ray._raylet import GcsClient
+
+    agent = RayHead._agent_url(GcsClient(address=ray_head.address))
+    assert agent and agent.startswith("http://127.0.0.1:")
+    logs = f"{agent}/api/job_agent/jobs/none/logs"
+    assert (_get(logs, None), _get(logs, wrong)) == (401, 403)
+
+
+@pytest.mark.parametrize(
+    "setting, says",
+    [
+        ({TOKEN_ENV: "0" * 64}, "refused the token from RAY_AUTH_TOKEN"),
+        ({}, "needs its token, but this process has none"),
+        ({TOKEN_PATH_ENV: "/nonexistent/auth_token"}, "RAY_AUTH_TOKEN_PATH: expected a file holding a Ray token"),
+    ],
+    ids=["wrong", "missing", "missing-file"],
+)
+def test_a_wrong_or_missing_token_gives_one_line_with_the_fix(ray_head, tmp_path, tiny_weights, setting, says):
+    (tmp_path / "in").mkdir()
+    spec = write_spec(
+        tmp_path / "spec.yaml",
+        tiny_weights,
+        input_uri=str(tmp_path / "in"),
+        output={"uri": str(tmp_path / "out")},
+        resources={},
+    )
+    run = subprocess.run(
+        [sys.executable, "jobs/restore_bucket.py", "--spec", str(spec), "--address", ray_head.address],
+        cwd=REPO,
+        env=_without_ray_settings(HOME=str(tmp_path), **setting),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert run.returncode == 2, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "Traceback" not in run.stderr and not run.stdout
+    # One line of ours (Ray's own log lines start with a timestamp in brackets), with the fix.
+    ours = [line for line in run.stderr.splitlines() if line and not line.startswith("[")]
+    assert len(ours) == 1 and says in ours[0] and "README" in ours[0], run.stderr
+    assert not list((tmp_path / "out").rglob("*"))  # nothing written (storage was only checked)
+
+
+@pytest.mark.parametrize(
+    "address, env, auth, key",
+    [
+        ("127.0.0.1:6379", {}, False, "--local-ray-no-auth"),
+        ("127.0.0.1:6379", {AUTH_MODE: "disabled"}, True, AUTH_MODE),
+        (None, {"RAY_ADDRESS": "127.0.0.1:6379", AUTH_MODE: "disabled"}, True, AUTH_MODE),  # a submitted job's
+        (None, {AUTH_MODE: "disabled"}, True, AUTH_MODE),  # a local Ray: only by the flag
+    ],
+    ids=["flag-with-address", "env-with-address", "env-in-a-submitted-job", "env-for-a-local-ray"],
+)
+def test_turning_auth_off_is_refused_with_its_key_named(
+    monkeypatch, capsys, tmp_path, tiny_weights, address, env, auth, key
+):
+    """A decision, not an accident: auth goes off only for a local Ray, by --local-ray-no-auth. Refused
+    before Ray is touched, by the job as a whole (exit 2, one line) as by the function."""
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(RayAccessError, match=f"^{key}: expected"):
+        check_auth_settings(address or os.environ.get("RAY_ADDRESS"), auth=auth)
+
+    (tmp_path / "in").mkdir()
+    spec = write_spec(
+        tmp_path / "spec.yaml",
+        tiny_weights,
+        input_uri=str(tmp_path / "in"),
+        output={"uri": str(tmp_path / "out")},
+        resources={},
+    )
+    argv = [
+        "--spec",
+        str(spec),
+        *(["--address", address] if address else []),
+        *([] if auth else ["--local-ray-no-auth"]),
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"{key}: expected") and "\n" not in err
+    assert not list((tmp_path / "out").rglob("*"))  # nothing written (storage was only checked)
