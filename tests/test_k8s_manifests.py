@@ -1,5 +1,5 @@
 """KubeRay manifests: valid against KubeRay's own CRDs, able to scale, running the real entrypoint in an
-image that the Dockerfile builds.
+image that the Dockerfile builds, with Ray's token auth on and no port reachable from outside Kubernetes.
 
 The CRDs are vendored from a named KubeRay release (tests/data/kuberay/<version>/, see its README). An
 unknown field is an error here, since Kubernetes drops it silently. Beyond the schemas, the rules that no
@@ -97,6 +97,78 @@ def scaling_problems(doc: dict) -> list[str]:
     elif not any(cap["CPU"] - actor["CPU"] >= 1 for name, cap in reachable if name in fitting):
         problems.append(f"the nodes fitting a model actor ({fitting}) leave no CPU for reading and encoding")
     return problems
+
+
+# Service types that open a port beyond the Kubernetes cluster (ClusterIP, KubeRay's default, does not).
+EXPOSING = {"NodePort", "LoadBalancer"}
+
+
+def _walk(obj, path: str = ""):
+    """``(dotted path, value)`` of every key and list item under ``obj``."""
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    for key, value in items:
+        where = f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}" if path else key
+        yield where, value
+        yield from _walk(value, where)
+
+
+def security_problems(doc: dict) -> list[str]:
+    """What would let another host in: token auth not on (``authOptions.mode`` or a container's
+    ``RAY_AUTH_MODE``), or the dashboard, job API or GCS reachable from outside Kubernetes (a NodePort or
+    LoadBalancer service, an ingress, host ports or the host's network). Each problem names its key."""
+    base = "spec.jobTemplate.rayClusterSpec" if doc["kind"] == "RayCronJob" else "spec.rayClusterSpec"
+    mode = (_job_spec(doc)["rayClusterSpec"].get("authOptions") or {}).get("mode")
+    problems = []
+    if mode != "token":
+        problems.append(f"{base}.authOptions.mode: expected token, but got {mode!r} instead")
+    for path, value in _walk(doc):
+        key = path.rsplit(".", 1)[-1]
+        if (key == "serviceType" or (key == "type" and ".headService." in path)) and value in EXPOSING:
+            problems.append(f"{path}: {value} exposes the head's ports beyond the cluster; use kubectl port-forward")
+        elif key == "enableIngress" and value is True:
+            problems.append(f"{path}: an ingress exposes the dashboard and job API beyond the cluster")
+        elif (key == "hostNetwork" and value is True) or key == "hostPort":
+            problems.append(f"{path}: the pod's ports would be open on the node's own address")
+        elif key.endswith("]") and isinstance(value, dict) and value.get("name") == "RAY_AUTH_MODE":
+            if value.get("value") != "token":
+                problems.append(f"{path}.value: RAY_AUTH_MODE {value.get('value')!r} turns token auth off")
+    return problems
+
+
+@pytest.mark.parametrize("name", MANIFESTS)
+def test_manifest_keeps_token_auth_and_exposes_no_port(name):
+    assert security_problems(_load(name)) == []
+
+
+def test_the_security_checks_catch_what_kubernetes_would_let_through():
+    """Each of these is a valid object for KubeRay's CRDs, and each is refused here with its key."""
+    doc = _load("rayjob.yaml")
+    cases = {
+        "spec.rayClusterSpec.authOptions.mode": lambda c: c["authOptions"].update(mode="disabled"),
+        "spec.rayClusterSpec.authOptions.mode: expected token, but got None": lambda c: c.pop("authOptions"),
+        "spec.rayClusterSpec.headGroupSpec.serviceType": lambda c: c["headGroupSpec"].update(
+            serviceType="LoadBalancer"
+        ),
+        "spec.rayClusterSpec.headGroupSpec.headService.spec.type": lambda c: c["headGroupSpec"].update(
+            headService={"spec": {"type": "NodePort"}}
+        ),
+        "spec.rayClusterSpec.headGroupSpec.enableIngress": lambda c: c["headGroupSpec"].update(enableIngress=True),
+        "spec.rayClusterSpec.headGroupSpec.template.spec.containers[0].ports[1].hostPort": lambda c: c["headGroupSpec"][
+            "template"
+        ]["spec"]["containers"][0]["ports"][1].update(hostPort=8265),
+        "spec.rayClusterSpec.workerGroupSpecs[0].template.spec.hostNetwork": lambda c: c["workerGroupSpecs"][0][
+            "template"
+        ]["spec"].update(hostNetwork=True),
+        "spec.rayClusterSpec.headGroupSpec.template.spec.containers[0].env[1].value": lambda c: c["headGroupSpec"][
+            "template"
+        ]["spec"]["containers"][0]["env"].append({"name": "RAY_AUTH_MODE", "value": "disabled"}),
+    }
+    for key, change in cases.items():
+        bad = copy.deepcopy(doc)
+        change(_job_spec(bad)["rayClusterSpec"])
+        assert validate_object(bad, _schemas()) == [], key
+        problems = security_problems(bad)
+        assert len(problems) == 1 and problems[0].startswith(key), (key, problems)
 
 
 @pytest.mark.parametrize("name", MANIFESTS)
