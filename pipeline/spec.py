@@ -7,13 +7,16 @@ elsewhere) and reports every problem with the dotted key it concerns. The traini
 (:mod:`pipeline.training.spec`) is built from the same parts.
 
 An unknown key or a bad value is an error that names it. Credentials never belong in a spec: they come
-from the environment, a profile or an instance role, and a spec that holds one is refused.
+from the environment, a profile or an instance role, and a spec that holds one is refused; so is a URI
+(weights, input, output, endpoint) on a cloud metadata service, which would hand the job the machine's own
+credentials.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from types import UnionType
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
@@ -26,7 +29,7 @@ from dgunet.model import Arch
 from dgunet.registry import Task
 
 from .stages.encode import EncodeOptions
-from .storage import StorageOptions, split_protocol
+from .storage import StorageOptions, metadata_service_host, split_protocol
 
 _SECRET_KEYS = re.compile(r"(secret|password|token|credential|access_key|session_key)", re.IGNORECASE)
 
@@ -234,6 +237,18 @@ class RestoreSpec(StrictModel):
         return self
 
 
+def _strings(obj: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    """``(dotted key, value)`` of every string in a spec."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _strings(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _strings(v, f"{path}[{i}]")
+    elif isinstance(obj, str):
+        yield path, obj
+
+
 def _find_secrets(obj: Any, path: str = "") -> list[str]:
     found = []
     if isinstance(obj, dict):
@@ -276,6 +291,13 @@ def validate_spec(
             f"{source}: refusing credentials in a job spec ({', '.join(secrets)}). Use the environment "
             "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY), a profile (AWS_PROFILE) or an instance role."
         )
+    for key, value in _strings(data):
+        host = metadata_service_host(value)
+        if host:
+            raise SpecError(
+                f"{source}: {key}: refusing {value!r}: {host} is a cloud metadata service, which hands out the "
+                "machine's own credentials. Give a URI of the storage that holds the data."
+            )
     data = _absolute_local_paths(data, path_keys)
     try:
         return schema.model_validate(data)

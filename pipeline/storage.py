@@ -68,6 +68,44 @@ def split_protocol(uri: str) -> tuple[str, str]:
     return "file", os.path.abspath(os.path.expanduser(uri))
 
 
+# Host names of cloud instance metadata services (AWS, GCP, Azure, OpenStack, ...), which hand the machine's
+# own credentials to any process on it that asks; their addresses are link-local (169.254.169.254,
+# fd00:ec2::254 on AWS's IPv6).
+_METADATA_HOSTS = frozenset({"metadata", "metadata.google.internal", "instance-data", "instance-data.ec2.internal"})
+_AWS_METADATA_V6 = "fd00:ec2::254"
+
+
+def metadata_service_host(uri: str) -> str | None:
+    """The host of ``uri`` when it is a cloud metadata service: a link-local address (169.254.0.0/16,
+    fe80::/10, written in any form the resolver takes, such as ``2852039166``), AWS's IPv6 one, or one of
+    their host names; else None. A name that merely resolves to such an address is not caught here."""
+    import ipaddress
+    import socket
+    from urllib.parse import urlsplit
+
+    if "://" not in uri:
+        return None
+    try:
+        host = (urlsplit(uri).hostname or "").rstrip(".").lower()
+    except ValueError:  # a malformed authority: nothing is fetched from it either
+        return None
+    if not host:
+        return None
+    if host in _METADATA_HOSTS:
+        return host
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        try:
+            ip = ipaddress.IPv4Address(socket.inet_aton(host))  # 2852039166, 0xa9fea9fe, 169.254.43518
+        except OSError:
+            return None
+    mapped = getattr(ip, "ipv4_mapped", None) or ip  # ::ffff:169.254.169.254 is the IPv4 address
+    if mapped.is_link_local or ip == ipaddress.ip_address(_AWS_METADATA_V6):
+        return host
+    return None
+
+
 def filesystem(uri: str, options: StorageOptions | None = None):
     """The fsspec filesystem of ``uri`` and the path within it."""
     import fsspec

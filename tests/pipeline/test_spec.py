@@ -152,3 +152,25 @@ def test_flags_take_their_type_choices_and_help_from_the_spec_schema(capsys):
     with pytest.raises(SystemExit):
         parse_args(["--help"])
     assert "model actors the pool may grow to (spec: resources.max_actors)" in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize(
+    ("patch", "key"),
+    [
+        (
+            {"model": {"weights": "http://169.254.169.254/latest/meta-data/iam/security-credentials/role"}},
+            "model.weights",
+        ),
+        ({"model": {"weights": "http://2852039166/latest/api/token"}}, "model.weights"),  # 169.254.169.254 as a number
+        ({"model": {"weights": "http://[fd00:ec2::254]/latest/meta-data/"}}, "model.weights"),
+        ({"storage": {"endpoint_url": "http://metadata.google.internal"}}, "storage.endpoint_url"),
+        ({"input": {"uri": "s3://a/in", "manifest": "http://169.254.169.254/x"}}, "input.manifest"),
+    ],
+)
+def test_a_uri_on_a_cloud_metadata_service_is_refused_with_its_key(patch, key):
+    """A spec could otherwise make the driver fetch the machine's own credentials (as "weights") and carry
+    them into its errors and logs."""
+    with pytest.raises(SpecError, match="cloud metadata service") as err:
+        parse_spec({**BASE, **patch})
+    assert f"{key}: refusing" in str(err.value)
+    parse_spec({**BASE, "model": {"weights": "https://example.com/dgunet.pth"}})  # any other URL is fine
