@@ -7,7 +7,8 @@ What :func:`decode_image` guarantees, where ``ray.data.read_images`` does not:
 * grayscale stays 1 channel, alpha is kept (gray + alpha: 2 channels, RGBA: 4); palette images expand
   to RGB or RGBA; CMYK and other colour spaces convert to RGB; animated images give their first frame;
 * the pixel count is checked from the header before anything is decoded (decompression bombs), and
-  truncated or non-image files raise :class:`DecodeError` with the reason.
+  truncated or non-image files raise :class:`DecodeError` with the reason; Pillow's own bomb guard stays
+  on for every image the process opens (:func:`pillow_limit`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from __future__ import annotations
 import io
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -96,6 +99,22 @@ def _to_srgb(img):
         return img  # a broken profile: keep the pixels as they are
 
 
+@contextmanager
+def pillow_limit(max_pixels: int) -> Iterator[None]:
+    """Pillow's own decompression-bomb guard at ``max_pixels`` for the images opened inside (it refuses
+    twice that as it reads a header; :func:`decode_image` checks the header itself for the rest), and at
+    Pillow's default for every other image this process opens: the guard is never lifted."""
+    from PIL import Image
+
+    default, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = default
+
+
 def decode_image(data: bytes, *, max_pixels: int) -> Decoded:
     """Decode one file's bytes into ``(H, W, C)`` pixels; see the module docstring.
 
@@ -106,11 +125,13 @@ def decode_image(data: bytes, *, max_pixels: int) -> Decoded:
 
     if not data:
         raise DecodeError("empty file")
-    Image.MAX_IMAGE_PIXELS = None  # the limit is ours, checked below from the header alone
     try:
-        img = Image.open(io.BytesIO(data))
+        with pillow_limit(max_pixels):
+            img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise DecodeError("not a recognised image format") from None
+    except Image.DecompressionBombError as exc:
+        raise DecodeError(f"image exceeds the limit of {max_pixels} pixels ({exc})") from None
     except Exception as exc:
         raise DecodeError(f"unreadable image header: {exc}") from None
     w, h = img.size
@@ -194,7 +215,8 @@ def decode_batch(batch: dict[str, np.ndarray], *, max_pixels: int) -> dict[str, 
         # The decoder converts 8-bit colour with an ICC profile to sRGB; 16-bit and gray pixels stay in theirs.
         converted = d.pixels.dtype == np.uint8 and d.pixels.shape[2] >= 3
         try:
-            meta = read_metadata(batch[Col.DATA][i], converted=converted)
+            with pillow_limit(max_pixels):  # the same image, opened again for its metadata
+                meta = read_metadata(batch[Col.DATA][i], converted=converted)
         except Exception as exc:  # metadata never fails an image; the stats say what was lost
             meta = Metadata(problems=(f"metadata: unreadable ({type(exc).__name__}: {exc})"[:200],))
         metadata[i] = meta.to_json()

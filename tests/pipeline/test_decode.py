@@ -86,6 +86,20 @@ def test_pixel_limit_is_configurable():
         decode_image(data, max_pixels=100)
 
 
+def test_pillows_own_bomb_guard_stays_on_for_every_other_image():
+    """Decoding with the run's limit leaves Pillow's guard as it was for every other image the worker opens
+    (metadata, profiles, anything else): a header declaring 10 gigapixels is still refused by a plain
+    ``Image.open`` after decodes under a large and a small limit."""
+    default = Image.MAX_IMAGE_PIXELS
+    assert default is not None
+    decode_image(GOOD["rgb.png"], max_pixels=10**12)
+    with pytest.raises(DecodeError, match="exceeds the limit"):
+        decode_image(BAD["bad/bomb.png"], max_pixels=100)
+    assert Image.MAX_IMAGE_PIXELS == default
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(io.BytesIO(BAD["bad/bomb.png"]))
+
+
 @pytest.mark.parametrize("name", sorted(GOOD))
 def test_png_round_trip_keeps_depth_channels_and_pixels(name):
     pixels = decode_image(GOOD[name], max_pixels=LIMIT).pixels
