@@ -2,6 +2,7 @@
 
 python jobs/train.py --spec jobs/specs/train_denoise_small.yaml
 python jobs/train.py --spec jobs/specs/train_denoise_small.yaml --local   # one process, no Ray
+python jobs/train.py --spec jobs/specs/train_derain_cpu.yaml --local --cpu-hours 2   # to 2 CPU-hours in all
 ray job submit --working-dir . -- python jobs/train.py --spec jobs/specs/train_denoise_small.yaml
 """
 
@@ -25,6 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--address", help="Ray address (default: RAY_ADDRESS, else a local Ray)")
     ap.add_argument("--local", action="store_true", help="train in this process, without Ray (one worker)")
     ap.add_argument("--time-limit", type=float, help="with --local: stop and save after this many seconds")
+    ap.add_argument(
+        "--cpu-hours",
+        type=float,
+        help="with --local: stop and save once training has spent this many CPU-hours, over every resumed run",
+    )
+    ap.add_argument("--save-every-cpu-min", type=float, help="with --local: validate and save this often as well")
     args = ap.parse_args(argv)
 
     flags = {"optim.steps": args.steps, "checkpoint.uri": args.checkpoint, "data.train": args.data}
@@ -38,7 +45,13 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(max(1, int(spec.resources.cpus_per_worker)))
-        metrics = fit(spec, time_limit_s=args.time_limit, loader_threads=spec.resources.loader_threads)
+        metrics = fit(
+            spec,
+            time_limit_s=args.time_limit,
+            cpu_limit_s=args.cpu_hours * 3600 if args.cpu_hours else None,
+            save_every_cpu_s=args.save_every_cpu_min * 60 if args.save_every_cpu_min else None,
+            loader_threads=spec.resources.loader_threads,
+        )
         print(f"done: {metrics}; checkpoint at {spec.checkpoint.uri}/last.pth")
         return 0
     from pipeline.ray_env import init_ray

@@ -109,3 +109,35 @@ def test_a_run_with_a_time_limit_anneals_over_its_time(tmp_path):
     assert lr_at(50, spec, time_fraction=0.5) == pytest.approx((spec.optim.lr + spec.optim.lr_min) / 2)
     assert lr_at(50, spec, time_fraction=1.0) == pytest.approx(spec.optim.lr_min)
     assert lr_at(0, spec, time_fraction=0.9) < spec.optim.lr  # warm-up still comes first
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: with two on a busy machine, OpenMP's spinning threads bill CPU seconds for waiting."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_a_cpu_budget_counts_training_over_resumes_and_stops_there(tmp_path, one_thread):
+    from pipeline.training.loop import fit
+
+    (tmp_path / "clean").mkdir()
+    for i, source in enumerate(["lake", "lake", "city", "forest"]):
+        Image.fromarray(photo(48, 64, seed=i)).save(tmp_path / "clean" / f"{source}__{i}.png")
+    spec = _spec(tmp_path, steps=100_000)
+    spec = spec.model_copy(update={"checkpoint": spec.checkpoint.model_copy(update={"every_steps": 100_000})})
+    fit(spec, device="cpu", cpu_limit_s=2.0, save_every_cpu_s=0.5, log=lambda _: None)
+    history = [json.loads(line) for line in (tmp_path / "ckpt" / "history.jsonl").read_text().splitlines()]
+    spent = [h["cpu_s"] for h in history]
+    assert len(history) >= 3 and spent == sorted(spent) and spent[-1] >= 2.0 > spent[-2]
+    assert history[-1]["step"] < 100_000 and history[-1]["cpu_hours"] == pytest.approx(spent[-1] / 3600)
+
+    fit(spec, device="cpu", cpu_limit_s=2.0, log=lambda _: None)  # already spent: no step, no new line
+    assert len((tmp_path / "ckpt" / "history.jsonl").read_text().splitlines()) == len(history)
+
+    fit(spec, device="cpu", cpu_limit_s=3.0, save_every_cpu_s=0.5, log=lambda _: None)  # resumes the count
+    more = [json.loads(line) for line in (tmp_path / "ckpt" / "history.jsonl").read_text().splitlines()]
+    assert more[: len(history)] == history and more[len(history)]["cpu_s"] > spent[-1]
+    assert more[-1]["cpu_s"] >= 3.0 and more[-1]["step"] > history[-1]["step"]
