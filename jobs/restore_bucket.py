@@ -4,7 +4,7 @@
     python jobs/restore_bucket.py --input s3://bucket/scans --output s3://bucket/restored
     python jobs/restore_bucket.py --spec jobs/specs/denoise.yaml --max-actors 8
     python jobs/restore_bucket.py --input s3://bucket/scans --output s3://bucket/webp --format webp --quality 90
-    ray job submit --address http://HEAD:8265 --working-dir . -- python jobs/restore_bucket.py --spec ...
+    RAY_AUTH_MODE=token ray job submit --address http://127.0.0.1:8265 --working-dir . -- python jobs/restore_bucket.py
 
 Flags override the spec. Without --spec, jobs/specs/demo.yaml gives the defaults. Exit code 0 when no
 input failed (or no more than the spec's allow_failed_fraction), 1 otherwise, 2 for a bad spec (a task
