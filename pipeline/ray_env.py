@@ -6,12 +6,12 @@ How a local Ray (:func:`start_local_ray`) is kept to loopback:
 * Every server of a Ray node binds its node's address: the GCS, the raylet (node and object manager),
   each worker's and driver's gRPC server (127.0.0.1 when the node's address is 127.0.0.1, every interface
   otherwise), the dashboard agent (HTTP, gRPC and metrics export), the runtime-env agent and the
-  autoscaler's metrics server. Ray takes 127.0.0.1 as a local node's address only while
+  dashboard's and autoscaler's metrics servers. Ray takes 127.0.0.1 as a local node's address only while
   ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, read when Ray is imported (``_node_ip_address="127.0.0.1"``
   alone is turned into the machine's network address), so that is set before the import, and the address
   Ray would take is checked before it starts.
-* The dashboard is off (``include_dashboard=False``); the API server Ray starts anyway, and the dashboard
-  when asked for, listen on 127.0.0.1, Ray's default dashboard host.
+* The dashboard is off (``include_dashboard=False``: its process then listens for its metrics only); when
+  asked for, it listens on 127.0.0.1, Ray's default dashboard host.
 * Ray Train's gloo and NCCL connections use the loopback interface (``GLOO_SOCKET_IFNAME``,
   ``NCCL_SOCKET_IFNAME``). torch's TCPStore, which Ray Train starts on its first worker for the process
   group, listens on every interface whatever is set: torch has no option for its address.
