@@ -132,6 +132,10 @@ def security_problems(doc: dict) -> list[str]:
         elif key.endswith("]") and isinstance(value, dict) and value.get("name") == "RAY_AUTH_MODE":
             if value.get("value") != "token":
                 problems.append(f"{path}.value: RAY_AUTH_MODE {value.get('value')!r} turns token auth off")
+        elif key == "runtimeEnvYAML":  # the job's own environment
+            mode = ((yaml.safe_load(value) or {}).get("env_vars") or {}).get("RAY_AUTH_MODE", "token")
+            if mode != "token":
+                problems.append(f"{path}: env_vars.RAY_AUTH_MODE {mode!r} turns token auth off for the job")
     return problems
 
 
@@ -142,30 +146,39 @@ def test_manifest_keeps_token_auth_and_exposes_no_port(name):
 
 def test_the_security_checks_catch_what_kubernetes_would_let_through():
     """Each of these is a valid object for KubeRay's CRDs, and each is refused here with its key."""
-    doc = _load("rayjob.yaml")
+
+    def head(doc):
+        return doc["spec"]["rayClusterSpec"]["headGroupSpec"]
+
+    def container(doc):
+        return head(doc)["template"]["spec"]["containers"][0]
+
     cases = {
-        "spec.rayClusterSpec.authOptions.mode": lambda c: c["authOptions"].update(mode="disabled"),
-        "spec.rayClusterSpec.authOptions.mode: expected token, but got None": lambda c: c.pop("authOptions"),
-        "spec.rayClusterSpec.headGroupSpec.serviceType": lambda c: c["headGroupSpec"].update(
-            serviceType="LoadBalancer"
+        "spec.rayClusterSpec.authOptions.mode": lambda d: d["spec"]["rayClusterSpec"]["authOptions"].update(
+            mode="disabled"
         ),
-        "spec.rayClusterSpec.headGroupSpec.headService.spec.type": lambda c: c["headGroupSpec"].update(
+        "spec.rayClusterSpec.authOptions.mode: expected token, but got None": lambda d: d["spec"]["rayClusterSpec"].pop(
+            "authOptions"
+        ),
+        "spec.rayClusterSpec.headGroupSpec.serviceType": lambda d: head(d).update(serviceType="LoadBalancer"),
+        "spec.rayClusterSpec.headGroupSpec.headService.spec.type": lambda d: head(d).update(
             headService={"spec": {"type": "NodePort"}}
         ),
-        "spec.rayClusterSpec.headGroupSpec.enableIngress": lambda c: c["headGroupSpec"].update(enableIngress=True),
-        "spec.rayClusterSpec.headGroupSpec.template.spec.containers[0].ports[1].hostPort": lambda c: c["headGroupSpec"][
-            "template"
-        ]["spec"]["containers"][0]["ports"][1].update(hostPort=8265),
-        "spec.rayClusterSpec.workerGroupSpecs[0].template.spec.hostNetwork": lambda c: c["workerGroupSpecs"][0][
-            "template"
-        ]["spec"].update(hostNetwork=True),
-        "spec.rayClusterSpec.headGroupSpec.template.spec.containers[0].env[1].value": lambda c: c["headGroupSpec"][
-            "template"
-        ]["spec"]["containers"][0]["env"].append({"name": "RAY_AUTH_MODE", "value": "disabled"}),
+        "spec.rayClusterSpec.headGroupSpec.enableIngress": lambda d: head(d).update(enableIngress=True),
+        "spec.rayClusterSpec.headGroupSpec.template.spec.containers[0].ports[1].hostPort": lambda d: container(d)[
+            "ports"
+        ][1].update(hostPort=8265),
+        "spec.rayClusterSpec.workerGroupSpecs[0].template.spec.hostNetwork": lambda d: d["spec"]["rayClusterSpec"][
+            "workerGroupSpecs"
+        ][0]["template"]["spec"].update(hostNetwork=True),
+        "spec.rayClusterSpec.headGroupSpec.template.spec.containers[0].env[1].value": lambda d: container(d)[
+            "env"
+        ].append({"name": "RAY_AUTH_MODE", "value": "disabled"}),
+        "spec.runtimeEnvYAML": lambda d: d["spec"].update(runtimeEnvYAML="env_vars:\n  RAY_AUTH_MODE: disabled\n"),
     }
     for key, change in cases.items():
-        bad = copy.deepcopy(doc)
-        change(_job_spec(bad)["rayClusterSpec"])
+        bad = copy.deepcopy(_load("rayjob.yaml"))
+        change(bad)
         assert validate_object(bad, _schemas()) == [], key
         problems = security_problems(bad)
         assert len(problems) == 1 and problems[0].startswith(key), (key, problems)
