@@ -99,9 +99,9 @@ def test_the_jobs_local_ray_listens_on_loopback_only(tmp_path, tiny_weights, aut
         assert "WARNING: the local Ray runs without token auth" in stdout
 
 
-def test_the_tests_own_ray_listens_on_loopback_only(ray_local):
-    """The session's Ray (and whatever else this test process started: the S3 server, Ray heads) listens on
-    loopback only, its GCS address among them."""
+def test_the_tests_own_ray_listens_on_loopback_only(ray_local, s3_endpoint):
+    """The session's Ray and S3 server (and whatever else this test process started: Ray heads) listen on
+    loopback only, the GCS and the S3 endpoint among them."""
     address = ray_local.get_runtime_context().gcs_address
     assert address.startswith("127.0.0.1:"), address
 
@@ -116,7 +116,9 @@ def test_the_tests_own_ray_listens_on_loopback_only(ray_local):
     ray_local.kill(echo)
     assert not _unlisted(listeners), sorted(map(str, listeners))
     assert set(SERVERS) <= {x.process for x in listeners}
-    assert int(address.rsplit(":", 1)[1]) in {x.port for x in listeners}
+    ports = {x.port for x in listeners}
+    assert int(address.rsplit(":", 1)[1]) in ports and int(s3_endpoint.rsplit(":", 1)[1]) in ports
+    assert s3_endpoint.startswith("http://127.0.0.1:")
 
 
 def test_ray_train_listens_on_loopback_but_for_torchs_tcpstore(ray_local, tmp_path):
