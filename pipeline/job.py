@@ -188,7 +188,8 @@ def _read_and_decode(ds, spec: RestoreSpec, *, one_by_one: bool, stop):
         batch_size=1 if one_by_one else 16,
     )
     # One image per decode call: a huge image does not hold up (or share a block with) small ones.
-    ds = ds.map_batches(decode_batch, fn_kwargs={"max_pixels": spec.input.max_pixels}, batch_size=1)
+    decode = {"max_pixels": spec.input.max_pixels, "rain": spec.task == "derain"}
+    ds = ds.map_batches(decode_batch, fn_kwargs=decode, batch_size=1)
     # Blocks of one model batch: a model task then restores one batch and hands it on, so that images are
     # written as they are restored (not when a whole read block is), and a stopping run waits for one
     # batch per actor at most.

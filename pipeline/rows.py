@@ -20,7 +20,8 @@ class Col:
     failed carries its reason to the stats; every later stage passes it through), and ``VERSION`` filled
     with the content's sha256 where the store gave none;
     decode (:func:`pipeline.stages.decode.decode_batch`, drops ``DATA``): ``PIXELS`` (raw bytes), ``SHAPE`` (H, W, C),
-    ``DTYPE``, ``MODE`` (the file's), ``LOSSY``, ``NOISE_BEFORE``, ``METADATA`` (JSON), ``DECODE_SECONDS``;
+    ``DTYPE``, ``MODE`` (the file's), ``LOSSY``, ``NOISE_BEFORE``, ``RAIN_BEFORE`` (NaN unless asked for),
+    ``METADATA`` (JSON), ``DECODE_SECONDS``;
     model (:class:`pipeline.stages.model.RestoreModel`): ``RESTORED`` (raw bytes, as ``PIXELS``), ``ACTION``
     (``RESTORED`` or ``PASSED``), ``SECONDS``;
     write (:func:`pipeline.stages.write.write_batch`): the stats row, :data:`STATS_SCHEMA`, and nothing else.
@@ -29,7 +30,7 @@ class Col:
     INPUT_URI, OUTPUT_URI, SIZE, VERSION, REFERENCE_URI = "input_uri", "output_uri", "size", "version", "reference_uri"
     DATA, STATUS, ERROR = "data", "status", "error"
     PIXELS, SHAPE, DTYPE, MODE, LOSSY = "pixels", "shape", "dtype", "mode", "lossy"
-    NOISE_BEFORE, METADATA, DECODE_SECONDS = "noise_before", "metadata", "decode_seconds"
+    NOISE_BEFORE, RAIN_BEFORE, METADATA, DECODE_SECONDS = "noise_before", "rain_before", "metadata", "decode_seconds"
     RESTORED, ACTION, SECONDS = "restored", "action", "seconds"
 
 
@@ -53,7 +54,7 @@ STATS_SCHEMA = pa.schema(
         ("input_version", pa.string()),
         ("output_bytes", pa.int64()),
         ("output_format", pa.string()),  # "png", "webp", "jpeg" or "tiff"
-        ("action", pa.string()),  # "restored", or "passed": below the gate's noise level, written unchanged
+        ("action", pa.string()),  # "restored", or "passed": below the gate's level, written unchanged
         ("seconds", pa.float64()),  # model time for this image
         ("decode_seconds", pa.float64()),
         ("encode_seconds", pa.float64()),
@@ -63,6 +64,7 @@ STATS_SCHEMA = pa.schema(
         ("metadata_error", pa.string()),
         ("noise_before", pa.float64()),  # estimated Gaussian noise sigma, 8-bit levels
         ("noise_after", pa.float64()),
+        ("rain_before", pa.float64()),  # thin bright streaking, 8-bit levels (deraining runs only)
         ("sharpness_before", pa.float64()),  # variance of the Laplacian, [0, 1] intensities
         ("sharpness_after", pa.float64()),
         ("psnr_before", pa.float64()),  # against input.reference, when the spec gives one
@@ -72,7 +74,7 @@ STATS_SCHEMA = pa.schema(
         ("finished_at", pa.timestamp("us", tz="UTC")),
     ]
 )
-QUALITY_COLUMNS = [n for n in STATS_SCHEMA.names if n.split("_")[0] in ("noise", "sharpness", "psnr", "ssim")]
+QUALITY_COLUMNS = [n for n in STATS_SCHEMA.names if n.split("_")[0] in ("noise", "rain", "sharpness", "psnr", "ssim")]
 
 
 def fail(reason: str) -> tuple[str, str]:

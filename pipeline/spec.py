@@ -118,16 +118,18 @@ class OutputSpec(StrictModel):
         )
 
 
-# The gate's defaults per task: the noise level (8-bit levels) below which an image passes through
-# unrestored (None: the task's model always runs, since a noise estimate says nothing of blur or rain), and
-# whether lossy files (JPEG, lossy WebP) are restored whatever their noise estimate. Chosen on the held-out
-# test crops with the bundled denoiser (python bench/gate.py; README, "Do no harm"): it loses 10.9, 5.3 and
-# 2.0 dB on average at sigma 1, 2 and 3 (estimates up to 4.0), gains 0.3 at sigma 4 (3.8-4.9) and 3.4 at
-# sigma 6; it loses 1.1 dB on clean JPEGs (quality 60), so they pass too.
-GATE_DEFAULTS: dict[str, tuple[float | None, bool]] = {
-    "denoise": (4.5, False),
-    "deblur": (None, True),
-    "derain": (None, True),
+# The gate's defaults per task: the estimate it reads (the noise level, or for deraining the rain level:
+# pipeline.stages.quality), the level (8-bit levels) below which an image passes through unrestored (None:
+# the task's model always runs; no blur estimate exists, and deblurring reads the noise level only when a
+# spec sets one), and whether lossy files (JPEG, lossy WebP) are restored whatever their estimate. The
+# denoiser's level was chosen on the held-out test crops with the bundled denoiser (python bench/gate.py;
+# README, "Do no harm"): it loses 10.9, 5.3 and 2.0 dB on average at sigma 1, 2 and 3 (estimates up to 4.0),
+# gains 0.3 at sigma 4 (3.8-4.9) and 3.4 at sigma 6; it loses 1.1 dB on clean JPEGs (quality 60), so they
+# pass too.
+GATE_DEFAULTS: dict[str, tuple[str, float | None, bool]] = {
+    "denoise": ("noise", 4.5, False),
+    "deblur": ("noise", None, True),
+    "derain": ("rain", None, True),
 }
 
 
@@ -137,15 +139,21 @@ class GateSpec(StrictModel):
 
     enabled: bool = True
     noise_below: float | None = Field(None, ge=0, description="estimated noise sigma (8-bit); null: the task's")
+    rain_below: float | None = Field(
+        None, ge=0, description="estimated rain level (8-bit; deraining runs); null: the task's"
+    )
     restore_lossy: bool | None = Field(
         None, description="always restore JPEG and lossy WebP files (their artefacts hide from the noise estimate)"
     )
 
     def settings(self, task: str) -> dict[str, Any]:
-        """The model stage's ``pass_below`` and ``restore_lossy``; ``pass_below`` None restores everything."""
-        noise_below, restore_lossy = GATE_DEFAULTS[task]
+        """The model stage's ``gate_on`` (the estimate's column), ``pass_below`` and ``restore_lossy``;
+        ``pass_below`` None restores everything."""
+        estimate, below, restore_lossy = GATE_DEFAULTS[task]
+        given = self.rain_below if estimate == "rain" else self.noise_below
         return {
-            "pass_below": (self.noise_below if self.noise_below is not None else noise_below) if self.enabled else None,
+            "gate_on": f"{estimate}_before",
+            "pass_below": (given if given is not None else below) if self.enabled else None,
             "restore_lossy": restore_lossy if self.restore_lossy is None else self.restore_lossy,
         }
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..rows import OK, Col, fail
 from .metadata import Metadata, read_metadata
-from .quality import noise_level
+from .quality import noise_level, rain_level
 
 _TO_RGB_MODES = {"CMYK", "YCbCr", "LAB", "HSV", "RGBX"}
 
@@ -186,10 +186,20 @@ def _pixels(img) -> np.ndarray:
     return arr[..., None].copy() if arr.ndim == 2 else arr.copy()
 
 
-def decode_batch(batch: dict[str, np.ndarray], *, max_pixels: int) -> dict[str, np.ndarray]:
+def _estimate(measure, pixels: np.ndarray) -> float:
+    """``measure(pixels)``, NaN where it cannot tell: the gate then restores the image and the stats stay empty."""
+    try:
+        level = measure(pixels)
+    except (ValueError, MemoryError):
+        level = None
+    return np.nan if level is None else level
+
+
+def decode_batch(batch: dict[str, np.ndarray], *, max_pixels: int, rain: bool = False) -> dict[str, np.ndarray]:
     """Ray Data stage: ``data`` (file bytes) to ``pixels`` (raw bytes), ``shape`` (H, W, C) and ``dtype``,
-    with ``lossy`` (the file's compression) and ``noise_before`` (the estimated noise level, NaN when the
-    image is too small to tell), which the model stage's pass-through gate reads and the stats keep, and
+    with ``lossy`` (the file's compression), ``noise_before`` (the estimated noise level, NaN when the
+    image is too small to tell) and, with ``rain``, ``rain_before`` (:func:`~pipeline.stages.quality.rain_level`;
+    NaN otherwise), which the model stage's pass-through gate reads and the stats keep, and
     ``metadata`` (:meth:`pipeline.stages.metadata.Metadata.to_json`: EXIF, XMP, IPTC, text, ICC; "" for failed
     rows), which the write stage carries into the output.
 
@@ -200,7 +210,7 @@ def decode_batch(batch: dict[str, np.ndarray], *, max_pixels: int) -> dict[str, 
     pixels, shapes, dtypes, modes = [b""] * n, np.zeros((n, 3), np.int64), [""] * n, [""] * n
     metadata = [""] * n
     status, error = list(batch[Col.STATUS]), list(batch[Col.ERROR])
-    seconds, noise, lossy = np.zeros(n), np.full(n, np.nan), np.zeros(n, bool)
+    seconds, noise, streaks, lossy = np.zeros(n), np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, bool)
     for i in range(n):
         if status[i] != OK:
             continue
@@ -220,11 +230,9 @@ def decode_batch(batch: dict[str, np.ndarray], *, max_pixels: int) -> dict[str, 
         except Exception as exc:  # metadata never fails an image; the stats say what was lost
             meta = Metadata(problems=(f"metadata: unreadable ({type(exc).__name__}: {exc})"[:200],))
         metadata[i] = meta.to_json()
-        try:
-            level = noise_level(d.pixels)
-        except (ValueError, MemoryError):  # no estimate: the gate restores the image, the stats stay empty
-            level = None
-        noise[i] = np.nan if level is None else level
+        noise[i] = _estimate(noise_level, d.pixels)
+        if rain:
+            streaks[i] = _estimate(rain_level, d.pixels)
         seconds[i] = time.perf_counter() - t0
     out = {k: v for k, v in batch.items() if k != Col.DATA}
     out.update(
@@ -238,6 +246,7 @@ def decode_batch(batch: dict[str, np.ndarray], *, max_pixels: int) -> dict[str, 
             Col.DECODE_SECONDS: seconds,
             Col.LOSSY: lossy,
             Col.NOISE_BEFORE: noise,
+            Col.RAIN_BEFORE: streaks,
             Col.METADATA: np.array(metadata, dtype=object),
         }
     )

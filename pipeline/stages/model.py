@@ -124,10 +124,11 @@ class RestoreModel:
     row, after a retry on its own when it was part of a group. Out of memory, an image is retried in
     tiles, halving the tile side down to :data:`MIN_OOM_TILE`, before it fails.
 
-    The pass-through gate: with ``pass_below`` set, an image whose estimated noise (``noise_before``, from
-    the decode stage) is below it is not run through the model: its pixels go on unchanged and its
-    ``action`` is ``"passed"``. With ``restore_lossy``, JPEG and lossy WebP files are always restored
-    (for a model that removes compression artefacts, which hide from the noise estimate).
+    The pass-through gate: with ``pass_below`` set, an image whose estimate (the column ``gate_on``, from
+    the decode stage: ``noise_before`` or ``rain_before``) is below it is not run through the model: its
+    pixels go on unchanged and its ``action`` is ``"passed"``. With ``restore_lossy``, JPEG and lossy WebP
+    files are always restored (for a model that removes compression artefacts, which hide from the noise
+    estimate).
     """
 
     def __init__(
@@ -139,11 +140,13 @@ class RestoreModel:
         use_gpu: bool,
         storage=None,
         failpoints: dict[str, str] | None = None,
+        gate_on: str = Col.NOISE_BEFORE,
         pass_below: float | None = None,
         restore_lossy: bool = False,
     ):
         """``inference``: the spec's :class:`InferenceOptions` fields, over the weights' recommendation.
-        ``pass_below``: the gate's noise level (8-bit levels), or None to restore every image.
+        ``pass_below``: the gate's level of the ``gate_on`` estimate (8-bit levels), or None to restore every
+        image.
         ``failpoints``: see :mod:`pipeline.faults` (tests only)."""
         import torch
 
@@ -159,6 +162,7 @@ class RestoreModel:
             model = model.to(memory_format=torch.channels_last)
         self.model, self.options, self.ref = model, options, ref
         self.failpoints, self.pass_below, self.restore_lossy = failpoints or {}, pass_below, restore_lossy
+        self.gate_on = gate_on
 
     def _run(self, images: list[np.ndarray], uris: list[str], options=None) -> list[np.ndarray]:
         import torch
@@ -232,12 +236,12 @@ class RestoreModel:
         return out
 
     def _passes(self, batch: dict[str, np.ndarray], i: int) -> bool:
-        if self.pass_below is None or Col.NOISE_BEFORE not in batch:
+        if self.pass_below is None or self.gate_on not in batch:
             return False
-        noise = float(batch[Col.NOISE_BEFORE][i])
+        level = float(batch[self.gate_on][i])
         if self.restore_lossy and bool(batch[Col.LOSSY][i]):
             return False
-        return bool(np.isfinite(noise) and noise < self.pass_below)
+        return bool(np.isfinite(level) and level < self.pass_below)
 
     def _run_or_error(self, image: np.ndarray, uri: str, oom: Exception | None = None) -> np.ndarray | Exception:
         """One image alone; out of memory, again in ever smaller tiles. ``oom``: it has just run out of

@@ -109,6 +109,7 @@ def _stats_row(batch: dict[str, np.ndarray], i: int, s: _Settings, now: datetime
         # run takes the rows of the images written from the stop flag and waits for writes alone.
         degraded = pixels_of(batch[Col.PIXELS][i], (h, w, c), dtype)
         noise = float(batch[Col.NOISE_BEFORE][i])
+        rain = float(batch[Col.RAIN_BEFORE][i]) if Col.RAIN_BEFORE in batch else np.nan
         measures = _measure(
             restored,
             degraded,
@@ -123,7 +124,7 @@ def _stats_row(batch: dict[str, np.ndarray], i: int, s: _Settings, now: datetime
         except Exception as exc:
             status, error = fail(f"write: {type(exc).__name__}: {exc}")
         else:
-            row.update(measures)
+            row.update(measures, rain_before=None if np.isnan(rain) else rain)
     row.update(status=status, error=error or None)
     if status != OK:
         row["output_uri"] = None

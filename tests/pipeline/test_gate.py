@@ -59,9 +59,15 @@ def stage(tiny_weights):
     path, widths = tiny_weights
     ref = resolve_model("denoise", arch="dgunet", weights=path, **widths)
 
-    def make(pass_below, restore_lossy=False):
+    def make(pass_below, restore_lossy=False, gate_on="noise_before"):
         return RestoreModel(
-            ref=ref, inference={}, threads=1, use_gpu=False, pass_below=pass_below, restore_lossy=restore_lossy
+            ref=ref,
+            inference={},
+            threads=1,
+            use_gpu=False,
+            gate_on=gate_on,
+            pass_below=pass_below,
+            restore_lossy=restore_lossy,
         )
 
     return make
@@ -90,10 +96,47 @@ def test_model_stage_passes_clean_images_through(stage):
 def test_gate_settings_per_task_and_spec():
     from pipeline.spec import GateSpec
 
-    assert GateSpec().settings("denoise") == {"pass_below": 4.5, "restore_lossy": False}
-    assert GateSpec().settings("deblur") == {"pass_below": None, "restore_lossy": True}
-    assert GateSpec(noise_below=4, restore_lossy=True).settings("denoise") == {"pass_below": 4, "restore_lossy": True}
+    noise = {"gate_on": "noise_before"}
+    assert GateSpec().settings("denoise") == {**noise, "pass_below": 4.5, "restore_lossy": False}
+    assert GateSpec().settings("deblur") == {**noise, "pass_below": None, "restore_lossy": True}
+    given = GateSpec(noise_below=4, restore_lossy=True).settings("denoise")
+    assert given == {**noise, "pass_below": 4, "restore_lossy": True}
     assert GateSpec(enabled=False).settings("denoise")["pass_below"] is None
+    rain = GateSpec(rain_below=1.5, noise_below=9).settings("derain")  # deraining reads the rain level only
+    assert rain == {"gate_on": "rain_before", "pass_below": 1.5, "restore_lossy": True}
+    assert GateSpec(rain_below=1.5).settings("denoise")["pass_below"] == 4.5
+
+
+def _rainy(clean: np.ndarray, seed: int) -> np.ndarray:
+    from dgunet.degrade import Degradation, rain, to_uint8
+
+    spec = Degradation(kinds=("rain",), rain_density=(0.01, 0.01), rain_length=(20, 20), rain_haze=0.0)
+    return to_uint8(rain(clean.astype(np.float32) / 255.0, spec, np.random.default_rng(seed)))
+
+
+def test_decode_estimates_rain_when_asked_and_the_gate_reads_it(stage):
+    from pipeline.stages.quality import rain_level
+
+    clean = photo(128, 128, seed=4, noise=0.0)
+    files = {"clean.png": _encode(clean, "PNG"), "rainy.png": _encode(_rainy(clean, 1), "PNG")}
+    assert np.isnan(_decoded(files)["rain_before"]).all()  # not asked for: not measured
+    n = len(files)
+    batch = decode_batch(
+        {
+            "input_uri": np.array(list(files), dtype=object),
+            "status": np.array([OK] * n, dtype=object),
+            "error": np.array([""] * n, dtype=object),
+            "data": np.array(list(files.values()), dtype=object),
+        },
+        max_pixels=10**8,
+        rain=True,
+    )
+    level = batch["rain_before"]
+    assert level[0] < 0.5 < 2 < level[1], level
+    assert rain_level(clean[:8, :8]) is None  # too small to tell
+    out = stage(1.0, gate_on="rain_before")(batch)
+    assert list(out["action"]) == [PASSED, RESTORED]
+    assert out["restored"][0] == batch["pixels"][0]
 
 
 @pytest.mark.slow
