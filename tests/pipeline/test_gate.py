@@ -103,7 +103,8 @@ def test_gate_settings_per_task_and_spec():
     assert given == {**noise, "pass_below": 4, "restore_lossy": True}
     assert GateSpec(enabled=False).settings("denoise")["pass_below"] is None
     rain = GateSpec(rain_below=1.5, noise_below=9).settings("derain")  # deraining reads the rain level only
-    assert rain == {"gate_on": "rain_before", "pass_below": 1.5, "restore_lossy": True}
+    assert rain == {"gate_on": "rain_before", "pass_below": 1.5, "restore_lossy": False}
+    assert GateSpec().settings("derain")["pass_below"] == 1.5
     assert GateSpec(rain_below=1.5).settings("denoise")["pass_below"] == 4.5
 
 
