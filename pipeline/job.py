@@ -26,8 +26,8 @@ from .report import ReportCollector, ranking_measure
 from .rows import FAILED, STATS_SCHEMA, STOPPED
 from .shutdown import GracefulStop, Interrupted
 from .spec import RestoreSpec
-from .stages.model import ModelRef, resolve_model, restore_alone
-from .stop_gate import StoppableRestoreModel, close_and_take, start_flag
+from .stages.model import ModelRef, RestoreModel, resolve_model, restore_alone
+from .stages.stop import close_and_take, start_flag
 from .storage import join_uri, write_bytes_atomic
 from .tally import RunTally
 
@@ -151,7 +151,7 @@ def build_dataset(spec: RestoreSpec, rows, ref: ModelRef, run_id: str, *, one_by
     retried, at most ``resources.max_task_retries`` times; after that the batch is dropped instead of
     failing the run, and :func:`run_restore` accounts for its rows. ``one_by_one``: each image alone, in
     a task of its own, so that a batch that kept killing its actor is narrowed down to the image at fault.
-    ``stop``: the run's :class:`~pipeline.stop_gate.StopFlag`; once raised, reading and the model start
+    ``stop``: the run's :class:`~pipeline.stages.stop.StopFlag`; once raised, reading and the model start
     nothing new and drop their rows, while what is restored is still written (see :mod:`pipeline.shutdown`).
     """
     from . import faults
@@ -228,7 +228,7 @@ def _model_stage(ds, spec: RestoreSpec, ref: ModelRef, *, one_by_one: bool, stop
             **resources,
         )
     return ds.map_batches(
-        StoppableRestoreModel,
+        RestoreModel,
         fn_constructor_kwargs={**model, "stop": stop},
         compute=ray.data.ActorPoolStrategy(min_size=res.min_actors, max_size=res.max_actors),
         batch_size=res.batch_size,

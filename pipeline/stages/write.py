@@ -14,12 +14,12 @@ import numpy as np
 
 from ..faults import STALL_SECONDS, fires
 from ..rows import OK, PASSED, QUALITY_COLUMNS, STATS_SCHEMA, STOPPED, Col, fail, pixels_of
-from ..stop_gate import begin_write, finish_write
 from ..storage import StorageOptions, read_bytes, write_bytes_atomic
 from . import quality
 from .decode import DecodeError, decode_image
 from .encode import FORMAT_OF_EXTENSION, EncodeOptions, Tags, check_fits, encode_image
 from .metadata import Metadata, provenance, tags_for
+from .stop import begin_write, finish_write
 
 
 def write_batch(
@@ -44,7 +44,7 @@ def write_batch(
     The write goes to a temporary name and is renamed (local) or is a single PUT (object stores), so a
     reader never sees a partial file. Quality measures compare the restored image with the decoded input,
     and with ``reference_uri`` when the row has one. ``failpoints``: see :mod:`pipeline.faults` (tests only).
-    ``stop``: the run's :class:`~pipeline.stop_gate.StopFlag`, which holds the row of each image written
+    ``stop``: the run's :class:`~pipeline.stages.stop.StopFlag`, which holds the row of each image written
     until the driver has it, in case a stopping driver cannot wait for the pipeline to deliver it; once
     the driver has closed it, rows are marked stopped instead of written.
     """
