@@ -2,9 +2,9 @@
 
 Three rooms, by where the code runs:
 
-- the driver, here: the spec (:mod:`.spec`), planning what to restore (:mod:`.plan`, with the Ray Data
-  computation in :mod:`.plan_stages`), the run (:mod:`.job`), its tally, report, lock and stop handling,
-  and storage;
+- the driver, here: the spec (:mod:`.spec`), the run (:mod:`.job`), its tally, report, lock, stats parts
+  (:mod:`.stats`) and stop handling, and storage; planning what to restore has a room of its own
+  (:mod:`.planning`);
 - :mod:`.stages`: what Ray runs on workers for each image: read, decode, model, encode (with metadata),
   write, quality;
 - :mod:`.training`: the training spec, loop (one process or Ray Train) and the evaluation against

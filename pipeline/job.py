@@ -9,7 +9,6 @@ as it goes, so memory stays flat whatever the archive's size and an interrupted 
 from __future__ import annotations
 
 import functools
-import io
 import json
 import logging
 import secrets
@@ -21,19 +20,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .lock import RunLock
-from .plan import Plan, make_plan, unfinished_rows, write_stats_part
+from .planning.plan import Plan, make_plan, unfinished_rows
 from .report import ReportCollector, ranking_measure
 from .rows import FAILED, STATS_SCHEMA, STOPPED
 from .shutdown import GracefulStop, Interrupted
 from .spec import RestoreSpec
 from .stages.model import ModelRef, RestoreModel, resolve_model, restore_alone
 from .stages.stop import close_and_take, start_flag
+from .stats import StatsWriter
 from .storage import join_uri, write_bytes_atomic
 from .tally import RunTally
 
 log = logging.getLogger(__name__)
-
-FLUSH_SECONDS = 30.0  # a stats part is written at least this often, so a killed run keeps its rows
 
 
 def new_run_id() -> str:
@@ -114,37 +112,8 @@ class RunSummary:
         return "\n".join(lines)
 
 
-class StatsWriter:
-    """Buffers stats rows and writes them as ``stats/run-<run_id>-part-NNNNN.parquet`` files."""
-
-    def __init__(self, spec: RestoreSpec, run_id: str):
-        self.base, self.run_id, self.storage = join_uri(spec.output.uri, "stats"), run_id, spec.storage.options()
-        self.part_rows = spec.output.stats_part_rows
-        # Parts record the input prefix they were planned from (not a manifest's), for the next plan.
-        self.input_uri = None if spec.input.manifest else spec.input.uri
-        self.pending: list[pa.Table] = []
-        self.rows, self.parts, self.last = 0, [], time.monotonic()
-
-    def add(self, table: pa.Table) -> None:
-        """``table``: rows in :data:`STATS_SCHEMA`."""
-        self.pending.append(table)
-        self.rows += table.num_rows
-        if self.rows >= self.part_rows or time.monotonic() - self.last >= FLUSH_SECONDS:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.rows:
-            return
-        buf = io.BytesIO()
-        write_stats_part(pa.concat_tables(self.pending), buf, input_uri=self.input_uri)
-        uri = join_uri(self.base, f"run-{self.run_id}-part-{len(self.parts):05d}.parquet")
-        write_bytes_atomic(uri, buf.getvalue(), self.storage)
-        self.parts.append(uri)
-        self.pending, self.rows, self.last = [], 0, time.monotonic()
-
-
 def build_dataset(spec: RestoreSpec, rows, ref: ModelRef, run_id: str, *, one_by_one: bool = False, stop=None):
-    """The Ray Data pipeline over planned ``rows`` (a :class:`~pipeline.plan.Plan`, or some of its rows as
+    """The Ray Data pipeline over planned ``rows`` (a :class:`~pipeline.planning.plan.Plan`, or some of its rows as
     dicts); yields stats rows when iterated: read, decode, restore, write.
 
     A model actor that dies (killed, segfault, out of host memory) is restarted by Ray and its batch
@@ -327,7 +296,14 @@ def _run_locked(spec: RestoreSpec, run_id: str, ref: ModelRef, stop: GracefulSto
     if flag is not None:
         stop.on_stop(flag.set.remote)
     t0 = time.perf_counter()
-    writer = StatsWriter(spec, run_id)
+    writer = StatsWriter(
+        spec.output.uri,
+        run_id,
+        storage=storage,
+        part_rows=spec.output.stats_part_rows,
+        # Parts record the input prefix they were planned from (not a manifest's), for the next plan.
+        input_uri=None if spec.input.manifest else spec.input.uri,
+    )
     tally, report = RunTally(), None
     if spec.output.report:
         rank = ranking_measure(spec.task, paired=bool(spec.input.reference))

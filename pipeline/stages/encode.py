@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import io
+import posixpath
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -34,6 +35,15 @@ FORMAT_OF_EXTENSION = {
     ".tif": "tiff",
     ".tiff": "tiff",
 }
+
+
+def format_of(name: str) -> str:
+    """The format a file name asks for, by its extension: ``"a/b.JPEG"`` -> ``"jpeg"``; names without one
+    of :data:`FORMAT_OF_EXTENSION` are PNG. The planner names outputs with it and the write stage reads
+    their format back with it."""
+    return FORMAT_OF_EXTENSION.get(posixpath.splitext(name)[1].lower(), "png")
+
+
 SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}  # Pillow's numbers
 DEFAULT_JPEG_QUALITY = 92
 

@@ -125,4 +125,3 @@ def close_and_take(flag, wait: float) -> tuple[list[dict], int]:
     while (writing := ray.get(flag.writing.remote(), timeout=30)) and time.monotonic() < deadline:
         time.sleep(0.05)
     return ray.get(flag.take.remote(), timeout=30), writing
-
