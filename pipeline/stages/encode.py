@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .iptc import PNG_IPTC_KEY, jpeg_app13, raw_profile
+
 FORMATS = ("png", "webp", "jpeg", "tiff")
 EXTENSIONS = {"png": ".png", "webp": ".webp", "jpeg": ".jpg", "tiff": ".tif"}
 FORMAT_OF_EXTENSION = {
@@ -126,8 +128,6 @@ def encode_image(pixels: np.ndarray, fmt: str, options: EncodeOptions = EncodeOp
     if icc and (arr.shape[2] == 3) == _is_rgb_profile(icc):  # a gray JPEG takes no RGB profile, and so on
         kw["icc_profile"] = icc
     if tags.iptc:
-        from .metadata import jpeg_app13
-
         kw["extra"] = jpeg_app13(tags.iptc)
     if tags.comment:
         kw["comment"] = tags.comment
@@ -203,8 +203,6 @@ def png_with_chunks(png: bytes, tags: Tags) -> bytes:
     >>> png_with_chunks(png, Tags(srgb=True, text={"Software": "dgunet-restore"}))[33:41]
     b'\\x00\\x00\\x00\\x01sRGB'
     """
-    from .metadata import PNG_IPTC_KEY, raw_profile
-
     chunks = []
     if tags.icc:
         chunks.append(_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(tags.icc)))
