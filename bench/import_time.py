@@ -4,7 +4,7 @@ A Ray worker that runs its first read (or decode, or write) task imports the sta
 times that import in fresh interpreters: the read stage's modules as they are now, and the same with
 torch imported beside them, which is what ``pipeline.storage`` pulled in through
 ``dgunet.checkpoint`` before. It prints the median of ``--runs`` fresh interpreters each, and their ratio,
-all measured in this one run.
+all measured in this one run, and appends them to ``bench/results/import_time.jsonl``.
 
     python bench/import_time.py --runs 5
 """
@@ -12,6 +12,7 @@ all measured in this one run.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -46,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"read stage, no torch (now)   {after:6.2f} s")
     print(f"read stage with torch (was)  {before:6.2f} s")
     print(f"a read task starts {before / after:.1f}x faster ({before - after:.2f} s less per fresh worker)")
+    record = {"runs": args.runs, "interpreter_s": bare, "read_stage_s": after, "with_torch_s": before}
+    with open(ROOT / "bench" / "results" / "import_time.jsonl", "a") as f:
+        f.write(json.dumps({**record, "ratio": before / after}) + "\n")
     return 0
 
 
