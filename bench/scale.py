@@ -3,7 +3,7 @@
     python bench/scale.py                      # planning 100k, 1M, 10M; 1k and 10k images restored
     python bench/scale.py --plan 100000 1000000 --sizes --list 0
 
-* planning (``--plan``): :func:`pipeline.plan.make_plan` as a Ray Data computation over a synthetic
+* planning (``--plan``): :func:`pipeline.planning.plan.make_plan` as a Ray Data computation over a synthetic
   archive of each size (``bench/synthfs.py``: an fsspec filesystem that lists synthetic keys, 1,000 per
   folder, with sizes, ETags and modification times), each in a fresh process with its own local Ray
   (2 CPUs): the driver's peak RSS (VmHWM) and its RSS before planning, and objects planned per second;
@@ -83,7 +83,7 @@ def plan_once(input_uri: str, output_uri: str, partitions: int | None, endpoint:
     )
     import ray
 
-    from pipeline.plan import make_plan
+    from pipeline.planning.plan import make_plan
     from pipeline.storage import StorageOptions
 
     ray.data.DataContext.get_current().enable_progress_bars = False
@@ -146,7 +146,7 @@ def _all_done(fs, endpoint: str, prefix: str, out: str, chunk: int = 20000) -> N
     """Stats rows saying every object under ``prefix`` was restored (model ``m``, the version listed now)
     and an output for each, as a finished run leaves them."""
 
-    from pipeline.plan import write_stats_part
+    from pipeline.stats import write_stats_part
     from pipeline.storage import StorageOptions, list_objects
 
     storage = StorageOptions(endpoint_url=endpoint)
@@ -167,7 +167,7 @@ def synthetic_all_done(n: int, out: Path, *, sorted_parts: bool = True, chunk: i
     out for planning as runs write them (``sorted_parts``) or plain, as runs wrote them before."""
 
     from bench.synthfs import SyntheticFileSystem
-    from pipeline.plan import write_stats_part
+    from pipeline.stats import write_stats_part
     from pipeline.storage import describe
 
     (out / "stats").mkdir(parents=True, exist_ok=True)

@@ -14,13 +14,15 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
+import platform
 import sys
 from pathlib import Path
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "dgunet" / "weights"
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", required=True)
     ap.add_argument("--name", required=True, help="<arch>.<tag>, e.g. dgunet.denoise_small")
@@ -28,9 +30,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval", help="eval.json from jobs/evaluate.py")
     ap.add_argument("--eval-command", default="", help="the command that made --eval")
     ap.add_argument("--history", help="history.jsonl (default: beside the checkpoint)")
-    ap.add_argument("--machine", default="2-core x86_64 CPU, torch threads 2, channels_last", help="where it trained")
+    ap.add_argument(
+        "--machine",
+        help="where it trained, e.g. '2-core x86_64 CPU, torch threads 2' (default: this machine, described; "
+        "give it when the export runs elsewhere than the training did)",
+    )
     ap.add_argument("--inference", default="{}", help='recommended InferenceOptions as JSON, e.g. {"tile": 192}')
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def this_machine() -> str:
+    """This machine as a recipe records it: ``"<n>-core <arch> CPU[, <GPU name>]"``."""
+    import torch
+
+    described = f"{os.cpu_count()}-core {platform.machine()} CPU"
+    if torch.cuda.is_available():
+        described += f", {torch.cuda.get_device_name(0)}"
+    return described
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
 
     from dgunet.checkpoint import load_weights, parse_checkpoint, read_bytes, save_safetensors
     from dgunet.model import DGUNetConfig
@@ -55,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         "spec": _relative(ckpt["spec"]),
         "steps": ckpt["step"],
         "train_hours": round(train_seconds / 3600, 2),
-        "machine": args.machine,
+        "machine": args.machine or this_machine(),
         "final_val_psnr": history[-1].get("val_psnr") if history else None,
         "val_sigma": ckpt["spec"]["data"]["val_sigma"],
     }

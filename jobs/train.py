@@ -11,18 +11,23 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipeline.spec import SpecError
+from pipeline.spec import SpecError, add_spec_flags, flag_overrides
 from pipeline.training.loop import fit
 from pipeline.training.spec import TrainSpec
+
+# flag -> dotted spec key; each flag's type and help come from the training spec's schema
+FLAGS = {
+    "steps": "optim.steps",
+    "checkpoint": "checkpoint.uri",
+    "data": "data.train",
+    "every": "checkpoint.every_steps",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--spec", required=True, help="training spec (YAML)")
-    ap.add_argument("--steps", type=int, help="override optim.steps")
-    ap.add_argument("--checkpoint", help="override checkpoint.uri")
-    ap.add_argument("--data", help="override data.train")
-    ap.add_argument("--every", type=int, help="override checkpoint.every_steps")
+    add_spec_flags(ap, FLAGS, TrainSpec)
     ap.add_argument("--address", help="Ray address (default: RAY_ADDRESS, else a local Ray)")
     ap.add_argument("--local", action="store_true", help="train in this process, without Ray (one worker)")
     ap.add_argument("--time-limit", type=float, help="with --local: stop and save after this many seconds")
@@ -34,10 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--save-every-cpu-min", type=float, help="with --local: validate and save this often as well")
     args = ap.parse_args(argv)
 
-    flags = {"optim.steps": args.steps, "checkpoint.uri": args.checkpoint, "data.train": args.data}
-    flags["checkpoint.every_steps"] = args.every
     try:
-        spec = TrainSpec.from_yaml(args.spec, {k: v for k, v in flags.items() if v is not None})
+        spec = TrainSpec.from_yaml(args.spec, flag_overrides(args, FLAGS))
     except SpecError as err:
         print(err, file=sys.stderr)
         return 2

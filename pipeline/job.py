@@ -9,149 +9,43 @@ as it goes, so memory stays flat whatever the archive's size and an interrupted 
 from __future__ import annotations
 
 import functools
-import io
-import json
 import logging
 import secrets
 import time
-from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from .lock import RunLock
-from .plan import Plan, make_plan, unfinished_rows, write_stats_part
+from .planning.plan import Plan, make_plan, unfinished_rows
 from .report import ReportCollector, ranking_measure
 from .rows import FAILED, STATS_SCHEMA, STOPPED
 from .shutdown import GracefulStop, Interrupted
 from .spec import RestoreSpec
-from .stages.model import ModelRef, resolve_model, restore_alone
-from .stop_gate import StoppableRestoreModel, close_and_take, start_flag
+from .stages.model import ModelRef, RestoreModel, resolve_model, restore_alone
+from .stages.stop import close_and_take, start_flag
+from .stats import StatsWriter
 from .storage import join_uri, write_bytes_atomic
+from .summary import RunSummary
 from .tally import RunTally
 
 log = logging.getLogger(__name__)
-
-FLUSH_SECONDS = 30.0  # a stats part is written at least this often, so a killed run keeps its rows
 
 
 def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
-@dataclass
-class RunSummary:
-    run_id: str
-    model: str
-    input_uri: str
-    output_uri: str
-    listed: int = 0
-    skipped: int = 0
-    still_bad: int = 0
-    changed: int = 0  # restored again: the input changed since an earlier run restored it
-    vanished: int = 0  # inputs that earlier runs saw and that are gone now; their outputs stay
-    reformatted: int = 0  # restored again: their output is in another format than output.format asks now
-    ok: int = 0
-    failed: int = 0
-    megapixels: float = 0.0
-    plan_seconds: float = 0.0
-    wall_seconds: float = 0.0
-    stats_files: list[str] = field(default_factory=list)
-    failures: list[dict] = field(default_factory=list)  # the first 100, with reasons
-    interrupted: str | None = None  # the signal that stopped the run ("SIGTERM", "SIGINT"); None: it ran out
-    dashboard_url: str | None = None
-    report_uri: str | None = None
-    metrics: dict = field(default_factory=dict)  # where the time went, bytes, mean noise, failures by kind
-    execution_stats: list[str] = field(default_factory=list)  # Ray Data's per-operator stats, per pass
-
-    @property
-    def processed(self) -> int:
-        return self.ok + self.failed
-
-    @property
-    def images_per_second(self) -> float:
-        return self.processed / self.wall_seconds if self.wall_seconds else 0.0
-
-    @property
-    def megapixels_per_second(self) -> float:
-        return self.megapixels / self.wall_seconds if self.wall_seconds else 0.0
-
-    def to_json(self) -> str:
-        d = asdict(self)
-        d.update(
-            images_per_second=self.images_per_second,
-            megapixels_per_second=self.megapixels_per_second,
-            images_uri=join_uri(self.output_uri, "images"),
-            stats_uri=join_uri(self.output_uri, "stats"),
-        )
-        return json.dumps(d, indent=1, default=str)
-
-    def render(self) -> str:
-        lines = [
-            f"run {self.run_id}  model {self.model}"
-            + (f"  INTERRUPTED by {self.interrupted}" if self.interrupted else ""),
-            f"  input    {self.input_uri}  ({self.listed} images listed)"
-            + ("  NO IMAGES: nothing there has an image extension" if not self.listed and not self.vanished else ""),
-            f"  ok {self.ok}   failed {self.failed}   skipped: {self.skipped} already done, "
-            f"{self.still_bad} undecodable before and unchanged; {self.changed} changed since restored, "
-            f"{self.vanished} vanished, {self.reformatted} into a new format",
-            f"  {self.processed} images, {self.megapixels:.1f} MP in {self.wall_seconds:.1f} s: "
-            f"{self.images_per_second:.2f} images/s, {self.megapixels_per_second:.2f} MP/s "
-            f"(planning {self.plan_seconds:.1f} s)",
-            f"  images   {join_uri(self.output_uri, 'images')}",
-            f"  stats    {join_uri(self.output_uri, 'stats')}",
-            f"  summary  {join_uri(self.output_uri, 'runs', self.run_id + '.json')}",
-        ]
-        if self.report_uri:
-            lines.append(f"  report   {self.report_uri}")
-        if self.dashboard_url:
-            lines.append(f"  Ray dashboard  {self.dashboard_url}")
-        for f in self.failures[:10]:
-            lines.append(f"  failed: {f['input_uri']}: {f['error']}")
-        if self.failed > 10:
-            lines.append(f"  ... {self.failed - 10} more failures in the stats")
-        return "\n".join(lines)
-
-
-class StatsWriter:
-    """Buffers stats rows and writes them as ``stats/run-<run_id>-part-NNNNN.parquet`` files."""
-
-    def __init__(self, spec: RestoreSpec, run_id: str):
-        self.base, self.run_id, self.storage = join_uri(spec.output.uri, "stats"), run_id, spec.storage.options()
-        self.part_rows = spec.output.stats_part_rows
-        # Parts record the input prefix they were planned from (not a manifest's), for the next plan.
-        self.input_uri = None if spec.input.manifest else spec.input.uri
-        self.pending: list[pa.Table] = []
-        self.rows, self.parts, self.last = 0, [], time.monotonic()
-
-    def add(self, table: pa.Table) -> None:
-        """``table``: rows in :data:`STATS_SCHEMA`."""
-        self.pending.append(table)
-        self.rows += table.num_rows
-        if self.rows >= self.part_rows or time.monotonic() - self.last >= FLUSH_SECONDS:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.rows:
-            return
-        buf = io.BytesIO()
-        write_stats_part(pa.concat_tables(self.pending), buf, input_uri=self.input_uri)
-        uri = join_uri(self.base, f"run-{self.run_id}-part-{len(self.parts):05d}.parquet")
-        write_bytes_atomic(uri, buf.getvalue(), self.storage)
-        self.parts.append(uri)
-        self.pending, self.rows, self.last = [], 0, time.monotonic()
-
-
 def build_dataset(spec: RestoreSpec, rows, ref: ModelRef, run_id: str, *, one_by_one: bool = False, stop=None):
-    """The Ray Data pipeline over planned ``rows`` (a :class:`~pipeline.plan.Plan`, or some of its rows as
+    """The Ray Data pipeline over planned ``rows`` (a :class:`~pipeline.planning.plan.Plan`, or some of its rows as
     dicts); yields stats rows when iterated: read, decode, restore, write.
 
     A model actor that dies (killed, segfault, out of host memory) is restarted by Ray and its batch
     retried, at most ``resources.max_task_retries`` times; after that the batch is dropped instead of
     failing the run, and :func:`run_restore` accounts for its rows. ``one_by_one``: each image alone, in
     a task of its own, so that a batch that kept killing its actor is narrowed down to the image at fault.
-    ``stop``: the run's :class:`~pipeline.stop_gate.StopFlag`; once raised, reading and the model start
+    ``stop``: the run's :class:`~pipeline.stages.stop.StopFlag`; once raised, reading and the model start
     nothing new and drop their rows, while what is restored is still written (see :mod:`pipeline.shutdown`).
     """
     from . import faults
@@ -228,7 +122,7 @@ def _model_stage(ds, spec: RestoreSpec, ref: ModelRef, *, one_by_one: bool, stop
             **resources,
         )
     return ds.map_batches(
-        StoppableRestoreModel,
+        RestoreModel,
         fn_constructor_kwargs={**model, "stop": stop},
         compute=ray.data.ActorPoolStrategy(min_size=res.min_actors, max_size=res.max_actors),
         batch_size=res.batch_size,
@@ -306,28 +200,18 @@ def _run_locked(spec: RestoreSpec, run_id: str, ref: ModelRef, stop: GracefulSto
         output_uri=spec.output.uri,
         dashboard_url=_dashboard_url(),
     )
-    try:
-        with stop.region("any"):  # nothing is lost by stopping while planning
-            plan = make_plan(
-                input_uri=spec.input.uri,
-                output_uri=spec.output.uri,
-                model=ref.id,
-                storage=storage,
-                manifest=spec.input.manifest,
-                reference=spec.input.reference,
-                output_format=spec.output.format,
-            )
-            flag = start_flag() if plan.planned else None
-    except Interrupted:
-        plan, flag = None, None
-    if plan is not None:
-        summary.listed, summary.skipped, summary.still_bad = plan.listed, plan.skipped, plan.still_bad
-        summary.changed, summary.vanished, summary.plan_seconds = plan.changed, plan.vanished, plan.seconds
-        summary.reformatted = plan.reformatted
+    plan, flag = _plan(spec, ref, stop, summary)
     if flag is not None:
         stop.on_stop(flag.set.remote)
     t0 = time.perf_counter()
-    writer = StatsWriter(spec, run_id)
+    writer = StatsWriter(
+        spec.output.uri,
+        run_id,
+        storage=storage,
+        part_rows=spec.output.stats_part_rows,
+        # Parts record the input prefix they were planned from (not a manifest's), for the next plan.
+        input_uri=None if spec.input.manifest else spec.input.uri,
+    )
     tally, report = RunTally(), None
     if spec.output.report:
         rank = ranking_measure(spec.task, paired=bool(spec.input.reference))
@@ -348,15 +232,45 @@ def _run_locked(spec: RestoreSpec, run_id: str, ref: ModelRef, stop: GracefulSto
     summary.megapixels, summary.failures = tally.megapixels, tally.failures[:100]
     summary.metrics = tally.metrics()
     if report is not None and not summary.interrupted:  # a stopping run spends its grace on the stats
-        uri = join_uri(spec.output.uri, "reports", f"{run_id}.html")
-        try:
-            page = report.render(summary, tally, max_pixels=spec.input.max_pixels, storage=storage)
-            write_bytes_atomic(uri, page.encode(), storage)
-            summary.report_uri = uri
-        except Exception:  # the images and stats are written; a report that fails does not fail the run
-            log.exception("Could not write the run report %s.", uri)
+        _write_report(spec, report, summary, tally)
     write_bytes_atomic(join_uri(spec.output.uri, "runs", f"{run_id}.json"), summary.to_json().encode(), storage)
     return summary
+
+
+def _plan(spec: RestoreSpec, ref: ModelRef, stop: GracefulStop, summary: RunSummary):
+    """The run's plan and its stop flag (None where there is nothing to restore), its counts put in
+    ``summary``; ``(None, None)`` when the run is stopped while planning."""
+    try:
+        with stop.region("any"):  # nothing is lost by stopping while planning
+            plan = make_plan(
+                input_uri=spec.input.uri,
+                output_uri=spec.output.uri,
+                model=ref.id,
+                storage=spec.storage.options(),
+                manifest=spec.input.manifest,
+                reference=spec.input.reference,
+                output_format=spec.output.format,
+            )
+            flag = start_flag() if plan.planned else None
+    except Interrupted:
+        return None, None
+    summary.listed, summary.skipped, summary.still_bad = plan.listed, plan.skipped, plan.still_bad
+    summary.changed, summary.vanished, summary.plan_seconds = plan.changed, plan.vanished, plan.seconds
+    summary.reformatted = plan.reformatted
+    return plan, flag
+
+
+def _write_report(spec: RestoreSpec, report: ReportCollector, summary: RunSummary, tally: RunTally) -> None:
+    """``reports/<run_id>.html``; a report that fails is logged and does not fail the run (the images
+    and stats are written)."""
+    storage = spec.storage.options()
+    uri = join_uri(spec.output.uri, "reports", f"{summary.run_id}.html")
+    try:
+        page = report.render(summary, tally, max_pixels=spec.input.max_pixels, storage=storage)
+        write_bytes_atomic(uri, page.encode(), storage)
+        summary.report_uri = uri
+    except Exception:
+        log.exception("Could not write the run report %s.", uri)
 
 
 def _restore(

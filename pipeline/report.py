@@ -131,7 +131,7 @@ class ReportCollector:
         """The page, as one HTML string; reads the images it shows (a few dozen at most).
 
         Args:
-            summary: the run's :class:`~pipeline.job.RunSummary`.
+            summary: the run's :class:`~pipeline.summary.RunSummary`.
             tally: the run's counts, time and failures, taken from the same rows as this collector's.
         """
         t0 = time.perf_counter()

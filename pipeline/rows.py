@@ -13,7 +13,7 @@ STOPPED = "stopped"  # a row the model stage did not start because the run is st
 class Col:
     """The columns of the batches that flow between the stages, each added by one stage.
 
-    planned (:mod:`pipeline.plan`, one row per input to restore): ``INPUT_URI``, ``OUTPUT_URI``, ``SIZE``
+    planned (:mod:`pipeline.planning`, one row per input to restore): ``INPUT_URI``, ``OUTPUT_URI``, ``SIZE``
     (bytes as listed), ``VERSION`` (the store's version identity, "" where it gives none),
     ``REFERENCE_URI`` (a clean reference or "");
     read (:func:`pipeline.stages.read.read_batch`): ``DATA`` (the file's bytes), ``STATUS`` and ``ERROR`` (a row that

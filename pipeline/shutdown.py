@@ -5,7 +5,7 @@ notice) and gives it ``terminationGracePeriodSeconds`` (30) before SIGKILL; a pe
 Ctrl-C. :class:`GracefulStop` turns either into an orderly end within ``grace`` seconds:
 
 1. At once: the stages are told to take no new work (the callbacks of :meth:`GracefulStop.on_stop`
-   raise the run's :class:`~pipeline.stop_gate.StopFlag`); images already restored are still written.
+   raise the run's :class:`~pipeline.stages.stop.StopFlag`); images already restored are still written.
 2. The driver keeps taking the stats rows of what finishes, until the pipeline has drained or the drain
    deadline (``grace`` less a reserve for step 3) has passed, whichever comes first.
 3. It writes the stats rows it has, the run summary marked ``interrupted``, releases the run lock and

@@ -24,12 +24,15 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from dgunet.inference import InferenceOptions, Precision
-from dgunet.model import Arch
-from dgunet.registry import Task
-
 from .stages.encode import EncodeOptions
 from .storage import StorageOptions, metadata_service_host, split_protocol
+
+# The names a spec may give, as :mod:`dgunet` declares them (``dgunet.model.ARCHS``, ``dgunet.registry.TASKS``,
+# ``dgunet.inference.PRECISIONS``; tests/pipeline/test_spec.py checks that they agree). Spelled here so
+# that reading and checking a spec loads no torch.
+Arch = Literal["dgunet", "dgunet_plus"]
+Task = Literal["denoise", "deblur", "derain"]
+Precision = Literal["float32", "bfloat16", "float16"]
 
 _SECRET_KEYS = re.compile(r"(secret|password|token|credential|access_key|session_key)", re.IGNORECASE)
 
@@ -200,7 +203,10 @@ class InferenceSpec(StrictModel):
 
     @model_validator(mode="after")
     def _valid(self) -> InferenceSpec:
-        InferenceOptions(**self.overrides())  # raises ValueError naming the field
+        if self.overrides():  # the library's own checks (tile a multiple of 8, overlap under half a tile)
+            from dgunet.inference import InferenceOptions
+
+            InferenceOptions(**self.overrides())  # raises ValueError naming the field
         return self
 
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
+import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-
-from dgunet.checkpoint import write_file_atomic
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp"})
 
@@ -241,6 +240,24 @@ def write_bytes_atomic(uri: str, data: bytes, options: StorageOptions | None = N
         write_file_atomic(path, data)
     else:
         fs.pipe_file(path, data)
+
+
+def write_file_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write a local file so that no reader sees it partly written: a temporary file in the same folder,
+    fsync'd, then renamed over ``path`` (an atomic replace on POSIX). The same steps as
+    :func:`dgunet.checkpoint.write_file_atomic`, here so that storage loads no torch."""
+    path = os.path.abspath(os.fspath(path))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def exists(uri: str, options: StorageOptions | None = None) -> bool:

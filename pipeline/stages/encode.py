@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import functools
 import io
+import posixpath
 import struct
 import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from .iptc import PNG_IPTC_KEY, jpeg_app13, raw_profile
 
 FORMATS = ("png", "webp", "jpeg", "tiff")
 EXTENSIONS = {"png": ".png", "webp": ".webp", "jpeg": ".jpg", "tiff": ".tif"}
@@ -34,6 +37,15 @@ FORMAT_OF_EXTENSION = {
     ".tif": "tiff",
     ".tiff": "tiff",
 }
+
+
+def format_of(name: str) -> str:
+    """The format a file name asks for, by its extension: ``"a/b.JPEG"`` -> ``"jpeg"``; names without one
+    of :data:`FORMAT_OF_EXTENSION` are PNG. The planner names outputs with it and the write stage reads
+    their format back with it."""
+    return FORMAT_OF_EXTENSION.get(posixpath.splitext(name)[1].lower(), "png")
+
+
 SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}  # Pillow's numbers
 DEFAULT_JPEG_QUALITY = 92
 
@@ -116,8 +128,6 @@ def encode_image(pixels: np.ndarray, fmt: str, options: EncodeOptions = EncodeOp
     if icc and (arr.shape[2] == 3) == _is_rgb_profile(icc):  # a gray JPEG takes no RGB profile, and so on
         kw["icc_profile"] = icc
     if tags.iptc:
-        from .metadata import jpeg_app13
-
         kw["extra"] = jpeg_app13(tags.iptc)
     if tags.comment:
         kw["comment"] = tags.comment
@@ -193,8 +203,6 @@ def png_with_chunks(png: bytes, tags: Tags) -> bytes:
     >>> png_with_chunks(png, Tags(srgb=True, text={"Software": "dgunet-restore"}))[33:41]
     b'\\x00\\x00\\x00\\x01sRGB'
     """
-    from .metadata import PNG_IPTC_KEY, raw_profile
-
     chunks = []
     if tags.icc:
         chunks.append(_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(tags.icc)))

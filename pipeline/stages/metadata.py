@@ -30,13 +30,15 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from xml.sax.saxutils import escape
 
+from .encode import Tags
+from .iptc import PNG_IPTC_KEY, from_raw_profile, photoshop_resource
+
 ORIENTATION, EXIF_IFD, GPS_IFD = 0x0112, 0x8769, 0x8825
 XMP_TAG, IPTC_TAG, ICC_TAG = 700, 33723, 34675
 # IFD0 tags of a TIFF input that describe the photo (the rest describe the file's layout and are the
 # encoder's business): description, make, model, orientation, software, date, artist, host computer,
 # copyright, and the EXIF and GPS sub-directories.
 _TIFF_EXIF_TAGS = {270, 271, 272, ORIENTATION, 305, 306, 315, 316, 33432, EXIF_IFD, GPS_IFD}
-PNG_IPTC_KEY = "Raw profile type iptc"  # ImageMagick's and exiftool's convention for IPTC in PNG
 _NOT_TEXT = {"XML:com.adobe.xmp", PNG_IPTC_KEY, "Raw profile type exif", "Raw profile type xmp"}
 XMP_NS = "http://ns.dgunet-restore.org/1.0/"  # the provenance record's XMP namespace
 
@@ -157,7 +159,7 @@ def _iptc(img) -> bytes:
             return b"".join(v if isinstance(v, bytes) else struct.pack(img.tag_v2._endian + "I", v) for v in value)
         return bytes(value)
     if img.format == "PNG" and PNG_IPTC_KEY in img.info:
-        return _from_raw_profile(img.info[PNG_IPTC_KEY])
+        return from_raw_profile(img.info[PNG_IPTC_KEY])
     return b""
 
 
@@ -169,44 +171,6 @@ def _text(img) -> dict[str, str]:
         c = img.info["comment"]
         return {"Comment": c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c)}
     return {}
-
-
-def photoshop_resource(irb: bytes, resource_id: int) -> bytes:
-    """The data of one Photoshop image resource (``0x0404``: IPTC-IIM) from a ``8BIM`` block list."""
-    i = 0
-    while i + 12 <= len(irb) and irb[i : i + 4] == b"8BIM":
-        rid = struct.unpack(">H", irb[i + 4 : i + 6])[0]
-        name_len = irb[i + 6]
-        j = i + 6 + ((1 + name_len + 1) & ~1)  # the Pascal name, padded to an even length
-        size = struct.unpack(">I", irb[j : j + 4])[0]
-        if rid == resource_id:
-            return irb[j + 4 : j + 4 + size]
-        i = j + 4 + size + (size & 1)
-    return b""
-
-
-def jpeg_app13(iptc: bytes) -> bytes:
-    """A JPEG APP13 segment holding IPTC-IIM records (Photoshop's ``8BIM`` resource 0x0404)."""
-    body = b"Photoshop 3.0\x00" + b"8BIM" + struct.pack(">H", 0x0404) + b"\x00\x00" + struct.pack(">I", len(iptc))
-    body += iptc + b"\x00" * (len(iptc) & 1)
-    return b"\xff\xed" + struct.pack(">H", len(body) + 2) + body
-
-
-def raw_profile(kind: str, data: bytes) -> str:
-    """ImageMagick's text form of a binary profile in PNG: ``"\\n<kind>\\n<length>\\n<hex, 72 per line>\\n"``."""
-    hexed = data.hex()
-    lines = "\n".join(hexed[i : i + 72] for i in range(0, len(hexed), 72))
-    return f"\n{kind}\n{len(data):8d}\n{lines}\n"
-
-
-def _from_raw_profile(text: str) -> bytes:
-    parts = text.strip().split("\n", 2)
-    if len(parts) < 3:
-        raise ValueError("Expected '<kind>, <length>, <hex>' in a raw profile, but got fewer lines instead.")
-    data = bytes.fromhex("".join(parts[2].split()))
-    if len(data) != int(parts[1]):
-        raise ValueError(f"Expected {int(parts[1])} bytes in the raw profile, but got {len(data)} instead.")
-    return data
 
 
 def provenance(*, software: str, model: str, run_id: str, meta: Metadata) -> dict[str, str]:
@@ -263,8 +227,6 @@ def tags_for(meta: Metadata, fmt: str, *, channels: int, record: dict[str, str])
         profile travels, the pixels being still in it; ``srgb``: tagged sRGB); what could not be read or
         has no place in ``fmt``, one line each.
     """
-    from .encode import Tags
-
     problems = list(meta.problems)
     text = dict(meta.text)
     comment = text.pop("Comment", "") if fmt == "jpeg" else ""

@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from ..rows import OK, PASSED, RESTORED, Col, fail, model_id, pixels_of
+from ..rows import OK, PASSED, RESTORED, STOPPED, Col, fail, model_id, pixels_of
+from .stop import stopped
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,10 @@ class RestoreModel:
     pixels go on unchanged and its ``action`` is ``"passed"``. With ``restore_lossy``, JPEG and lossy WebP
     files are always restored (for a model that removes compression artefacts, which hide from the noise
     estimate).
+
+    The stop flag: with ``stop`` (the run's :class:`~pipeline.stages.stop.StopFlag`, handed down by the
+    driver), no new batch starts once the flag is raised: the batch's rows are marked
+    :data:`~pipeline.rows.STOPPED` and pass through untouched, and the next run plans them again.
     """
 
     def __init__(
@@ -143,11 +148,13 @@ class RestoreModel:
         gate_on: str = Col.NOISE_BEFORE,
         pass_below: float | None = None,
         restore_lossy: bool = False,
+        stop=None,
     ):
         """``inference``: the spec's :class:`InferenceOptions` fields, over the weights' recommendation.
         ``pass_below``: the gate's level of the ``gate_on`` estimate (8-bit levels), or None to restore every
         image.
-        ``failpoints``: see :mod:`pipeline.faults` (tests only)."""
+        ``failpoints``: see :mod:`pipeline.faults` (tests only). ``stop``: the run's stop flag (None:
+        never stops)."""
         import torch
 
         from dgunet.inference import recommended_options
@@ -163,6 +170,7 @@ class RestoreModel:
         self.model, self.options, self.ref = model, options, ref
         self.failpoints, self.pass_below, self.restore_lossy = failpoints or {}, pass_below, restore_lossy
         self.gate_on = gate_on
+        self.stop = stop
 
     def _run(self, images: list[np.ndarray], uris: list[str], options=None) -> list[np.ndarray]:
         import torch
@@ -186,6 +194,9 @@ class RestoreModel:
         return [from_model_output(y[i], layout, img) for i, ((_, layout), img) in enumerate(zip(inputs, images))]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if stopped(self.stop):
+            # Marked rather than dropped: the batch keeps its columns and their types for the next stage.
+            batch = {**batch, Col.STATUS: np.full(len(batch[Col.STATUS]), STOPPED, dtype=object)}
         n = len(batch[Col.INPUT_URI])
         status, error = list(batch[Col.STATUS]), list(batch[Col.ERROR])
         restored, seconds, action = [b""] * n, np.zeros(n), [""] * n

@@ -7,8 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ..rows import OK, Col, fail
-from ..stop_gate import stopped
 from ..storage import StorageOptions, content_version, filesystem, split_protocol
+from .stop import stopped
 
 
 def read_batch(
@@ -23,7 +23,7 @@ def read_batch(
     Transient errors are retried by the filesystem (botocore's adaptive retries for S3); an object that
     still cannot be read fails its row only.
 
-    ``stop``: the run's :class:`~pipeline.stop_gate.StopFlag`; once it is raised, rows are dropped
+    ``stop``: the run's :class:`~pipeline.stages.stop.StopFlag`; once it is raised, rows are dropped
     unread (the run is stopping, and the next run plans them again).
     """
     uris = list(batch[Col.INPUT_URI])

@@ -4,7 +4,6 @@ become stats."""
 from __future__ import annotations
 
 import functools
-import posixpath
 import sys
 import time
 from dataclasses import dataclass
@@ -14,12 +13,12 @@ import numpy as np
 
 from ..faults import STALL_SECONDS, fires
 from ..rows import OK, PASSED, QUALITY_COLUMNS, STATS_SCHEMA, STOPPED, Col, fail, pixels_of
-from ..stop_gate import begin_write, finish_write
 from ..storage import StorageOptions, read_bytes, write_bytes_atomic
 from . import quality
 from .decode import DecodeError, decode_image
-from .encode import FORMAT_OF_EXTENSION, EncodeOptions, Tags, check_fits, encode_image
+from .encode import EncodeOptions, Tags, check_fits, encode_image, format_of
 from .metadata import Metadata, provenance, tags_for
+from .stop import begin_write, finish_write
 
 
 def write_batch(
@@ -35,7 +34,7 @@ def write_batch(
     stop=None,
 ) -> dict[str, np.ndarray]:
     """Ray Data stage: write ``restored`` to ``output_uri`` in the format its extension names (see
-    :data:`pipeline.stages.encode.FORMAT_OF_EXTENSION`; the planner chose it), with the input's ``metadata`` and
+    :func:`pipeline.stages.encode.format_of`; the planner chose it), with the input's ``metadata`` and
     a provenance record (software, ``model``, ``run_id``); return stats columns only. ``keep_metadata``
     False: only the provenance and the colour profile are written (no EXIF, XMP, IPTC or text).
 
@@ -44,7 +43,7 @@ def write_batch(
     The write goes to a temporary name and is renamed (local) or is a single PUT (object stores), so a
     reader never sees a partial file. Quality measures compare the restored image with the decoded input,
     and with ``reference_uri`` when the row has one. ``failpoints``: see :mod:`pipeline.faults` (tests only).
-    ``stop``: the run's :class:`~pipeline.stop_gate.StopFlag`, which holds the row of each image written
+    ``stop``: the run's :class:`~pipeline.stages.stop.StopFlag`, which holds the row of each image written
     until the driver has it, in case a stopping driver cannot wait for the pipeline to deliver it; once
     the driver has closed it, rows are marked stopped instead of written.
     """
@@ -135,7 +134,7 @@ def _write_output(batch: dict[str, np.ndarray], i: int, restored: np.ndarray, s:
     """Encode row ``i``'s restored pixels with its metadata and write them; the stats it adds."""
     t0 = time.perf_counter()
     uri = batch[Col.OUTPUT_URI][i]
-    fmt = output_format(uri)
+    fmt = format_of(uri)
     check_fits(restored, fmt)
     meta = Metadata.from_json(batch[Col.METADATA][i] if Col.METADATA in batch else "")
     if not s.keep_metadata:  # the profile stays: it says what the pixels mean
@@ -173,11 +172,6 @@ def encode_with_metadata(
         encoded = encode_image(pixels, fmt, options, bare)  # raises again if the pixels are at fault
         problem = f"metadata: not written, the {fmt} encoder refused it ({type(exc).__name__}: {exc})"
         return encoded, [k for k in kept if k in ("icc", "srgb")], [*problems, " ".join(problem.split())[:300]]
-
-
-def output_format(uri: str) -> str:
-    """The format an output's name asks for: ``"a/b.webp"`` -> ``"webp"``; unknown extensions are PNG."""
-    return FORMAT_OF_EXTENSION.get(posixpath.splitext(uri)[1].lower(), "png")
 
 
 @functools.cache

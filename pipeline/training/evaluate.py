@@ -142,10 +142,13 @@ class EvalResult:
 
 
 def psnr_ssim(clean: np.ndarray, img: np.ndarray) -> tuple[float, float]:
-    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+    """PSNR (:func:`pipeline.stages.quality.psnr`) and SSIM of 8-bit ``img`` against ``clean``."""
+    from skimage.metrics import structural_similarity
+
+    from ..stages.quality import psnr
 
     return (
-        float(peak_signal_noise_ratio(clean, img, data_range=255)),
+        psnr(clean, img, data_range=255),
         float(structural_similarity(clean, img, data_range=255, channel_axis=-1)),
     )
 

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from pipeline.job import run_restore
-from pipeline.plan import stats_index
 from pipeline.spec import parse_spec
+from pipeline.stats import stats_index
 from tests.images import photo
 
 pytestmark = pytest.mark.slow
@@ -94,7 +94,7 @@ def test_manifest_entries_are_described_like_listed_ones(s3fs_client, s3_endpoin
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipeline.plan import make_plan
+    from pipeline.planning.plan import make_plan
     from pipeline.rows import STATS_SCHEMA
     from pipeline.storage import StorageOptions, describe_many, list_objects
 

@@ -14,7 +14,7 @@ from pipeline.job import run_restore
 from pipeline.spec import parse_spec
 from pipeline.stages.metadata import EXIF_IFD, GPS_IFD, ORIENTATION
 from tests.images import photo
-from tests.pipeline.test_metadata import TITLE, input_file
+from tests.pipeline.stages.test_metadata import TITLE, input_file
 
 pytestmark = pytest.mark.slow
 

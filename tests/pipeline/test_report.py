@@ -15,10 +15,11 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from pipeline.job import RunSummary, run_restore
+from pipeline.job import run_restore
 from pipeline.report import ReportCollector, ranking_measure
 from pipeline.rows import STATS_SCHEMA
 from pipeline.spec import parse_spec
+from pipeline.summary import RunSummary
 from pipeline.tally import RunTally
 from tests.images import bad_files, photo
 

@@ -174,3 +174,15 @@ def test_a_uri_on_a_cloud_metadata_service_is_refused_with_its_key(patch, key):
         parse_spec({**BASE, **patch})
     assert f"{key}: refusing" in str(err.value)
     parse_spec({**BASE, "model": {"weights": "https://example.com/dgunet.pth"}})  # any other URL is fine
+
+
+def test_the_names_a_spec_may_give_are_the_library_s():
+    from typing import get_args
+
+    from dgunet.inference import PRECISIONS
+    from dgunet.model import ARCHS
+    from dgunet.registry import TASKS
+    from pipeline import spec
+
+    assert get_args(spec.Arch) == ARCHS and get_args(spec.Task) == TASKS
+    assert get_args(spec.Precision) == tuple(PRECISIONS)

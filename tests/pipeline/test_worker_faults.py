@@ -169,7 +169,7 @@ def test_the_images_a_pass_lost_are_found_without_a_set_of_every_name(ray_local,
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipeline.plan import Plan, unfinished_rows
+    from pipeline.planning.plan import Plan, unfinished_rows
     from pipeline.storage import StorageOptions
 
     rows = [

@@ -8,9 +8,9 @@ import io
 from PIL import Image
 
 from pipeline.rows import OK, STOPPED
-from pipeline.stop_gate import close_and_take, start_flag
+from pipeline.stages.stop import close_and_take, start_flag
 from tests.images import photo
-from tests.pipeline.test_metadata import run_stages
+from tests.pipeline.stages.test_metadata import run_stages
 
 
 def _png(seed: int) -> bytes:

@@ -99,7 +99,7 @@ def test_evaluate_job_writes_the_mean_and_per_image_tables_for_a_checkpoint(tmp_
 
     from PIL import Image
 
-    path = Path(__file__).parents[2] / "jobs" / "evaluate.py"
+    path = Path(__file__).parents[3] / "jobs" / "evaluate.py"
     loader = importlib.util.spec_from_file_location("evaluate_job", path)
     job = importlib.util.module_from_spec(loader)
     loader.loader.exec_module(job)

@@ -1,9 +1,11 @@
-"""Stopping a run early (stage side): a flag the driver raises, which stages check before new work.
+"""Stopping a run early: a flag the driver raises and hands to the stages, which check it before new work.
 
 When the driver is told to stop (:mod:`pipeline.shutdown`), it raises a :class:`StopFlag`, a small Ray
-actor of the run. From then on the read stage reads nothing more (it drops its rows) and the model stage
-starts no new batch (it marks its rows :data:`~pipeline.rows.STOPPED`, which the driver leaves out of the
-stats); the next run plans them again. What the model has already restored is still written.
+actor of the run (:func:`start_flag`). The driver passes the flag's handle down to the stages as an
+argument; no stage looks for it above. From then on the read stage reads nothing more (it drops its rows)
+and the model stage starts no new batch (it marks its rows :data:`~pipeline.rows.STOPPED`, which the
+driver leaves out of the stats); the next run plans them again. What the model has already restored is
+still written.
 
 The flag also holds the stats row of each image written until the driver has it: the write stage asks
 the flag before it writes an image (:meth:`StopFlag.begin`) and hands it the row once written
@@ -17,11 +19,6 @@ from __future__ import annotations
 
 import logging
 import time
-
-import numpy as np
-
-from .rows import STOPPED
-from .stages.model import RestoreModel
 
 log = logging.getLogger(__name__)
 
@@ -128,22 +125,3 @@ def close_and_take(flag, wait: float) -> tuple[list[dict], int]:
     while (writing := ray.get(flag.writing.remote(), timeout=30)) and time.monotonic() < deadline:
         time.sleep(0.05)
     return ray.get(flag.take.remote(), timeout=30), writing
-
-
-class StoppableRestoreModel(RestoreModel):
-    """:class:`~pipeline.stages.model.RestoreModel` that starts no new batch once the run's flag is raised.
-
-    Args:
-        stop: the run's :class:`StopFlag` actor handle (None: never stops).
-        **model: :class:`~pipeline.stages.model.RestoreModel`'s arguments.
-    """
-
-    def __init__(self, *, stop=None, **model):
-        super().__init__(**model)
-        self.stop = stop
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if stopped(self.stop):
-            # Marked rather than dropped: the batch keeps its columns and their types for the next stage.
-            batch = {**batch, "status": np.full(len(batch["status"]), STOPPED, dtype=object)}
-        return super().__call__(batch)  # rows that are not ok pass through untouched

@@ -19,7 +19,8 @@ from PIL import Image, ImageCms, PngImagePlugin
 from pipeline.rows import FAILED, OK, RESTORED
 from pipeline.stages.decode import decode_batch
 from pipeline.stages.encode import EXTENSIONS, EncodeOptions, srgb_profile
-from pipeline.stages.metadata import EXIF_IFD, GPS_IFD, ORIENTATION, PNG_IPTC_KEY, photoshop_resource, raw_profile
+from pipeline.stages.iptc import PNG_IPTC_KEY, photoshop_resource, raw_profile
+from pipeline.stages.metadata import EXIF_IFD, GPS_IFD, ORIENTATION
 from pipeline.stages.write import write_batch
 from pipeline.storage import StorageOptions
 from tests.images import photo, png16

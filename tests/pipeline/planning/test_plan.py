@@ -6,8 +6,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.plan import LEGACY_MARGIN, make_plan, relative_key, safe_relative, write_stats_part
+from pipeline.planning.earlier import LEGACY_MARGIN
+from pipeline.planning.names import relative_key, safe_relative
+from pipeline.planning.plan import make_plan
 from pipeline.rows import STATS_SCHEMA
+from pipeline.stats import write_stats_part
 from pipeline.storage import StorageOptions, list_objects
 
 NONE = StorageOptions()
@@ -17,13 +20,13 @@ NONE = StorageOptions()
 def planner(request, monkeypatch):
     """Every test plans twice: in this process, and as a Ray Data computation on a local Ray (the same
     stages, over hash partitions; stores only this process reaches are always planned here)."""
-    import pipeline.plan
+    import pipeline.planning.plan
 
     if request.param == "ray":
         request.getfixturevalue("ray_local")
-        monkeypatch.setattr(pipeline.plan, "PARTITIONS", 3)
-    use_ray = pipeline.plan._use_ray
-    monkeypatch.setattr(pipeline.plan, "_use_ray", lambda *uris: request.param == "ray" and use_ray(*uris))
+        monkeypatch.setattr(pipeline.planning.plan, "PARTITIONS", 3)
+    use_ray = pipeline.planning.plan._use_ray
+    monkeypatch.setattr(pipeline.planning.plan, "_use_ray", lambda *uris: request.param == "ray" and use_ray(*uris))
     return request.param
 
 
@@ -335,8 +338,8 @@ def test_a_plan_without_shuffle_is_the_shuffled_plan(tmp_path, monkeypatch, part
     """Parts written for this prefix are planned by the listing tasks alone: with folders that sort
     between each other's keys (``f1``, ``f1-x``, ``f10``), nested folders, a collision with an earlier
     claim, outputs gone missing, another model's rows, and inputs and whole folders that vanished."""
-    import pipeline.plan
-    from pipeline.plan_stages import stats_index
+    import pipeline.planning.plan
+    from pipeline.stats import stats_index
 
     src, out = tmp_path / "in", tmp_path / "out"
     done = ["f1/a.jpg", "f1/sub/b.png", "f1-x/g.png", "f10/e.png", "top.png", "gone/x.png", "f1/d.png", "f2/c.png"]
@@ -352,7 +355,7 @@ def test_a_plan_without_shuffle_is_the_shuffled_plan(tmp_path, monkeypatch, part
     _touch(src, "f1/a.png", "f1-x/new.png")  # a.png wants a.jpg's name; a new upload beside the others
 
     def plan(colocated: bool):
-        monkeypatch.setattr(pipeline.plan, "COLOCATED", colocated)
+        monkeypatch.setattr(pipeline.planning.plan, "COLOCATED", colocated)
         p = make_plan(input_uri=str(src), output_uri=str(out), model="m", storage=NONE)
         rel = {r["input_uri"].rsplit("/in/", 1)[1]: r["output_uri"].rsplit("/images/", 1)[1] for r in p.todo}
         return rel, (p.listed, p.skipped, p.vanished, p.changed, p.still_bad, p.planned)

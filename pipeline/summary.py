@@ -1,0 +1,83 @@
+"""A run's summary: what it did, in counts, throughput, failures and where its outputs are; written as
+``runs/<run_id>.json`` and printed by the job."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from .storage import join_uri
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    model: str
+    input_uri: str
+    output_uri: str
+    listed: int = 0
+    skipped: int = 0
+    still_bad: int = 0
+    changed: int = 0  # restored again: the input changed since an earlier run restored it
+    vanished: int = 0  # inputs that earlier runs saw and that are gone now; their outputs stay
+    reformatted: int = 0  # restored again: their output is in another format than output.format asks now
+    ok: int = 0
+    failed: int = 0
+    megapixels: float = 0.0
+    plan_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    stats_files: list[str] = field(default_factory=list)
+    failures: list[dict] = field(default_factory=list)  # the first 100, with reasons
+    interrupted: str | None = None  # the signal that stopped the run ("SIGTERM", "SIGINT"); None: it ran out
+    dashboard_url: str | None = None
+    report_uri: str | None = None
+    metrics: dict = field(default_factory=dict)  # where the time went, bytes, mean noise, failures by kind
+    execution_stats: list[str] = field(default_factory=list)  # Ray Data's per-operator stats, per pass
+
+    @property
+    def processed(self) -> int:
+        return self.ok + self.failed
+
+    @property
+    def images_per_second(self) -> float:
+        return self.processed / self.wall_seconds if self.wall_seconds else 0.0
+
+    @property
+    def megapixels_per_second(self) -> float:
+        return self.megapixels / self.wall_seconds if self.wall_seconds else 0.0
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d.update(
+            images_per_second=self.images_per_second,
+            megapixels_per_second=self.megapixels_per_second,
+            images_uri=join_uri(self.output_uri, "images"),
+            stats_uri=join_uri(self.output_uri, "stats"),
+        )
+        return json.dumps(d, indent=1, default=str)
+
+    def render(self) -> str:
+        lines = [
+            f"run {self.run_id}  model {self.model}"
+            + (f"  INTERRUPTED by {self.interrupted}" if self.interrupted else ""),
+            f"  input    {self.input_uri}  ({self.listed} images listed)"
+            + ("  NO IMAGES: nothing there has an image extension" if not self.listed and not self.vanished else ""),
+            f"  ok {self.ok}   failed {self.failed}   skipped: {self.skipped} already done, "
+            f"{self.still_bad} undecodable before and unchanged; {self.changed} changed since restored, "
+            f"{self.vanished} vanished, {self.reformatted} into a new format",
+            f"  {self.processed} images, {self.megapixels:.1f} MP in {self.wall_seconds:.1f} s: "
+            f"{self.images_per_second:.2f} images/s, {self.megapixels_per_second:.2f} MP/s "
+            f"(planning {self.plan_seconds:.1f} s)",
+            f"  images   {join_uri(self.output_uri, 'images')}",
+            f"  stats    {join_uri(self.output_uri, 'stats')}",
+            f"  summary  {join_uri(self.output_uri, 'runs', self.run_id + '.json')}",
+        ]
+        if self.report_uri:
+            lines.append(f"  report   {self.report_uri}")
+        if self.dashboard_url:
+            lines.append(f"  Ray dashboard  {self.dashboard_url}")
+        for f in self.failures[:10]:
+            lines.append(f"  failed: {f['input_uri']}: {f['error']}")
+        if self.failed > 10:
+            lines.append(f"  ... {self.failed - 10} more failures in the stats")
+        return "\n".join(lines)
