@@ -220,14 +220,7 @@ def test_a_client_without_the_token_is_refused_by_the_gcs_and_the_job_api(ray_he
     ids=["wrong", "missing", "missing-file"],
 )
 def test_a_wrong_or_missing_token_gives_one_line_with_the_fix(ray_head, tmp_path, tiny_weights, setting, says):
-    (tmp_path / "in").mkdir()
-    spec = write_spec(
-        tmp_path / "spec.yaml",
-        tiny_weights,
-        input_uri=str(tmp_path / "in"),
-        output={"uri": str(tmp_path / "out")},
-        resources={},
-    )
+    spec = _empty_input_spec(tmp_path, tiny_weights)
     run = subprocess.run(
         [sys.executable, "jobs/restore_bucket.py", "--spec", str(spec), "--address", ray_head.address],
         cwd=REPO,
@@ -242,6 +235,18 @@ def test_a_wrong_or_missing_token_gives_one_line_with_the_fix(ray_head, tmp_path
     ours = [line for line in run.stderr.splitlines() if line and not line.startswith("[")]
     assert len(ours) == 1 and says in ours[0] and "README" in ours[0], run.stderr
     assert not list((tmp_path / "out").rglob("*"))  # nothing written (storage was only checked)
+
+
+def _empty_input_spec(tmp_path, tiny_weights):
+    """A spec of the tiny weights over an empty input folder, writing under ``tmp_path / "out"``."""
+    (tmp_path / "in").mkdir()
+    return write_spec(
+        tmp_path / "spec.yaml",
+        tiny_weights,
+        input_uri=str(tmp_path / "in"),
+        output={"uri": str(tmp_path / "out")},
+        resources={},
+    )
 
 
 @pytest.mark.parametrize(
@@ -264,14 +269,7 @@ def test_turning_auth_off_is_refused_with_its_key_named(
     with pytest.raises(RayAccessError, match=f"^{key}: expected"):
         check_auth_settings(address or os.environ.get("RAY_ADDRESS"), auth=auth)
 
-    (tmp_path / "in").mkdir()
-    spec = write_spec(
-        tmp_path / "spec.yaml",
-        tiny_weights,
-        input_uri=str(tmp_path / "in"),
-        output={"uri": str(tmp_path / "out")},
-        resources={},
-    )
+    spec = _empty_input_spec(tmp_path, tiny_weights)
     argv = [
         "--spec",
         str(spec),
