@@ -110,7 +110,7 @@ class SeaweedS3:
                 # Small volumes, many allowed: every bucket (a collection) needs volumes of its own, and
                 # the defaults (30 GB volumes, a count from free disk) run out after a few buckets.
                 "-master.volumeSizeLimitMB=64",
-                "-volume.max=64",
+                "-volume.max=256",
                 # The Iceberg and Lance catalogs listen on fixed ports (8181, 9101) by default, so a second
                 # server on the machine (a parallel test session) would die on start: off.
                 "-s3.port.iceberg=0",
