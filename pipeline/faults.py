@@ -2,10 +2,12 @@
 
 Set ``DGUNET_FAILPOINTS`` in the driver's environment to ``name=substring`` pairs separated by ``;``.
 The driver hands them to the stages, so they reach every worker. Each fires for the rows whose input URI
-contains the substring:
+contains the substring (a compaction's, for the step whose name contains it):
 
 * ``model.crash``: the model actor's process exits at once, as in a segfault or a kill by the OOM killer;
 * ``model.oom``: running the image whole raises an out-of-memory error, as CUDA does on a huge image;
+* ``compact.kill``: a stats compaction's process dies at the named step (``journal``, ``part``,
+  ``written`` or ``source``; see :mod:`pipeline.compaction`), as under SIGKILL;
 * ``write.stall``: writing the image hangs (for :data:`STALL_SECONDS`), as a write to a store that stopped
   answering does; it announces itself on the worker's stderr first.
 
@@ -17,7 +19,7 @@ from __future__ import annotations
 import os
 
 ENV = "DGUNET_FAILPOINTS"
-KNOWN = frozenset({"model.crash", "model.oom", "write.stall"})
+KNOWN = frozenset({"model.crash", "model.oom", "write.stall", "compact.kill"})
 STALL_SECONDS = 600.0
 
 

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .compaction import maybe_compact, recover
 from .lock import RunLock
 from .planning.plan import Plan, make_plan, unfinished_rows
 from .report import ReportCollector, ranking_measure
@@ -25,7 +26,7 @@ from .shutdown import GracefulStop, Interrupted
 from .spec import RestoreSpec
 from .stages.model import ModelRef, RestoreModel, resolve_model, restore_alone
 from .stages.stop import close_and_take, start_flag
-from .stats import StatsWriter
+from .stats import StatsFileError, StatsWriter
 from .storage import join_uri, write_bytes_atomic
 from .summary import RunSummary
 from .tally import RunTally
@@ -200,6 +201,7 @@ def _run_locked(spec: RestoreSpec, run_id: str, ref: ModelRef, stop: GracefulSto
         output_uri=spec.output.uri,
         dashboard_url=_dashboard_url(),
     )
+    recover(spec.output.uri, storage)  # a compaction that did not end is finished or undone first
     plan, flag = _plan(spec, ref, stop, summary)
     if flag is not None:
         stop.on_stop(flag.set.remote)
@@ -233,8 +235,28 @@ def _run_locked(spec: RestoreSpec, run_id: str, ref: ModelRef, stop: GracefulSto
     summary.metrics = tally.metrics()
     if report is not None and not summary.interrupted:  # a stopping run spends its grace on the stats
         _write_report(spec, report, summary, tally)
+    if not summary.interrupted:
+        summary.compaction = _compact(spec, run_id)
     write_bytes_atomic(join_uri(spec.output.uri, "runs", f"{run_id}.json"), summary.to_json().encode(), storage)
     return summary
+
+
+def _compact(spec: RestoreSpec, run_id: str) -> dict | None:
+    """The earlier runs' stats parts merged, where there are more than ``stats.compact_after``. A file
+    that is not a stats part stops the compaction, not the run (the next plan names it)."""
+    try:
+        done = maybe_compact(
+            spec.output.uri,
+            storage=spec.storage.options(),
+            run_id=run_id,
+            input_uri=None if spec.input.manifest else spec.input.uri,
+            after=spec.stats.compact_after,
+            history_days=spec.stats.history_days,
+        )
+    except StatsFileError as exc:
+        log.error("Stats not compacted: %s", exc)
+        return None
+    return done.to_dict() if done else None
 
 
 def _plan(spec: RestoreSpec, ref: ModelRef, stop: GracefulStop, summary: RunSummary):

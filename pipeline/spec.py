@@ -139,6 +139,22 @@ GATE_DEFAULTS: dict[str, tuple[str, float | None, bool]] = {
 }
 
 
+class StatsSpec(StrictModel):
+    """How the stats parts of earlier runs are kept (:mod:`pipeline.compaction`)."""
+
+    compact_after: int = Field(
+        32,
+        ge=0,
+        description="at the end of a run, merge the earlier runs' stats parts once there are more than this "
+        "many (0: never; python jobs/compact_stats.py does it by hand)",
+    )
+    history_days: float = Field(
+        0,
+        ge=0,
+        description="keep the rows that compaction supersedes this many days in stats-history/ (0: not kept)",
+    )
+
+
 class GateSpec(StrictModel):
     """Images that need no restoration pass through: their output holds the input's pixels unchanged and
     their stats say ``action: passed``."""
@@ -237,6 +253,7 @@ class RestoreSpec(StrictModel):
     resources: ResourcesSpec = ResourcesSpec()
     inference: InferenceSpec = InferenceSpec()
     gate: GateSpec = GateSpec()
+    stats: StatsSpec = StatsSpec()
     storage: StorageSpec = StorageSpec()
     allow_failed_fraction: float = Field(0.0, ge=0, le=1, description="exit 0 up to this fraction of failures")
 

@@ -28,6 +28,44 @@ MAX_KEY = "\U0010ffff"  # after every key
 STATS_ROW_GROUP = 1024  # rows per row group of a stats part: what a task reads beyond its own key range
 FLUSH_SECONDS = 30.0  # a stats part is written at least this often, so a killed run keeps its rows
 INDEX_SCHEMA = pa.schema([("path", pa.string()), ("group", pa.int64()), ("lo", pa.string()), ("hi", pa.string())])
+# Columns every stats part has had since the first: a Parquet file under stats/ without them is not ours.
+REQUIRED_COLUMNS = ("input_uri", "status", "model")
+
+
+class StatsFileError(ValueError):
+    """A file under ``stats/`` that is not a readable stats part: corrupt, or another program's Parquet.
+    Planning stops on it (rows it cannot read could be images done), and compaction never deletes it."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(
+            f"Expected a stats part at {path}, but got {reason} instead; move it out of the stats folder "
+            "(or restore it from a copy) and run again."
+        )
+        self.path = path
+
+
+def part_record(path: str, storage: StorageOptions) -> dict | None:
+    """The layout record of the stats part ``path`` (its input prefix and row groups' key ranges, as
+    :func:`write_stats_part` wrote it), or None for a part written without one.
+
+    Raises:
+        StatsFileError: ``path`` is not Parquet, or lacks the columns of a stats part.
+    """
+    import pyarrow.parquet as pq
+
+    fs, p = filesystem(path, storage)
+    try:
+        with fs.open(p, "rb") as f:
+            schema = pq.read_schema(f)
+    except FileNotFoundError:
+        raise
+    except (OSError, pa.ArrowException) as exc:
+        raise StatsFileError(path, f"a file Parquet cannot read ({' '.join(str(exc).split())[:200]})") from exc
+    missing = [c for c in REQUIRED_COLUMNS if c not in schema.names]
+    if missing:
+        raise StatsFileError(path, f"a Parquet file without the columns {', '.join(missing)}")
+    meta = schema.metadata or {}
+    return json.loads(meta[PLAN_METADATA]) if PLAN_METADATA in meta else None
 
 
 def plan_key(uri: str) -> str:
@@ -71,23 +109,24 @@ def stats_index(paths: list[str], *, input_uri: str, storage: StorageOptions) ->
     ``group``, ``lo``, ``hi``), or None where a part was not written for ``input_uri`` by
     :func:`write_stats_part` (a manifest run's, another prefix's, or one from before): then the earlier
     rows are not where the shards are, and planning goes through the shuffles."""
-    import pyarrow.parquet as pq
-
-    def ranges(path: str) -> list | None:
-        fs, p = filesystem(path, storage)
-        with fs.open(p, "rb") as f:
-            meta = pq.read_schema(f).metadata or {}
-        if PLAN_METADATA not in meta:
-            return None
-        record = json.loads(meta[PLAN_METADATA])
-        return record["ranges"] if record.get("input") == prefix_id(input_uri) else None
-
-    with ThreadPoolExecutor(max_workers=max(1, min(16, len(paths)))) as pool:
-        found = list(pool.map(ranges, paths))
+    prefix = prefix_id(input_uri)
+    found = [r["ranges"] if r and r.get("input") == prefix else None for r in check_parts(paths, storage)]
     if any(r is None for r in found):
         return None
     rows = [(path, g, lo, hi) for path, rs in zip(paths, found) for g, (lo, hi) in enumerate(rs)]
     return pa.table({name: [r[i] for r in rows] for i, name in enumerate(INDEX_SCHEMA.names)}, schema=INDEX_SCHEMA)
+
+
+def check_parts(paths: list[str], storage: StorageOptions) -> list[dict | None]:
+    """:func:`part_record` of every part of ``paths``, read on threads.
+
+    Raises:
+        StatsFileError: some file is not a stats part (the first such path is named).
+    """
+    if not paths:
+        return []
+    with ThreadPoolExecutor(max_workers=max(1, min(16, len(paths)))) as pool:
+        return list(pool.map(lambda p: part_record(p, storage), paths))
 
 
 def stats_files(output_uri: str, storage: StorageOptions) -> list[str]:

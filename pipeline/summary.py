@@ -33,6 +33,7 @@ class RunSummary:
     report_uri: str | None = None
     metrics: dict = field(default_factory=dict)  # where the time went, bytes, mean noise, failures by kind
     execution_stats: list[str] = field(default_factory=list)  # Ray Data's per-operator stats, per pass
+    compaction: dict | None = None  # the earlier runs' stats parts merged at the end (pipeline.compaction)
 
     @property
     def processed(self) -> int:
@@ -72,6 +73,12 @@ class RunSummary:
             f"  stats    {join_uri(self.output_uri, 'stats')}",
             f"  summary  {join_uri(self.output_uri, 'runs', self.run_id + '.json')}",
         ]
+        if self.compaction:
+            c = self.compaction
+            lines.append(
+                f"  compacted {c['sources']} earlier stats parts ({c['rows_in']} rows) into {len(c['parts'])} "
+                f"({c['rows_out']} rows) in {c['seconds']:.1f} s"
+            )
         if self.report_uri:
             lines.append(f"  report   {self.report_uri}")
         if self.dashboard_url:

@@ -33,8 +33,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..stats import check_parts, stats_index
 from ..stats import stats_files as find_stats_files
-from ..stats import stats_index
 from ..storage import StorageOptions, filesystem, join_uri, read_bytes, split_protocol
 from .colocated import plan_shards, vanished_elsewhere
 from .columns import PLANNED_SCHEMA, todo_rows
@@ -178,6 +178,7 @@ def _use_ray(*uris: str) -> bool:
 def _strategy(x, run: _Run):
     """The plan's dataset: colocated where the earlier stats allow it, else through the shuffles."""
     if run.manifest or not COLOCATED:
+        check_parts(run.stats_files, run.storage)  # a file that is not a stats part stops the plan, named
         return _shuffled(x, run)
     index = stats_index(run.stats_files, input_uri=run.input_uri, storage=run.storage) if run.stats_files else None
     if run.stats_files and index is None:  # some earlier part was not laid out for this prefix
