@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .adoption import adopt, adoption_candidates
 from .compaction import maybe_compact, recover
 from .lock import RunLock
 from .planning.plan import Plan, make_plan, unfinished_rows
@@ -148,7 +149,8 @@ def _write(ds, spec: RestoreSpec, ref: ModelRef, run_id: str, *, stop, failpoint
             "failpoints": failpoints,
             "stop": stop,
         },
-        batch_size=1,
+        # A model batch at a time (its block): one stop-flag call before its writes and one after.
+        batch_size=spec.resources.batch_size,
     )
 
 
@@ -218,6 +220,8 @@ def _run_locked(spec: RestoreSpec, run_id: str, ref: ModelRef, stop: GracefulSto
     if spec.output.report:
         rank = ranking_measure(spec.task, paired=bool(spec.input.reference))
         report = ReportCollector(start=time.time(), rank=rank, sample=spec.output.report_samples)
+    if plan is not None and plan.planned and not stop.requested:
+        _adopt(plan, ref, run_id, storage, writer, summary)
     try:
         if plan is not None and not stop.requested:
             _restore(spec, plan, ref, run_id, summary, stop, flag, writer, tally, report)
@@ -239,6 +243,16 @@ def _run_locked(spec: RestoreSpec, run_id: str, ref: ModelRef, stop: GracefulSto
         summary.compaction = _compact(spec, run_id)
     write_bytes_atomic(join_uri(spec.output.uri, "runs", f"{run_id}.json"), summary.to_json().encode(), storage)
     return summary
+
+
+def _adopt(plan: Plan, ref: ModelRef, run_id: str, storage, writer: StatsWriter, summary: RunSummary) -> None:
+    """Outputs written by an earlier run that never recorded them, adopted: their rows are written now and
+    their inputs left out of the plan (see :mod:`pipeline.adoption`)."""
+    adopted = adopt(adoption_candidates(plan), model=ref.id, run_id=run_id, storage=storage)
+    if adopted.num_rows:
+        writer.add(adopted)
+        plan.adopt(frozenset(adopted.column("input_uri").to_pylist()))
+        summary.adopted = adopted.num_rows
 
 
 def _compact(spec: RestoreSpec, run_id: str) -> dict | None:

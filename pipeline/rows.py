@@ -7,6 +7,7 @@ import pyarrow as pa
 
 OK, FAILED = "ok", "failed"
 RESTORED, PASSED = "restored", "passed"  # the action column: through the model, or passed through
+ADOPTED = "adopted"  # the action of an output found written (its provenance names this input and model), not made again
 STOPPED = "stopped"  # a row the model stage did not start because the run is stopping; it is never a stats row
 
 
@@ -15,7 +16,8 @@ class Col:
 
     planned (:mod:`pipeline.planning`, one row per input to restore): ``INPUT_URI``, ``OUTPUT_URI``, ``SIZE``
     (bytes as listed), ``VERSION`` (the store's version identity, "" where it gives none),
-    ``REFERENCE_URI`` (a clean reference or "");
+    ``REFERENCE_URI`` (a clean reference or ""), ``OUTPUT_PRESENT`` (a file is there under the output's
+    name that no stats row accounts for: the driver may adopt it, :mod:`pipeline.adoption`);
     read (:func:`pipeline.stages.read.read_batch`): ``DATA`` (the file's bytes), ``STATUS`` and ``ERROR`` (a row that
     failed carries its reason to the stats; every later stage passes it through), and ``VERSION`` filled
     with the content's sha256 where the store gave none;
@@ -28,6 +30,7 @@ class Col:
     """
 
     INPUT_URI, OUTPUT_URI, SIZE, VERSION, REFERENCE_URI = "input_uri", "output_uri", "size", "version", "reference_uri"
+    OUTPUT_PRESENT = "output_present"
     DATA, STATUS, ERROR = "data", "status", "error"
     PIXELS, SHAPE, DTYPE, MODE, LOSSY = "pixels", "shape", "dtype", "mode", "lossy"
     NOISE_BEFORE, RAIN_BEFORE, METADATA, DECODE_SECONDS = "noise_before", "rain_before", "metadata", "decode_seconds"
@@ -54,7 +57,9 @@ STATS_SCHEMA = pa.schema(
         ("input_version", pa.string()),
         ("output_bytes", pa.int64()),
         ("output_format", pa.string()),  # "png", "webp", "jpeg" or "tiff"
-        ("action", pa.string()),  # "restored", or "passed": below the gate's level, written unchanged
+        # "restored"; "passed": below the gate's level, written unchanged; "adopted": the output was found
+        # written by an earlier run that never recorded it (its provenance matches), and kept as it is
+        ("action", pa.string()),
         ("seconds", pa.float64()),  # model time for this image
         ("decode_seconds", pa.float64()),
         ("encode_seconds", pa.float64()),

@@ -21,6 +21,7 @@ class RunSummary:
     changed: int = 0  # restored again: the input changed since an earlier run restored it
     vanished: int = 0  # inputs that earlier runs saw and that are gone now; their outputs stay
     reformatted: int = 0  # restored again: their output is in another format than output.format asks now
+    adopted: int = 0  # not restored: their output was found written, unrecorded, by this model (pipeline.adoption)
     ok: int = 0
     failed: int = 0
     megapixels: float = 0.0
@@ -65,7 +66,8 @@ class RunSummary:
             + ("  NO IMAGES: nothing there has an image extension" if not self.listed and not self.vanished else ""),
             f"  ok {self.ok}   failed {self.failed}   skipped: {self.skipped} already done, "
             f"{self.still_bad} undecodable before and unchanged; {self.changed} changed since restored, "
-            f"{self.vanished} vanished, {self.reformatted} into a new format",
+            f"{self.vanished} vanished, {self.reformatted} into a new format"
+            + (f", {self.adopted} adopted (written before, never recorded)" if self.adopted else ""),
             f"  {self.processed} images, {self.megapixels:.1f} MP in {self.wall_seconds:.1f} s: "
             f"{self.images_per_second:.2f} images/s, {self.megapixels_per_second:.2f} MP/s "
             f"(planning {self.plan_seconds:.1f} s)",

@@ -30,6 +30,7 @@ def plan_shards(
     output_uri: str,
     model: str,
     index: pa.Table | None = None,
+    outputs: bool = False,
 ) -> pa.Table:
     """List ``shards`` and plan them in one task: :data:`~pipeline.planning.columns.PLANNED_SCHEMA`.
 
@@ -39,17 +40,22 @@ def plan_shards(
     prefix), the earlier rows of the shards' inputs are in the row groups whose key ranges meet the
     shards' (read here, those rows alone kept), and their outputs in the output folders that mirror the
     shards (listed here). ``settle``: :func:`~pipeline.planning.settle.settle_inputs` with the run's
-    arguments.
+    arguments. ``outputs``: the output prefix has images; without earlier stats they are listed too, so
+    that a file under an input's name that no row accounts for is marked (see
+    :func:`~pipeline.planning.settle.settle_names`).
     """
     inputs = listed_inputs(list_shards(shards, storage=storage, images_only=True))
+    present: set[str] = set()
+    if index is not None or outputs:  # ``outputs``: the output has images (a first run may find some)
+        folders = mirrors(shards, input_uri=input_uri, output_uri=output_uri)
+        listed = list_shards(folders, storage=storage, images_only=False, missing_ok=True, names_only=True)
+        present = set(listed.column("uri").to_pylist())
     if index is None:
-        return settle_names(settle(inputs), output_uri=output_uri)
+        return settle_names(settle(inputs), output_uri=output_uri, present=present)
     ranges = shard_ranges(shards)
     earlier = read_ranges(index, ranges, model=model, storage=storage, keep=lambda k: within(ranges, k))
-    folders = mirrors(shards, input_uri=input_uri, output_uri=output_uri)
-    present = list_shards(folders, storage=storage, images_only=False, missing_ok=True, names_only=True)
-    routed = settle(pa.concat_tables([inputs, earlier]), present=set(present.column("uri").to_pylist()))
-    return settle_names(routed, output_uri=output_uri)
+    routed = settle(pa.concat_tables([inputs, earlier]), present=present)
+    return settle_names(routed, output_uri=output_uri, present=present)
 
 
 def vanished_elsewhere(shards: pa.Table, *, index: pa.Table, model: str, storage: StorageOptions) -> pa.Table:

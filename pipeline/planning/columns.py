@@ -65,6 +65,7 @@ TODO_FIELDS = [
     pa.field(Col.VERSION, pa.string()),  # "": the read stage records the content's hash instead
     pa.field(Col.OUTPUT_URI, pa.string()),
     pa.field(Col.REFERENCE_URI, pa.string()),  # "" not None: all-None columns lose their type
+    pa.field(Col.OUTPUT_PRESENT, pa.bool_()),  # a file is under the output's name that no stats row accounts for
 ]
 TODO_COLUMNS = [f.name for f in TODO_FIELDS]
 PLANNED_SCHEMA = pa.schema([*TODO_FIELDS, *COUNT_FIELDS])
@@ -84,9 +85,13 @@ def counts_row(**counts: int) -> pa.Table:
     return pa.table({**{name: [None] for name in TODO_COLUMNS}, **values}, schema=PLANNED_SCHEMA)
 
 
-def todo_rows(planned: pa.Table) -> pa.Table:
-    """The rows to restore of ``planned`` (:data:`PLANNED_SCHEMA`): :data:`TODO_COLUMNS`, no counts."""
-    return planned.filter(pc.is_valid(planned.column(Col.INPUT_URI))).select(TODO_COLUMNS)
+def todo_rows(planned: pa.Table, leave_out: frozenset[str] = frozenset()) -> pa.Table:
+    """The rows to restore of ``planned`` (:data:`PLANNED_SCHEMA`): :data:`TODO_COLUMNS`, no counts, and
+    none of the inputs ``leave_out``."""
+    rows = planned.filter(pc.is_valid(planned.column(Col.INPUT_URI))).select(TODO_COLUMNS)
+    if leave_out:
+        rows = rows.filter(pc.invert(pc.is_in(rows.column(Col.INPUT_URI), value_set=pa.array(sorted(leave_out)))))
+    return rows
 
 
 def tally_rows(planned: pa.Table) -> pa.Table:

@@ -73,12 +73,18 @@ class Plan:
     reformatted: int = 0  # in todo because their output is in another format than the one asked for now
     rows: list[dict] | None = field(default=None, repr=False)  # the rows to restore, when planned without Ray
     blocks: list[Any] | None = field(default=None, repr=False)  # else the plan's blocks in Ray's object store
+    adopted: frozenset[str] = frozenset()  # inputs whose output was adopted (pipeline.adoption): not restored
 
     @property
     def todo(self) -> list[dict]:
         """The rows to restore, in URI order, as a list (from the object store: small plans only)."""
         rows = self.rows if self.blocks is None else self.dataset().take_all()
-        return sorted(rows, key=lambda r: r["input_uri"])
+        return sorted((r for r in rows if r["input_uri"] not in self.adopted), key=lambda r: r["input_uri"])
+
+    def adopt(self, uris: frozenset[str]) -> None:
+        """Leave ``uris`` out of the rows to restore: their outputs were adopted."""
+        self.adopted |= uris
+        self.planned -= len(uris)
 
     def dataset(self):
         """The rows to restore as a new Ray Dataset (it takes the current ``DataContext``), over the
@@ -86,9 +92,10 @@ class Plan:
         import ray
 
         if self.blocks is None:
-            return ray.data.from_items(self.rows or [])
+            return ray.data.from_items([r for r in self.rows or [] if r["input_uri"] not in self.adopted])
         blocks = self.blocks or [ray.put(PLANNED_SCHEMA.empty_table())]
-        return ray.data.from_arrow_refs(blocks).map_batches(todo_rows, batch_format="pyarrow", batch_size=None)
+        todo = functools.partial(todo_rows, leave_out=self.adopted)
+        return ray.data.from_arrow_refs(blocks).map_batches(todo, batch_format="pyarrow", batch_size=None)
 
 
 @dataclass(frozen=True)
@@ -190,7 +197,9 @@ def _colocated(x, run: _Run, index: pa.Table | None):
     """Each listing task plans its shards (folders) whole; one more counts the inputs of folders gone."""
     shards = _shards(x, run.input_uri, run.storage)
     common = {"storage": run.storage, "input_uri": run.input_uri, "output_uri": run.output_uri, "model": run.model}
-    planned = x.map(shards, plan_shards, settle=run.settle, index=index, **common)
+    fs, images = filesystem(join_uri(run.output_uri, "images"), run.storage)
+    outputs = index is None and fs.exists(images)
+    planned = x.map(shards, plan_shards, settle=run.settle, index=index, outputs=outputs, **common)
     if index is None:
         return planned
     gone = x.map(x.gather(shards), vanished_elsewhere, index=index, model=run.model, storage=run.storage)

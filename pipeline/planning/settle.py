@@ -189,16 +189,18 @@ def present_outputs(listed: pa.Table) -> pa.Table:
     )
 
 
-def settle_names(part: pa.Table, *, output_uri: str) -> pa.Table:
+def settle_names(part: pa.Table, *, output_uri: str, present: set[str] | None = None) -> pa.Table:
     """Step 2, on rows (:data:`ROUTED_SCHEMA`) hashed by ``name_key``: skip the inputs whose output is
-    there, name the others, and count. Returns :data:`PLANNED_SCHEMA` rows.
+    there, name the others, and count. Returns :data:`PLANNED_SCHEMA` rows; an input whose output name
+    is taken by a file that no stats row accounts for is marked ``output_present`` (the driver may adopt
+    it). ``present``: the outputs there, where ``part`` holds no rows of them (planning shards whole).
 
     When two inputs would get one name (``a.jpg`` and ``a.png``), the first to claim it keeps it (earlier
     runs claim first, then inputs in URI order, or a manifest's order) and the others get
     ``<name>.<ext>.<new ext>``, so nothing is overwritten and names stay stable from run to run.
     """
     claimed: dict[str, str] = {}  # output name -> input that owns it
-    present: set[str] = set()
+    present = set(present or ())
     counts = dict.fromkeys(COUNTS, 0)
     kinds = part.column("kind").to_pylist()
     uris = part.column("input_uri").to_pylist()
@@ -221,7 +223,7 @@ def settle_names(part: pa.Table, *, output_uri: str) -> pa.Table:
     records.sort(key=lambda i: (orders[i], uris[i]))
     images = join_uri(output_uri, "images").rstrip("/") + "/"
     out: dict[str, list] = {name: [] for name in PLANNED_SCHEMA.names}
-    o_uri, o_size, o_version, o_out, o_ref = (out[name] for name in TODO_COLUMNS)
+    o_uri, o_size, o_version, o_out, o_ref, o_present = (out[name] for name in TODO_COLUMNS)
     same, sizes, versions, rels, formats = cols["same"], cols["size"], cols["version"], cols["rel"], cols["format"]
     for i in records:
         uri, keep = uris[i], outs[i]
@@ -239,6 +241,7 @@ def settle_names(part: pa.Table, *, output_uri: str) -> pa.Table:
         o_version.append(versions[i])
         o_out.append(keep)
         o_ref.append(refs[i])
+        o_present.append(keep in present)
     for c in COUNTS:
         out[f"n_{c}"].extend([0] * len(o_uri))
     for name in TODO_COLUMNS:

@@ -173,19 +173,57 @@ def _text(img) -> dict[str, str]:
     return {}
 
 
-def provenance(*, software: str, model: str, run_id: str, meta: Metadata) -> dict[str, str]:
-    """The record a restored file carries of what made it, as flat key/value pairs.
+def provenance(
+    *, software: str, model: str, run_id: str, meta: Metadata, input_uri: str = "", input_version: str = ""
+) -> dict[str, str]:
+    """The record a restored file carries of what made it, as flat key/value pairs: the software, the
+    model and the run, and the input it was made from (its URI and version: a later run that finds the
+    file with no stats row adopts it, :mod:`pipeline.adoption`).
 
     >>> provenance(software="dgunet-restore 0.1.0", model="dgunet/denoise@sha256:ab12", run_id="r1",
     ...            meta=Metadata(format="JPEG", icc_description="Adobe RGB (1998)"))["source_icc"]
     'Adobe RGB (1998)'
     """
     record = {"software": software, "model": model, "run_id": run_id}
+    if input_uri:
+        record.update(input_uri=input_uri, input_version=input_version)
     if meta.format:
         record["source_format"] = meta.format
     if meta.icc_description:
         record["source_icc"] = meta.icc_description
     return record
+
+
+def read_provenance(data: bytes) -> dict[str, str]:
+    """The provenance record of a file this project wrote (:func:`provenance`), from its metadata alone:
+    PNG text chunks, or the ``dgunet`` namespace of its XMP. No pixels are decoded. Empty where the file
+    has none (or is not an image).
+
+    >>> read_provenance(png_bytes)["model"]  # doctest: +SKIP
+    'dgunet/denoise@sha256:ab12...'
+    """
+    import re
+    from xml.sax.saxutils import unescape
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = Image.open(io.BytesIO(data))  # reads headers and metadata, not the pixels
+            if img.format == "PNG":
+                text = {k: str(v) for k, v in img.info.items() if isinstance(v, str)}
+                record = {k[len("dgunet:") :]: v for k, v in text.items() if k.startswith("dgunet:")}
+                if "Software" in text:
+                    record["software"] = text["Software"]
+                return record if "model" in record else {}
+            xmp = img.info.get("xmp") or (img.tag_v2.get(XMP_TAG, b"") if img.format == "TIFF" else b"")
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return {}
+    if isinstance(xmp, str):
+        xmp = xmp.encode("utf-8")
+    found = re.findall(rb"<dgunet:(\w+)>([^<]*)</dgunet:\1>", bytes(xmp))
+    return {k.decode(): unescape(v.decode("utf-8", "replace")) for k, v in found}
 
 
 def xmp_with(xmp: bytes, record: dict[str, str], text: dict[str, str]) -> bytes:

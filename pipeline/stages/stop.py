@@ -8,8 +8,10 @@ driver leaves out of the stats); the next run plans them again. What the model h
 still written.
 
 The flag also holds the stats row of each image written until the driver has it: the write stage asks
-the flag before it writes an image (:meth:`StopFlag.begin`) and hands it the row once written
-(:meth:`StopFlag.finish`), and the driver acknowledges the rows the pipeline delivers. A driver that has
+the flag before it writes a batch of images (:meth:`StopFlag.begin`, one call for the batch) and hands it
+the batch's rows once written (:meth:`StopFlag.finish`, one more), and the driver acknowledges the rows
+the pipeline delivers. Two calls per write batch, not per image, so that one flag keeps up with a cluster
+of writers (``bench/stop_flag.py``). A driver that has
 to stop listening to the pipeline (at its drain deadline) closes the flag to new writes, waits a little
 for the writes under way (:meth:`StopFlag.writing`), and takes the rows still held (:meth:`StopFlag.take`):
 every image written by then has its row, and no write starts after it.
@@ -38,19 +40,20 @@ class StopFlag:
     def is_set(self) -> bool:
         return self._raised
 
-    def begin(self, uri: str) -> bool:
-        """Whether the image of ``uri`` may be written: not once the flag is closed."""
+    def begin(self, uris: list[str]) -> bool:
+        """Whether the images of ``uris`` (a write batch) may be written: not once the flag is closed."""
         if self._closed:
             return False
-        self._writing.add(uri)
+        self._writing.update(uris)
         return True
 
-    def finish(self, uri: str, row: dict | None) -> None:
-        """The write of ``uri`` ended; hold its stats ``row`` (None: nothing was written) until the driver
-        has it."""
-        self._writing.discard(uri)
-        if row is not None:
-            self._undelivered[uri] = row
+    def finish(self, rows: dict[str, dict | None]) -> None:
+        """The writes of a batch ended; hold the stats row of each image written (``rows``: input_uri ->
+        row, None where nothing was written) until the driver has it."""
+        for uri, row in rows.items():
+            self._writing.discard(uri)
+            if row is not None:
+                self._undelivered[uri] = row
 
     def close(self) -> None:
         """No write starts from now on."""
@@ -91,28 +94,28 @@ def stopped(flag) -> bool:
         return False
 
 
-def begin_write(flag, uri: str) -> bool:
-    """Whether the run's ``flag`` lets the image of ``uri`` be written (False once the driver has closed
-    it); an unreachable flag lets it."""
+def begin_writes(flag, uris: list[str]) -> bool:
+    """Whether the run's ``flag`` lets the images of ``uris`` (a write batch) be written (False once the
+    driver has closed it); an unreachable flag lets them."""
     import ray
 
     try:
-        return bool(ray.get(flag.begin.remote(uri), timeout=30))
+        return bool(ray.get(flag.begin.remote(uris), timeout=30))
     except Exception as exc:  # an unreachable flag must not stop a healthy run
         log.warning("Could not ask the run's stop flag before a write: %s", exc)
         return True
 
 
-def finish_write(flag, uri: str, row: dict | None) -> None:
-    """Tell the run's ``flag`` that the write of ``uri`` ended, with the stats ``row`` of the image written
-    (None: none was), and wait until it has it: a task may be ended (the run stopping) as soon as its
-    images are written."""
+def finish_writes(flag, rows: dict[str, dict | None]) -> None:
+    """Tell the run's ``flag`` that a batch's writes ended, with the stats row of each image written
+    (``rows``: input_uri -> row, None where none was), and wait until it has them: a task may be ended
+    (the run stopping) as soon as its images are written."""
     import ray
 
     try:
-        ray.get(flag.finish.remote(uri, row), timeout=30)
-    except Exception as exc:  # the row still travels through the pipeline
-        log.warning("Could not record a written image on the stop flag: %s", exc)
+        ray.get(flag.finish.remote(rows), timeout=30)
+    except Exception as exc:  # the rows still travel through the pipeline
+        log.warning("Could not record written images on the stop flag: %s", exc)
 
 
 def close_and_take(flag, wait: float) -> tuple[list[dict], int]:

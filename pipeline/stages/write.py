@@ -18,7 +18,7 @@ from . import quality
 from .decode import DecodeError, decode_image
 from .encode import EncodeOptions, Tags, check_fits, encode_image, format_of
 from .metadata import Metadata, provenance, tags_for
-from .stop import begin_write, finish_write
+from .stop import begin_writes, finish_writes
 
 
 def write_batch(
@@ -53,17 +53,22 @@ def write_batch(
     settings = _Settings(
         run_id, model, storage, max_pixels, options or EncodeOptions(), keep_metadata, failpoints or {}
     )
+    to_write = [i for i in range(n) if batch[Col.STATUS][i] == OK]
+    # One call for the batch: once the driver has closed the flag, no image of it is written (the next
+    # run plans them again), and the rows of those written are handed to the flag in one more call.
+    allowed = stop is None or not to_write or begin_writes(stop, [batch[Col.INPUT_URI][i] for i in to_write])
+    held: dict[str, dict | None] = {}
     for i in range(n):
-        uri = batch[Col.INPUT_URI][i]
-        if stop is None or batch[Col.STATUS][i] != OK:
-            row = _stats_row(batch, i, settings, now)
-        elif begin_write(stop, uri):
-            row = _stats_row(batch, i, settings, now)
-            finish_write(stop, uri, row if row["status"] == OK else None)
-        else:  # the driver takes no more rows: the next run plans this image again
+        if batch[Col.STATUS][i] == OK and not allowed:
             row = _stats_row(batch, i, settings, now, status=STOPPED)
+        else:
+            row = _stats_row(batch, i, settings, now)
+        if stop is not None and batch[Col.STATUS][i] == OK and allowed:
+            held[row["input_uri"]] = row if row["status"] == OK else None
         for k, v in row.items():
             rows[k][i] = v
+    if held:
+        finish_writes(stop, held)
     return {k: np.array(v, dtype=object) for k, v in rows.items()}
 
 
@@ -139,7 +144,14 @@ def _write_output(batch: dict[str, np.ndarray], i: int, restored: np.ndarray, s:
     meta = Metadata.from_json(batch[Col.METADATA][i] if Col.METADATA in batch else "")
     if not s.keep_metadata:  # the profile stays: it says what the pixels mean
         meta = Metadata(format=meta.format, icc_description=meta.icc_description, icc=meta.icc)
-    record = provenance(software=software(), model=s.model, run_id=s.run_id, meta=meta)
+    record = provenance(
+        software=software(),
+        model=s.model,
+        run_id=s.run_id,
+        meta=meta,
+        input_uri=batch[Col.INPUT_URI][i],
+        input_version=batch[Col.VERSION][i] or "",
+    )
     encoded, kept, problems = encode_with_metadata(restored, fmt, s.options, meta, record)
     if fires(s.failpoints, "write.stall", batch[Col.INPUT_URI][i]):
         print(f"fail point write.stall: {batch[Col.INPUT_URI][i]}", file=sys.stderr, flush=True)

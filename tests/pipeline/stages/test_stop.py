@@ -23,17 +23,19 @@ def test_a_write_under_way_is_waited_for_and_none_starts_after_the_close(ray_loc
     import ray
 
     flag = start_flag()
-    assert ray.get(flag.begin.remote("s3://b/in/a.png"))  # a write under way when the driver stops
+    batch = ["s3://b/in/a.png", "s3://b/in/a2.png"]
+    assert ray.get(flag.begin.remote(batch))  # a write batch under way when the driver stops
     rows, writing = close_and_take(flag, wait=0.3)
-    assert (rows, writing) == ([], 1)  # waited for (0.3 s), then left: its task ends with the driver
-    assert not ray.get(flag.begin.remote("s3://b/in/b.png"))  # closed: no write starts any more
-    ray.get(flag.finish.remote("s3://b/in/a.png", {"input_uri": "s3://b/in/a.png"}))
+    assert (rows, writing) == ([], 2)  # waited for (0.3 s), then left: its task ends with the driver
+    assert not ray.get(flag.begin.remote(["s3://b/in/b.png"]))  # closed: no write starts any more
+    ray.get(flag.finish.remote({"s3://b/in/a.png": {"input_uri": "s3://b/in/a.png"}, "s3://b/in/a2.png": None}))
     rows, writing = close_and_take(flag, wait=0.3)
-    assert (rows, writing) == ([{"input_uri": "s3://b/in/a.png"}], 0)
+    assert (rows, writing) == ([{"input_uri": "s3://b/in/a.png"}], 0)  # a2 was not written: no row
     ray.kill(flag)
 
 
 def test_the_write_stage_hands_each_row_to_the_flag_and_writes_nothing_once_it_is_closed(ray_local, tmp_path):
+    """One batch of two images: one call to the flag before the batch, one after."""
     import ray
 
     flag = start_flag()
