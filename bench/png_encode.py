@@ -1,7 +1,7 @@
 """Output encoders on restored photos: PNG encoders and zlib levels, then every output format and setting.
 
     python bench/png_encode.py                  # both parts
-    python bench/png_encode.py --part formats   # only the output formats (README, "Output formats")
+    python bench/png_encode.py --part formats   # only the output formats (docs/performance.md, "Output formats")
 
 The pipeline writes every restored image as PNG, so the encoder must keep up with the model. This
 restores a 1280x720 crop of a bundled photo with the default model (8-bit) and a 16-bit copy, then encodes

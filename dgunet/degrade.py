@@ -35,22 +35,22 @@ class Degradation:
 
     __pydantic_config__ = {"extra": "forbid"}
 
-    kinds: tuple[str, ...] = ("noise",)  # applied in this order, each with its probability below
+    kinds: tuple[str, ...] = ("noise",)  # of noise, blur, rain, jpeg; applied in this order, each with its probability
     clean_probability: float = 0.0  # share of images left clean (only quantised): teaches "do no harm"
-    noise_probability: float = 1.0
+    noise_probability: float = 1.0  # share of images that get the noise
     sigma: tuple[float, float] = (0.0, 50.0)  # Gaussian noise std, in 8-bit levels (0-255)
     blur_size: tuple[int, int] = (7, 21)  # kernel size in pixels (odd)
     blur_motion_probability: float = 0.5  # camera shake (random smooth trajectory), else defocus (disk)
     blur_noise: tuple[float, float] = (0.0, 0.0)  # sensor noise after the blur, sigma in 8-bit levels
     rain_density: tuple[float, float] = (0.002, 0.01)  # fraction of pixels seeding a streak
-    rain_length: tuple[int, int] = (10, 30)
+    rain_length: tuple[int, int] = (10, 30)  # streak length in pixels
     rain_width: tuple[float, float] = (1.0, 1.0)  # streak width in pixels
-    rain_brightness: tuple[float, float] = (0.5, 1.0)
+    rain_brightness: tuple[float, float] = (0.5, 1.0)  # streak brightness (0-1)
     rain_angle: float = 0.4  # the fall direction varies up to this many radians from vertical
     rain_haze: float = 0.0  # veil of light in a downpour (0: none), less in lighter rain
     rain_renderer: str = "smear"  # "smear" (training) or "lines" (an independent renderer, for testing)
-    jpeg_quality: tuple[int, int] = (30, 90)
-    jpeg_probability: float = 1.0
+    jpeg_quality: tuple[int, int] = (30, 90)  # JPEG quality (1-100)
+    jpeg_probability: float = 1.0  # share of images that get the JPEG compression
     quantize: bool = True  # round to 8 bits at the end, as a degraded image saved to a PNG is
 
     def __post_init__(self) -> None:

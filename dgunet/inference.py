@@ -51,7 +51,7 @@ def recommended_options(model: nn.Module) -> InferenceOptions:
 
     A network trained on small patches sees whole-image statistics in its global operations only at
     test time; its weights can declare tiles of about the training size, which then work better than
-    the whole image (see the model card in the README).
+    the whole image (see the model card in docs/models.md).
     """
     weights = getattr(model, "weights", None)
     return InferenceOptions(**getattr(weights, "inference", {}))

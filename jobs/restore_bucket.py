@@ -60,7 +60,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--local-ray-no-auth",
         action="store_true",
         help="start the local Ray without token auth: any process on this machine can then run code through it "
-        "(see the README's warning); refused with --address or RAY_ADDRESS",
+        "(see docs/security.md); refused with --address or RAY_ADDRESS",
     )
     ap.add_argument("--run-id", help="name of this run (default: UTC time and a random suffix)")
     return ap.parse_args(argv)

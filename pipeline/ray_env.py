@@ -37,7 +37,7 @@ AUTH_MODE = "RAY_AUTH_MODE"
 TOKEN_ENV = "RAY_AUTH_TOKEN"
 TOKEN_PATH_ENV = "RAY_AUTH_TOKEN_PATH"
 NO_AUTH_FLAG = "--local-ray-no-auth"
-_FIX = "see the README's 'Ray's token' section"
+_FIX = "see 'Ray's token' in docs/security.md"
 
 
 class RayAccessError(RuntimeError):
@@ -121,7 +121,7 @@ def check_auth_settings(address: str | None, *, auth: bool) -> None:
         )
     raise RayAccessError(
         f"{AUTH_MODE}: expected token (or unset) for a local Ray, but got {mode!r} instead. Unset it; a local "
-        f"Ray runs without auth only with {NO_AUTH_FLAG} (see the README's warning)."
+        f"Ray runs without auth only with {NO_AUTH_FLAG} (see docs/security.md)."
     )
 
 

@@ -55,26 +55,43 @@ class ArchSpec(StrictModel):
 
     arch: Arch = Field("dgunet", description="dgunet (middle stages share weights) or dgunet_plus")
     n_feat: int | None = Field(None, ge=2, description="channels at full resolution; None: the task preset")
-    scale_unetfeats: int | None = Field(None, ge=2)
-    scale_orsnetfeats: int | None = Field(None, ge=1)
+    scale_unetfeats: int | None = Field(
+        None, ge=2, description="channels added at each coarser U-Net level; None: the task preset"
+    )
+    scale_orsnetfeats: int | None = Field(
+        None, ge=1, description="extra channels of the last stage's fusion conv (dgunet only); None: the task preset"
+    )
     depth: int = Field(5, ge=1, description="middle stages; the network has depth + 2")
 
 
 class ModelSpec(ArchSpec):
     """The restore job's network: an architecture and the weights it loads."""
 
-    weights: str | None = Field(None, description="checkpoint URI; None: the bundled default of the task")
+    weights: str | None = Field(
+        None,
+        description="checkpoint URI (official files load as they are; give their widths); None: the bundled "
+        "default of the task",
+    )
 
 
 class InputSpec(StrictModel):
-    uri: str = Field(description="prefix (or single file) to restore: s3://bucket/prefix, gs://..., local path")
+    """What to restore."""
+
+    uri: str = Field(
+        description="prefix (or single file) to restore: s3://bucket/prefix, gs://..., local path; listed "
+        "recursively for png, jpg/jpeg, tif/tiff, bmp, gif and webp files, any case"
+    )
     manifest: str | None = Field(None, description="a text file of input URIs, one per line, instead of listing")
     reference: str | None = Field(None, description="prefix of clean references with the same relative names")
     max_pixels: int = Field(120_000_000, ge=1, description="larger images fail with a reason (bomb guard)")
 
 
 class OutputSpec(StrictModel):
-    uri: str = Field(description="images/, stats/, runs/ are written under this prefix")
+    """Where and how the restored images, stats, summaries and reports are written."""
+
+    uri: str = Field(
+        description="images/, stats/, runs/, reports/ are written under this prefix (not inside input.uri)"
+    )
     format: Literal["png", "webp", "jpeg", "tiff", "same"] = Field(
         "png",
         description="png, webp, jpeg, tiff, or same: the input's format (by extension; png where it has none "
@@ -126,12 +143,12 @@ class OutputSpec(StrictModel):
 # the task's model always runs; no blur estimate exists, and deblurring reads the noise level only when a
 # spec sets one), and whether lossy files (JPEG, lossy WebP) are restored whatever their estimate. The
 # denoiser's level was chosen on the held-out test crops with the bundled denoiser (python bench/gate.py;
-# README, "Do no harm"): it loses 10.9, 5.3 and 2.0 dB on average at sigma 1, 2 and 3 (estimates up to 4.0),
-# gains 0.3 at sigma 4 (3.8-4.9) and 3.4 at sigma 6; it loses 1.1 dB on clean JPEGs (quality 60), so they
-# pass too. The deraining level passes 86% of centred 384 px crops of the training photos and restores 91%
-# of them under the evaluation's rain; on the held-out test crops every clean crop (0.26-1.36) passes and
-# every rainy one (2.19-4.93) is restored, where the CPU deraining model takes a clean crop to 29.7 dB
-# (python bench/gate.py --task derain; README, "The CPU deraining model").
+# docs/operations.md, "Runs do no harm"): it loses 10.9, 5.3 and 2.0 dB on average at sigma 1, 2 and 3
+# (estimates up to 4.0), gains 0.3 at sigma 4 (3.8-4.9) and 3.4 at sigma 6; it loses 1.1 dB on clean JPEGs
+# (quality 60), so they pass too. The deraining level passes 86% of centred 384 px crops of the training
+# photos and restores 91% of them under the evaluation's rain; on the held-out test crops every clean crop
+# (0.26-1.36) passes and every rainy one (2.19-4.93) is restored, where the CPU deraining model takes a
+# clean crop to 29.7 dB (python bench/gate.py --task derain; docs/models.md, "The CPU deraining model").
 GATE_DEFAULTS: dict[str, tuple[str, float | None, bool]] = {
     "denoise": ("noise", 4.5, False),
     "deblur": ("noise", None, True),
@@ -159,7 +176,7 @@ class GateSpec(StrictModel):
     """Images that need no restoration pass through: their output holds the input's pixels unchanged and
     their stats say ``action: passed``."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="false: restore every image")
     noise_below: float | None = Field(None, ge=0, description="estimated noise sigma (8-bit); null: the task's")
     rain_below: float | None = Field(
         None, ge=0, description="estimated rain level (8-bit; deraining runs); null: the task's"
@@ -181,6 +198,8 @@ class GateSpec(StrictModel):
 
 
 class ResourcesSpec(StrictModel):
+    """The model actors: what each holds, and how many run."""
+
     gpus_per_actor: float = Field(0, ge=0, description="0: CPU actors; fractions share a GPU")
     cpus_per_actor: float = Field(1, gt=0, description="also the actor's torch thread count")
     memory_per_actor_gb: float = Field(2.0, ge=0.25, description="memory Ray reserves for each model actor")
@@ -211,7 +230,9 @@ class InferenceSpec(StrictModel):
     tile_batch: int | None = Field(
         None, ge=1, description="tiles per forward pass (default: about 2 megapixels of tiles on a GPU, 1 on CPUs)"
     )
-    channels_last: bool | None = None
+    channels_last: bool | None = Field(
+        None, description="channels_last memory format (default true: faster convolutions on CPUs and GPUs)"
+    )
 
     def overrides(self) -> dict[str, Any]:
         """The fields this spec sets, as :class:`~dgunet.inference.InferenceOptions` keywords."""
@@ -227,9 +248,11 @@ class InferenceSpec(StrictModel):
 
 
 class StorageSpec(StrictModel):
+    """How to reach S3-compatible stores; credentials never come from here."""
+
     endpoint_url: str | None = Field(None, description="S3-compatible endpoint (default: AWS_ENDPOINT_URL)")
-    region: str | None = None
-    anon: bool = False
+    region: str | None = Field(None, description="S3 region (default: the environment's, e.g. AWS_REGION)")
+    anon: bool = Field(False, description="anonymous access, for public buckets (no credentials sent)")
     connect_timeout: float = Field(10.0, gt=0, description="seconds to open a connection before retrying")
     read_timeout: float = Field(
         60.0, gt=0, description="seconds to wait for an answer's next bytes before retrying the request"
@@ -246,6 +269,8 @@ class StorageSpec(StrictModel):
 
 
 class RestoreSpec(StrictModel):
+    """The restore job's spec (jobs/restore_bucket.py)."""
+
     task: Task = Field("denoise", description="what to restore; picks the bundled weights")
     model: ModelSpec = ModelSpec()
     input: InputSpec

@@ -22,7 +22,7 @@ IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", 
 
 @dataclass(frozen=True)
 class StorageOptions:
-    """How to reach a store. Secrets are never taken from here: see the README on credentials."""
+    """How to reach a store. Secrets are never taken from here: see docs/security.md on credentials."""
 
     endpoint_url: str | None = None
     region: str | None = None

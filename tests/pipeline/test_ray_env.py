@@ -124,7 +124,7 @@ def test_the_tests_own_ray_listens_on_loopback_only(ray_local, s3_endpoint):
 def test_ray_train_listens_on_loopback_but_for_torchs_tcpstore(ray_local, tmp_path):
     """Ray Train on the tests' Ray, two workers meeting over gloo as a data-parallel training does: every
     socket, gloo's included, is on loopback but one, torch's TCPStore on the first worker (the process
-    group's rendezvous), which torch binds to every interface whatever is set (the README says so)."""
+    group's rendezvous), which torch binds to every interface whatever is set (docs/security.md says so)."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -233,7 +233,7 @@ def test_a_wrong_or_missing_token_gives_one_line_with_the_fix(ray_head, tmp_path
     assert "Traceback" not in run.stderr and not run.stdout
     # One line of ours (Ray's own log lines start with a timestamp in brackets), with the fix.
     ours = [line for line in run.stderr.splitlines() if line and not line.startswith("[")]
-    assert len(ours) == 1 and says in ours[0] and "README" in ours[0], run.stderr
+    assert len(ours) == 1 and says in ours[0] and "docs/security.md" in ours[0], run.stderr
     assert not list((tmp_path / "out").rglob("*"))  # nothing written (storage was only checked)
 
 
