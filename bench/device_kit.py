@@ -139,12 +139,12 @@ def check(kit: Kit) -> None:
     import numpy as np
     import torch
 
-    from dgunet import InferenceOptions, load_pretrained, restore
+    from dgunet import InferenceOptions, create_model, restore
 
     dev, rng = kit.device, np.random.default_rng(0)
     res = kit.results.setdefault("check", {})
-    model_cpu = load_pretrained("denoise").eval()
-    model = load_pretrained("denoise").eval().to(dev)
+    model_cpu = create_model("denoise")
+    model = create_model("denoise", device=dev)
     base = InferenceOptions(max_pixels=1 << 30, tile=128, overlap=32)
     kinds = input_kinds(rng, kit.dry)
     tiled_side, tile = ((90, 110), 64) if kit.dry else ((700, 900), 256)
@@ -248,14 +248,14 @@ def check_oom(kit: Kit) -> None:
     import numpy as np
     import torch
 
-    from dgunet import InferenceOptions, load_pretrained, restore
+    from dgunet import InferenceOptions, create_model, restore
 
     img = (np.random.default_rng(1).random((2160, 3840, 3)) * 255).astype(np.uint8)
     torch.cuda.empty_cache()
     total = torch.cuda.get_device_properties(0).total_memory
     torch.cuda.set_per_process_memory_fraction(min(1.0, 2**30 / total))  # 1 GiB
     try:
-        model = load_pretrained("denoise").eval().cuda()
+        model = create_model("denoise", device="cuda")
         raised = False
         try:
             restore(model, img, options=InferenceOptions(max_pixels=1 << 30))
@@ -317,21 +317,21 @@ def time_forward(
 def measure(kit: Kit) -> None:
     import torch
 
-    from dgunet import build_model, load_pretrained
+    from dgunet import create_model
     from dgunet.registry import PRESETS
 
     dev = kit.device
     torch.backends.cudnn.benchmark = True
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     rows = kit.results.setdefault("measure", {}).setdefault("forward", [])
-    models = {"bundled/denoise_small": lambda: load_pretrained("denoise")}
+    models = {"bundled/denoise_small": lambda: create_model("denoise")}
     for (task, arch), _ in sorted(PRESETS.items()):
-        models[f"preset/{task}/{arch}"] = lambda task=task, arch=arch: build_model(arch, task=task)
+        models[f"preset/{task}/{arch}"] = lambda task=task, arch=arch: create_model(task, arch=arch, weights=False)
     if kit.dry:  # the bundled model and a tiny stand-in for the presets
         tiny = {"n_feat": 8, "scale_unetfeats": 4, "scale_orsnetfeats": 4, "depth": 1}
         models = {
             "bundled/denoise_small": models["bundled/denoise_small"],
-            "tiny": lambda: build_model("dgunet", **tiny),
+            "tiny": lambda: create_model("denoise", weights=False, **tiny),
         }
         sizes = {"64x64": (64, 64, (1, 2))}
         grids = {m: (sizes, PRECISIONS) for m in models}
@@ -396,11 +396,11 @@ def measure_tiles(kit: Kit) -> None:
 
     import torch
 
-    from dgunet import load_pretrained
+    from dgunet import create_model
     from dgunet.inference import recommended_options, restore_tensor
     from pipeline.stages.model import gpu_tile_batch
 
-    model = load_pretrained("denoise").eval().to(kit.device, memory_format=torch.channels_last)
+    model = create_model("denoise").to(kit.device, memory_format=torch.channels_last)
     h, w = (96, 128) if kit.dry else (1080, 1920)
     x = torch.rand(1, 3, h, w)
     base = recommended_options(model)
@@ -432,7 +432,7 @@ def measure_widths(kit: Kit) -> None:
     the next model's width is chosen by."""
     import torch
 
-    from dgunet import build_model
+    from dgunet import create_model
     from dgunet.losses import StagesLoss
 
     rows = kit.results["measure"].setdefault("widths", [])
@@ -440,7 +440,7 @@ def measure_widths(kit: Kit) -> None:
     for n_feat, unet, orsnet in WIDTHS[:2] if kit.dry else WIDTHS:
         if kit.left() < 180 and not kit.dry:
             return
-        model = build_model("dgunet", n_feat=n_feat, scale_unetfeats=unet, scale_orsnetfeats=orsnet)
+        model = create_model("denoise", weights=False, n_feat=n_feat, scale_unetfeats=unet, scale_orsnetfeats=orsnet)
         model = model.to(kit.device, memory_format=torch.channels_last)
         opt = torch.optim.Adam(model.parameters(), lr=1e-4)
         loss_fn = StagesLoss()
@@ -492,7 +492,7 @@ def measure_compile(kit: Kit) -> None:
     """``torch.compile`` of the bundled model against eager, at the best measured setting."""
     import torch
 
-    from dgunet import load_pretrained
+    from dgunet import create_model
 
     size = "64x64" if kit.dry else "1280x720"
     best = best_forward(kit, "bundled/denoise_small", size)
@@ -500,7 +500,7 @@ def measure_compile(kit: Kit) -> None:
         kit.log("skip torch.compile: not asked for (--compile), no eager number, or too little time")
         return
     h, w = (64, 64) if kit.dry else (720, 1280)
-    model = load_pretrained("denoise").eval().to(kit.device, memory_format=torch.channels_last)
+    model = create_model("denoise").to(kit.device, memory_format=torch.channels_last)
     x = torch.rand(best["batch"], 3, h, w, device=kit.device).contiguous(memory_format=torch.channels_last)
     t0 = time.perf_counter()
     compiled = torch.compile(model)
@@ -535,7 +535,7 @@ def measure_feeding(kit: Kit) -> None:
     import numpy as np
     import torch
 
-    from dgunet import load_pretrained
+    from dgunet import create_model
     from dgunet.inference import InferenceOptions, restore_tensor
 
     size = "64x64" if kit.dry else "1920x1080"
@@ -562,7 +562,7 @@ def measure_feeding(kit: Kit) -> None:
         "cores_per_gpu_estimate": cpu_s * best["images_per_s"],
         "runs": [],
     }
-    model = load_pretrained("denoise").eval().to(kit.device, memory_format=torch.channels_last)
+    model = create_model("denoise").to(kit.device, memory_format=torch.channels_last)
     opts = InferenceOptions(max_pixels=1 << 30, precision=best["precision"])
     n_images = 3 if kit.dry else 96
     threads = [1, 2] if kit.dry else [t for t in (1, 2, 4, 8, 12) if t <= (os.cpu_count() or 1)]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from dgunet import InferenceOptions, build_model, restore_tensor
+from dgunet import InferenceOptions, create_model, restore_tensor
 from dgunet.registry import PRESETS
 
 RESULTS = Path(__file__).parent / "results"
@@ -37,7 +37,7 @@ def count_flops(model, x) -> int:
 
 def bench(task: str, arch: str, h: int, w: int, repeats: int, peak: float) -> dict:
     torch.manual_seed(0)
-    model = build_model(arch, task=task).eval()
+    model = create_model(task, arch=arch, weights=False).eval()
     x = torch.rand(1, 3, h, w)
     flops = count_flops(model, torch.rand(1, 3, 64, 64)) * (h * w) / (64 * 64)  # linear in pixels
     plain_t, ours_t = [], []

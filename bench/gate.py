@@ -1,14 +1,15 @@
 """Where the pass-through gate should sit: the noise estimate of held-out photos against what the model
 gains on them, for clean photos, light noise and JPEG.
 
-    python bench/gate.py --clean data/photos/test [--checkpoint W --n-feat 16 ...]
-    python bench/gate.py --task derain --clean data/photos/test --checkpoint checkpoints/cpu/derain/last.pth \
-        --n-feat 8 --scale-unetfeats 4 --scale-orsnetfeats 4 --depth 1      # the rain level instead
+    python bench/gate.py --clean data/photos/test [--checkpoint W]                # the noise level
+    python bench/gate.py --task derain --checkpoint checkpoints/cpu/derain/last.pth  # the rain level
     python bench/gate.py --task derain --clean data/photos/train --crop 384 --checkpoint ...  # to choose by
 
 For each case and image it prints the estimated noise (what the gate sees) and the PSNR of the input and
 of the model's output against the clean photo. The gate should pass what the model does not improve
-and nothing it does; results go to ``bench/results/gate.jsonl``.
+and nothing it does; results go to ``bench/results/gate.jsonl``. The level chosen is the weights'
+metadata: the ``gate`` of their ``dgunet/weights/index.json`` entry (``jobs/export_weights.py --gate``),
+or for checkpoints of a task, its fallback in ``dgunet.registry.TASK_GATES``.
 """
 
 from __future__ import annotations
@@ -33,11 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clean", default="data/photos/test")
     ap.add_argument("--task", choices=sorted(CASES), default="denoise")
     ap.add_argument("--crop", type=int, help="take the centred crop of this side of each image")
-    ap.add_argument("--checkpoint", help="weights (default: the bundled denoiser)")
-    ap.add_argument("--n-feat", type=int, default=16)
-    ap.add_argument("--scale-unetfeats", type=int, default=8)
-    ap.add_argument("--scale-orsnetfeats", type=int, default=8)
-    ap.add_argument("--depth", type=int, default=5)
+    ap.add_argument("--checkpoint", help="weights: a checkpoint or a bundled name (default: the task's bundled)")
+    ap.add_argument("--arch", choices=("dgunet", "dgunet_plus"), help="default: the weights' (else dgunet)")
+    ap.add_argument("--n-feat", type=int, help="widths and depth: default the weights' (else the task preset's)")
+    ap.add_argument("--scale-unetfeats", type=int)
+    ap.add_argument("--scale-orsnetfeats", type=int)
+    ap.add_argument("--depth", type=int)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tile", type=int, default=128, help="0: whole images")
     ap.add_argument("--overlap", type=int, default=32)
@@ -46,27 +48,25 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from dgunet import build_model, load_checkpoint, load_pretrained, restore
+    from dgunet import WEIGHTS, create_model, restore
     from pipeline.stages.quality import noise_level, rain_level
     from pipeline.storage import list_images
     from pipeline.training.evaluate import Case, psnr_ssim
     from pipeline.training.loop import load_rgb
 
     torch.set_num_threads(args.threads)
-    if args.checkpoint:
-        model = build_model(
-            "dgunet",
-            n_feat=args.n_feat,
-            scale_unetfeats=args.scale_unetfeats,
-            scale_orsnetfeats=args.scale_orsnetfeats,
-            depth=args.depth,
-        )
-        load_checkpoint(model, args.checkpoint)
-        model.eval()
-    else:
-        model = load_pretrained(args.task)
+    model = create_model(
+        args.task,
+        arch=args.arch,
+        weights=args.checkpoint,
+        n_feat=args.n_feat,
+        scale_unetfeats=args.scale_unetfeats,
+        scale_orsnetfeats=args.scale_orsnetfeats,
+        depth=args.depth,
+    )
     # Which weights, so that rows of successive bundled weights stay apart in the results file.
-    weights = args.checkpoint or f"bundled {model.weights.sha256[:12]}"
+    bundled = model.weights.name in WEIGHTS
+    weights = f"bundled {model.weights.sha256[:12]}" if bundled else args.checkpoint
     tiling = (
         {"max_pixels": 1 << 40} if args.tile == 0 else {"max_pixels": 1, "tile": args.tile, "overlap": args.overlap}
     )

@@ -53,13 +53,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from dgunet import build_model, save_checkpoint
+    from dgunet import create_model, save_checkpoint
     from tests.servers import S3_ENV, SeaweedS3
 
     work = Path(tempfile.mkdtemp(prefix="bench-large-"))
     torch.manual_seed(0)
     widths = {"n_feat": 8, "scale_unetfeats": 4, "scale_orsnetfeats": 4}
-    save_checkpoint(work / "toy.pth", build_model("dgunet", **widths), epoch=0)
+    save_checkpoint(work / "toy.pth", create_model("denoise", weights=False, **widths), epoch=0)
     server = SeaweedS3(str(work / "weed"))
     try:
         os.environ.update(S3_ENV)

@@ -171,9 +171,9 @@ def target_gain(task: str, spec, before: float) -> float:
     """The gain a configuration of ``task`` is aiming at (see :data:`TARGETS`)."""
     if task in TARGETS:
         return TARGETS[task]
-    from dgunet import load_pretrained
+    from dgunet import create_model
 
-    return validation_psnr(spec, load_pretrained(task)) - before
+    return validation_psnr(spec, create_model(task)) - before
 
 
 def hours_to(rows: list[dict], target: float) -> float | None:

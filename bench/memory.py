@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dgunet import build_model, restore
+from dgunet import create_model, restore
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     w, h = (int(v) for v in args.size.split("x"))
-    model = FirstTiles(build_model(args.arch, task=args.task).eval(), args.real_tiles)
+    model = FirstTiles(create_model(args.task, arch=args.arch, weights=False).eval(), args.real_tiles)
     image = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
     before = rss_mb()
     t0 = time.perf_counter()

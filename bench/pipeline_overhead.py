@@ -50,13 +50,13 @@ def make_images(folder: Path, n: int, size: int) -> None:
 def plain_loop(src: Path, dst: Path, threads: int) -> float:
     import torch
 
-    from dgunet import load_pretrained, restore
+    from dgunet import create_model, restore
     from pipeline.stages.decode import decode_image
     from pipeline.stages.encode import encode_png
 
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    model = load_pretrained("denoise").to(memory_format=torch.channels_last)
+    model = create_model("denoise").to(memory_format=torch.channels_last)
     dst.mkdir(parents=True, exist_ok=True)
     for path in sorted(src.glob("*.png")):
         pixels = decode_image(path.read_bytes(), max_pixels=10**9).pixels

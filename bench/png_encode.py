@@ -48,14 +48,14 @@ def levels() -> int:
     import torch
     from PIL import Image
 
-    from dgunet import load_pretrained, restore
+    from dgunet import create_model, restore
 
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     photo = np.asarray(Image.open(ROOT / "dgunet" / "samples" / "landscapes" / "altai.jpg").convert("RGB"))
     reps = (-(-720 // photo.shape[0]), -(-1280 // photo.shape[1]), 1)
     img = np.tile(photo, reps)[:720, :1280]
-    model = load_pretrained("denoise")
+    model = create_model("denoise")
     t0 = time.perf_counter()
     restored = restore(model, img)
     model_s = time.perf_counter() - t0
@@ -127,7 +127,7 @@ def formats() -> int:
     import torch
     from PIL import Image
 
-    from dgunet import load_pretrained, restore
+    from dgunet import create_model, restore
     from pipeline.stages.encode import EncodeOptions, encode_image
 
     torch.set_num_threads(1)
@@ -136,7 +136,7 @@ def formats() -> int:
     if not paths:
         print("no photos in data/photos/test (python jobs/prepare_photos.py makes them)", file=sys.stderr)
         return 1
-    model = load_pretrained("denoise")
+    model = create_model("denoise")
     photos = []
     for p in paths:
         restored = restore(model, np.asarray(Image.open(p).convert("RGB")))

@@ -31,7 +31,8 @@ class UnsafeCheckpointError(ValueError):
 
 
 class CheckpointMismatchError(ValueError):
-    """The checkpoint's keys or shapes do not fit the model."""
+    """The weights do not fit the model asked for: their keys or shapes, or the task, arch or widths they
+    record."""
 
 
 def _open(uri: str | os.PathLike, mode: str):
@@ -109,7 +110,7 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *
     """Raise :class:`CheckpointMismatchError` naming every missing, unexpected and mis-shaped key.
 
     Only names and shapes are compared, so ``model`` may live on the ``meta`` device (no memory, no init):
-    that is how the driver checks a run's weights before anything else (:func:`check_weights`).
+    that is how ``create_model(..., device="meta")`` checks weights without loading them.
     """
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
@@ -154,8 +155,8 @@ def load_weights(model: nn.Module, checkpoint: bytes | Mapping[str, Any], *, nam
     Returns:
         The parsed checkpoint dict (``state_dict``, and ``optimizer``, ``step``... where it has them).
 
-    >>> from dgunet import build_model
-    >>> model = build_model("dgunet", n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4)
+    >>> from dgunet import create_model
+    >>> model = create_model("denoise", weights=False, n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4)
     >>> ckpt = load_weights(model, {"state_dict": model.state_dict()})
     """
     obj = parse_checkpoint(checkpoint, name=name) if isinstance(checkpoint, (bytes, bytearray)) else checkpoint
@@ -166,7 +167,10 @@ def load_weights(model: nn.Module, checkpoint: bytes | Mapping[str, Any], *, nam
 
 
 def load_checkpoint(model: nn.Module, uri: str | os.PathLike) -> dict[str, Any]:
-    """Load weights from ``uri`` into ``model`` in place, strictly (see :func:`load_weights`).
+    """Load weights from ``uri`` into a model one already has, in place, strictly (see :func:`load_weights`).
+
+    To get a model with its weights, checked against the arch and widths they record, use
+    :func:`dgunet.create_model` instead; this is for a model that exists already (one being trained).
 
     Args:
         model: a :class:`~dgunet.model.DGUNet` or :class:`~dgunet.model.DGUNetPlus` (any module works).
@@ -175,8 +179,8 @@ def load_checkpoint(model: nn.Module, uri: str | os.PathLike) -> dict[str, Any]:
     Returns:
         Information on the file: ``sha256`` of its bytes, and ``epoch`` and ``meta`` where it has them.
 
-    >>> from dgunet import build_model, load_checkpoint
-    >>> model = build_model("dgunet", task="denoise")
+    >>> from dgunet import create_model, load_checkpoint
+    >>> model = create_model("denoise", weights=False)
     >>> info = load_checkpoint(model, "s3://models/DGUNet.pth")  # doctest: +SKIP
     """
     data = read_bytes(uri)

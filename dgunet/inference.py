@@ -205,8 +205,8 @@ def restore(
             keyword ``overrides`` replace single fields of it.
 
     >>> import numpy as np
-    >>> from dgunet import build_model, restore
-    >>> model = build_model("dgunet", n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4).eval()
+    >>> from dgunet import create_model, restore
+    >>> model = create_model("denoise", weights=False, n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4).eval()
     >>> restore(model, np.zeros((5, 7, 3), np.uint8)).shape
     (5, 7, 3)
     """

@@ -1,8 +1,9 @@
 """Model names, task presets and the weights that ship with the package.
 
 Everything about a variant is declared once here: the widths of each official task folder, and for each
-bundled weights file its task, architecture, widths, parameter count, sha256, how it was trained and
-its measured quality.
+bundled weights file (an entry of ``weights/index.json``, read and written by :class:`Weights`) its task,
+architecture, widths, parameter count, sha256, default pass-through gate, how it was trained and its
+measured quality. :func:`dgunet.create_model` turns a task and weights into a model.
 """
 
 from __future__ import annotations
@@ -62,64 +63,82 @@ def model_from_config(cfg: DGUNetConfig) -> nn.Module:
     return DGUNet(cfg) if cfg.arch == "dgunet" else DGUNetPlus(cfg)
 
 
-def build_model(arch: str = "dgunet", *, task: str | None = None, **widths: Any) -> nn.Module:
-    """Build an untrained DGUNet (``"dgunet"``) or DGUNet+ (``"dgunet_plus"``).
-
-    Args:
-        arch: ``"dgunet"`` (middle stages share weights) or ``"dgunet_plus"`` (independent stages).
-        task: take the official widths of that task folder (``denoise``, ``deblur``, ``derain``);
-            without it, the denoising widths.
-        **widths: ``n_feat``, ``scale_unetfeats``, ``scale_orsnetfeats``, ``depth`` override the preset.
-
-    >>> model = build_model("dgunet", n_feat=16, scale_unetfeats=8, scale_orsnetfeats=8)
-    >>> model = build_model("dgunet_plus", task="deblur")
-    """
-    return model_from_config(make_config(arch, task=task, **widths))
-
-
-def check_weights(cfg: DGUNetConfig, checkpoint: bytes | Mapping[str, Any], *, name: str = "<bytes>") -> None:
-    """Check that a checkpoint's keys and shapes fit the model of ``cfg``, without building its weights.
-
-    The model is built on the ``meta`` device (shapes only, no memory, no initialisation), so this takes
-    milliseconds even for the full widths: a driver checks a run's weights before it does anything else.
-
-    Raises:
-        CheckpointMismatchError: naming every missing, unexpected and mis-shaped key.
-
-    >>> cfg = make_config("dgunet", n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4)
-    >>> check_weights(cfg, {"state_dict": model_from_config(cfg).state_dict()})
-    """
-    import torch
-
-    from .checkpoint import check_state_dict, extract_state_dict, parse_checkpoint
-
-    with torch.device("meta"):
-        model = model_from_config(cfg)
-    obj = parse_checkpoint(checkpoint, name=name) if isinstance(checkpoint, (bytes, bytearray)) else checkpoint
-    check_state_dict(model, extract_state_dict(obj), name=name)
-
-
 def num_params(model: nn.Module) -> int:
     """Unique parameters (shared modules counted once, as the official figures are)."""
     return sum(p.numel() for p in model.parameters())
 
 
+# The pass-through gate's fallback per task, for weights whose metadata has no gate of their own (a
+# checkpoint given by path): the estimate it reads (the noise level, or for deraining the rain level, as
+# the pipeline measures them), the level (8-bit levels) below which an image passes through unrestored
+# (None: the model always runs; no blur estimate exists, and deblurring reads the noise level only when a
+# spec sets one), and whether lossy files (JPEG, lossy WebP) are restored whatever their estimate. The
+# denoising level is the bundled denoiser's (its index.json entry says how it was chosen). The deraining
+# level passes 86% of centred 384 px crops of the training photos and restores 91% of them under the
+# evaluation's rain; on the held-out test crops every clean crop (0.26-1.36) passes and every rainy one
+# (2.19-4.93) is restored, where the CPU deraining model takes a clean crop to 29.7 dB
+# (python bench/gate.py --task derain; README, "The CPU deraining model").
+@dataclass(frozen=True)
+class Gate:
+    """Which images a restorer should leave alone: those whose estimated degradation is below a level."""
+
+    estimate: Literal["noise", "rain"]  # what is measured on the input: noise sigma or rain level (8-bit levels)
+    below: float | None  # an image whose estimate is below this passes through unrestored; None: none passes
+    restore_lossy: bool  # JPEG and lossy WebP files are restored whatever their estimate
+    chosen_by: str = ""  # how the level was chosen: the measurement, and the command that made it
+
+    def __post_init__(self) -> None:
+        if self.estimate not in ("noise", "rain"):
+            raise ValueError(f"Expected gate estimate 'noise' or 'rain', but got {self.estimate!r} instead.")
+
+
+TASK_GATES: dict[str, Gate] = {
+    "denoise": Gate("noise", 4.5, False, "the bundled denoiser's level (dgunet.denoise_small)"),
+    "deblur": Gate("noise", None, True),
+    "derain": Gate("rain", 1.5, False, "python bench/gate.py --task derain with the CPU deraining model"),
+}
+
+
 @dataclass(frozen=True)
 class Weights:
-    """A weights file shipped inside the package, with everything known about it."""
+    """Trained weights and everything known about them.
 
-    name: str  # "<arch>.<tag>", e.g. "dgunet.denoise_small"
-    file: str  # file name under dgunet/weights/
-    task: str
-    config: DGUNetConfig
-    num_params: int
-    sha256: str
+    Bundled weights are the entries of ``weights/index.json`` (:meth:`from_entry`, :meth:`to_entry`);
+    weights from a checkpoint are described by :func:`~dgunet.create_model` with what the file records,
+    and the task's fallback gate (:data:`TASK_GATES`).
+    """
+
+    name: str  # bundled: "<arch>.<tag>", e.g. "dgunet.denoise_small"; a checkpoint: its path or URL
+    file: str  # bundled: the file name under dgunet/weights/; a checkpoint: its path or URL
+    task: str  # "denoise", "deblur" or "derain"
+    config: DGUNetConfig  # the network the weights fit: arch, widths, depth
+    num_params: int  # unique parameters of that network (shared modules once), as num_params counts them
+    sha256: str  # of the file's bytes
+    gate: Gate  # which images to pass through unrestored by default
     recipe: dict[str, Any] = field(default_factory=dict)  # command, spec, data, steps, wall time
     metrics: dict[str, Any] = field(default_factory=dict)  # measured quality, with how it was measured
     inference: dict[str, Any] = field(default_factory=dict)  # recommended InferenceOptions fields
 
     def path(self):
+        """The file of bundled weights, inside the package."""
         return resources.files("dgunet") / "weights" / self.file
+
+    @classmethod
+    def from_entry(cls, entry: Mapping[str, Any]) -> Weights:
+        """Read an ``index.json`` entry; an unknown or missing key is an error that names it."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        required = [f.name for f in dataclasses.fields(cls) if f.default_factory is dataclasses.MISSING]
+        unknown, missing = sorted(set(entry) - set(names)), [n for n in required if n not in entry]
+        if unknown or missing:
+            raise ValueError(
+                f"Expected weights entry keys {names}, but got {entry.get('name', '?')!r} with "
+                f"unknown {unknown} and missing {missing} instead."
+            )
+        return cls(**{**entry, "config": DGUNetConfig(**entry["config"]), "gate": Gate(**entry["gate"])})
+
+    def to_entry(self) -> dict[str, Any]:
+        """The ``index.json`` entry of these weights (plain JSON data; :meth:`from_entry` reads it back)."""
+        return dataclasses.asdict(self)
 
 
 def _load_registry() -> dict[str, Weights]:
@@ -127,12 +146,7 @@ def _load_registry() -> dict[str, Weights]:
     index = resources.files("dgunet") / "weights" / "index.json"
     if not index.is_file():
         return {}
-    entries = json.loads(index.read_text())
-    out = {}
-    for e in entries:
-        cfg = DGUNetConfig(**e.pop("config"))
-        out[e["name"]] = Weights(config=cfg, **e)
-    return out
+    return {w.name: w for w in map(Weights.from_entry, json.loads(index.read_text()))}
 
 
 WEIGHTS: dict[str, Weights] = _load_registry()
@@ -156,29 +170,8 @@ def default_weights(task: str) -> Weights:
     shipped = sorted({w.task for w in WEIGHTS.values()}) or "none"
     raise NoBundledModelError(
         f"No trained default model for task {task!r} ships with this package (bundled tasks: {shipped}). "
-        "Train one with jobs/train.py, or build_model(...) and load_checkpoint(model, uri) your own weights."
+        "Train one with jobs/train.py and give its checkpoint: create_model(task, weights=path)."
     )
-
-
-def load_pretrained(task: str = "denoise", *, name: str | None = None) -> nn.Module:
-    """The bundled default model of ``task`` (or the weights called ``name``), in eval mode, on the CPU.
-
-    Works offline: the weights are files inside the package, checked against their sha256.
-
-    >>> from dgunet import load_pretrained, restore
-    >>> model = load_pretrained("denoise")  # doctest: +SKIP
-    """
-    from .checkpoint import load_weights, sha256_of
-
-    w = WEIGHTS[name] if name is not None else default_weights(task)
-    data = w.path().read_bytes()
-    digest = sha256_of(data)
-    if digest != w.sha256:
-        raise ValueError(f"Expected sha256 {w.sha256} for bundled weights {w.file}, but got {digest} instead.")
-    model = model_from_config(w.config)
-    load_weights(model, data, name=w.file)
-    model.weights = w  # so that callers can report what they ran
-    return model.eval()
 
 
 def describe(cfg: DGUNetConfig) -> dict[str, Any]:

@@ -1,8 +1,10 @@
 """Evaluate a denoiser on clean photos, degraded as archives are, next to NLM, CBM3D and FFDNet.
 
     python jobs/evaluate.py --clean data/photos/test --out results/denoise_small
-    python jobs/evaluate.py --clean data/photos/test --checkpoint checkpoints/denoise_small/last.pth \
-        --n-feat 16 --scale-unetfeats 8 --scale-orsnetfeats 8 --tile 0
+    python jobs/evaluate.py --clean data/photos/test --checkpoint checkpoints/denoise_small/last.pth --tile 0
+
+A training checkpoint records its arch and widths; give ``--arch``, ``--n-feat``... only for one that does
+not (an official file), or to have them checked.
 
 Cases (``--cases``, by default those of ``--task``): ``sigmaN`` (Gaussian noise, every baseline told the
 true sigma), ``jpegQ`` (JPEG at quality Q), ``clean`` (nothing to remove: a restorer should return the
@@ -35,12 +37,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--clean", required=True, help="prefix or folder of clean images")
     ap.add_argument("--task", choices=sorted(TASK_CASES), default="denoise")
     ap.add_argument("--cases", nargs="+", help="default: the task's (see TASK_CASES)")
-    ap.add_argument("--checkpoint", help="model weights (default: the bundled denoiser)")
-    ap.add_argument("--arch", default="dgunet")
-    ap.add_argument("--n-feat", type=int)
+    ap.add_argument(
+        "--checkpoint", help="weights: a checkpoint's path or URL, or a bundled name (default: the task's bundled)"
+    )
+    ap.add_argument("--arch", choices=("dgunet", "dgunet_plus"), help="default: the weights' (else dgunet)")
+    ap.add_argument("--n-feat", type=int, help="widths and depth: default the weights' (else the task preset's)")
     ap.add_argument("--scale-unetfeats", type=int)
     ap.add_argument("--scale-orsnetfeats", type=int)
-    ap.add_argument("--depth", type=int, default=5)
+    ap.add_argument("--depth", type=int)
     ap.add_argument("--baselines", nargs="*", choices=sorted(BASELINES), help="default: all of the task's cases")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tile", type=int, help="tile side (0: whole images; default: the weights' recommendation)")
@@ -51,23 +55,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def load_model(args: argparse.Namespace):
-    """The checkpoint at the given widths, or the task's bundled weights; channels_last for the CPU."""
+    """The task's model with the given weights (default: its bundled ones); channels_last for the CPU."""
     import torch
 
-    from dgunet import build_model, load_checkpoint, load_pretrained
+    from dgunet import create_model
 
-    if args.checkpoint:
-        widths = {
-            "n_feat": args.n_feat,
-            "scale_unetfeats": args.scale_unetfeats,
-            "scale_orsnetfeats": args.scale_orsnetfeats,
-            "depth": args.depth,
-        }
-        model = build_model(args.arch, task=args.task, **{k: v for k, v in widths.items() if v is not None})
-        load_checkpoint(model, args.checkpoint)
-        model.eval()
-    else:
-        model = load_pretrained(args.task)
+    model = create_model(
+        args.task,
+        arch=args.arch,
+        weights=args.checkpoint,
+        n_feat=args.n_feat,
+        scale_unetfeats=args.scale_unetfeats,
+        scale_orsnetfeats=args.scale_orsnetfeats,
+        depth=args.depth,
+    )
     return model.to(memory_format=torch.channels_last)
 
 

@@ -5,13 +5,16 @@
         --spec jobs/specs/train_denoise_small.yaml
 
 Writes ``dgunet/weights/<name>.safetensors`` and replaces the entry of ``<name>`` in
-``dgunet/weights/index.json`` with: task, arch, widths, parameter count, sha256, how it was trained (the
-spec, the command, steps and wall time from the checkpoint's history) and the measured quality.
+``dgunet/weights/index.json`` (a :class:`dgunet.Weights`, written by its ``to_entry``) with: task, arch,
+widths, parameter count, sha256, the default pass-through gate (the task's, ``dgunet.TASK_GATES``, with
+the fields ``--gate`` gives: measure it with ``bench/gate.py``), how it was trained (the spec, the command,
+steps and wall time from the checkpoint's history) and the measured quality.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -36,6 +39,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "give it when the export runs elsewhere than the training did)",
     )
     ap.add_argument("--inference", default="{}", help='recommended InferenceOptions as JSON, e.g. {"tile": 192}')
+    ap.add_argument(
+        "--gate",
+        default="{}",
+        help='the default gate over the task\'s, as JSON fields, e.g. {"below": 4.5, "chosen_by": "bench/gate.py"}',
+    )
     return ap.parse_args(argv)
 
 
@@ -52,16 +60,15 @@ def this_machine() -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
-    from dgunet.checkpoint import load_weights, parse_checkpoint, read_bytes, save_safetensors
-    from dgunet.model import DGUNetConfig
-    from dgunet.registry import model_from_config, num_params
+    from dgunet import TASK_GATES, Weights, create_model
+    from dgunet.checkpoint import parse_checkpoint, read_bytes, save_safetensors
 
-    ckpt = parse_checkpoint(read_bytes(args.checkpoint), name=args.checkpoint)
-    cfg = DGUNetConfig(**ckpt["config"])
-    model = model_from_config(cfg)
-    load_weights(model, ckpt, name=args.checkpoint)
+    data = read_bytes(args.checkpoint)
+    ckpt = parse_checkpoint(data, name=args.checkpoint)
+    task = ckpt["spec"]["task"]
+    model = create_model(task, weights=data)  # the arch and widths the checkpoint records
     out = WEIGHTS_DIR / f"{args.name}.safetensors"
-    save_safetensors(out, model.state_dict(), name=args.name, task=ckpt["spec"]["task"])
+    save_safetensors(out, model.state_dict(), name=args.name, task=task)
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
 
     history_path = Path(args.history) if args.history else Path(args.checkpoint).with_name("history.jsonl")
@@ -80,27 +87,26 @@ def main(argv: list[str] | None = None) -> int:
         "val_sigma": ckpt["spec"]["data"]["val_sigma"],
     }
     index_path = WEIGHTS_DIR / "index.json"
-    index = json.loads(index_path.read_text()) if index_path.exists() else []
+    index = [Weights.from_entry(e) for e in json.loads(index_path.read_text())] if index_path.exists() else []
     init = ckpt["spec"].get("checkpoint", {}).get("init")
-    base = next((e for e in index if init and Path(init).name == e["file"]), None)
+    base = next((w for w in index if init and Path(init).name == w.file), None)
     if base is not None:  # a fine-tune: keep the lineage of the weights it started from
-        recipe["init"] = {k: base[k] for k in ("name", "sha256", "recipe")}
+        recipe["init"] = {"name": base.name, "sha256": base.sha256, "recipe": base.recipe}
     metrics = {}
     if args.eval:
         metrics = {"command": args.eval_command, "mean": json.loads(Path(args.eval).read_text())["mean"]}
-    entry = {
-        "name": args.name,
-        "file": out.name,
-        "task": ckpt["spec"]["task"],
-        "config": ckpt["config"],
-        "num_params": num_params(model),
-        "sha256": digest,
-        "recipe": recipe,
-        "metrics": metrics,
-        "inference": json.loads(args.inference),
-    }
-    index = [e for e in index if e["name"] != args.name] + [entry]
-    index_path.write_text(json.dumps(index, indent=1) + "\n")
+    weights = dataclasses.replace(
+        model.weights,
+        name=args.name,
+        file=out.name,
+        sha256=digest,
+        gate=dataclasses.replace(TASK_GATES[task], **json.loads(args.gate)),
+        recipe=recipe,
+        metrics=metrics,
+        inference=json.loads(args.inference),
+    )
+    index = [w for w in index if w.name != args.name] + [weights]
+    index_path.write_text(json.dumps([w.to_entry() for w in index], indent=1) + "\n")
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, sha256 {digest[:16]}...) and {index_path}")
     return 0
 

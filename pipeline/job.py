@@ -104,7 +104,7 @@ def _model_stage(ds, spec: RestoreSpec, ref: ModelRef, *, one_by_one: bool, stop
         "use_gpu": res.gpus_per_actor > 0,
         "storage": spec.storage.options(),
         "failpoints": failpoints,
-        **spec.gate.settings(spec.task),
+        **spec.gate.settings(ref.gate),  # over the weights' default gate
     }
     resources = {
         # Reserving memory for the model also keeps Ray Data from fusing the CPU read/decode stage into
@@ -158,7 +158,9 @@ def model_ref(spec: RestoreSpec) -> ModelRef:
     """The weights of ``spec``'s run, checked on the driver before any work (see :func:`resolve_model`).
 
     Raises:
-        CheckpointMismatchError: the weights' keys or shapes do not fit the spec's arch and widths.
+        CheckpointMismatchError: the weights do not fit the spec's arch and widths (their keys and shapes,
+            or the arch or widths they record).
+        NoBundledModelError: the spec gives no weights, and none ship for its task.
     """
     m = spec.model
     return resolve_model(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import UnionType
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
@@ -65,13 +65,23 @@ class ArchSpec(StrictModel):
 
 
 class ModelSpec(ArchSpec):
-    """The restore job's network: an architecture and the weights it loads."""
+    """The restore job's network: the weights it loads, and optionally the architecture they must have.
+
+    Weights that record their network (the bundled ones; checkpoints that training writes) decide the
+    arch and widths: a value given here that differs is an error naming the key. For a checkpoint that
+    records nothing, ``None`` is ``dgunet``, the task preset's widths and ``depth`` 5.
+    """
 
     weights: str | None = Field(
         None,
         description="checkpoint URI (official files load as they are; give their widths); None: the bundled "
         "default of the task",
     )
+    arch: Arch | None = Field(None, description="dgunet or dgunet_plus; None: the weights' (else dgunet)")
+    n_feat: int | None = Field(
+        None, ge=2, description="channels at full resolution; None: the weights' (else the task preset)"
+    )
+    depth: int | None = Field(None, ge=1, description="middle stages; None: the weights' (else 5)")
 
 
 class InputSpec(StrictModel):
@@ -138,24 +148,6 @@ class OutputSpec(StrictModel):
         )
 
 
-# The gate's defaults per task: the estimate it reads (the noise level, or for deraining the rain level:
-# pipeline.stages.quality), the level (8-bit levels) below which an image passes through unrestored (None:
-# the task's model always runs; no blur estimate exists, and deblurring reads the noise level only when a
-# spec sets one), and whether lossy files (JPEG, lossy WebP) are restored whatever their estimate. The
-# denoiser's level was chosen on the held-out test crops with the bundled denoiser (python bench/gate.py;
-# docs/operations.md, "Runs do no harm"): it loses 10.9, 5.3 and 2.0 dB on average at sigma 1, 2 and 3
-# (estimates up to 4.0), gains 0.3 at sigma 4 (3.8-4.9) and 3.4 at sigma 6; it loses 1.1 dB on clean JPEGs
-# (quality 60), so they pass too. The deraining level passes 86% of centred 384 px crops of the training
-# photos and restores 91% of them under the evaluation's rain; on the held-out test crops every clean crop
-# (0.26-1.36) passes and every rainy one (2.19-4.93) is restored, where the CPU deraining model takes a
-# clean crop to 29.7 dB (python bench/gate.py --task derain; docs/models.md, "The CPU deraining model").
-GATE_DEFAULTS: dict[str, tuple[str, float | None, bool]] = {
-    "denoise": ("noise", 4.5, False),
-    "deblur": ("noise", None, True),
-    "derain": ("rain", 1.5, False),
-}
-
-
 class StatsSpec(StrictModel):
     """How the stats parts of earlier runs are kept (:mod:`pipeline.compaction`)."""
 
@@ -174,26 +166,34 @@ class StatsSpec(StrictModel):
 
 class GateSpec(StrictModel):
     """Images that need no restoration pass through: their output holds the input's pixels unchanged and
-    their stats say ``action: passed``."""
+    their stats say ``action: passed``. A level left out (null) is the weights' default: bundled weights
+    declare theirs in their metadata, a checkpoint gets its task's (``dgunet.TASK_GATES``)."""
 
     enabled: bool = Field(True, description="false: restore every image")
-    noise_below: float | None = Field(None, ge=0, description="estimated noise sigma (8-bit); null: the task's")
+    noise_below: float | None = Field(
+        None, ge=0, description="estimated noise sigma (8-bit); null: the weights' default"
+    )
     rain_below: float | None = Field(
-        None, ge=0, description="estimated rain level (8-bit; deraining runs); null: the task's"
+        None, ge=0, description="estimated rain level (8-bit; deraining runs); null: the weights' default"
     )
     restore_lossy: bool | None = Field(
         None, description="always restore JPEG and lossy WebP files (their artefacts hide from the noise estimate)"
     )
 
-    def settings(self, task: str) -> dict[str, Any]:
+    def settings(self, default: Mapping[str, Any]) -> dict[str, Any]:
         """The model stage's ``gate_on`` (the estimate's column), ``pass_below`` and ``restore_lossy``;
-        ``pass_below`` None restores everything."""
-        estimate, below, restore_lossy = GATE_DEFAULTS[task]
+        ``pass_below`` None restores everything.
+
+        Args:
+            default: the weights' gate: ``estimate`` (``"noise"`` or ``"rain"``), ``below`` (8-bit levels,
+                or None) and ``restore_lossy``; what this spec sets wins.
+        """
+        estimate = default["estimate"]
         given = self.rain_below if estimate == "rain" else self.noise_below
         return {
             "gate_on": f"{estimate}_before",
-            "pass_below": (given if given is not None else below) if self.enabled else None,
-            "restore_lossy": restore_lossy if self.restore_lossy is None else self.restore_lossy,
+            "pass_below": (given if given is not None else default["below"]) if self.enabled else None,
+            "restore_lossy": default["restore_lossy"] if self.restore_lossy is None else self.restore_lossy,
         }
 
 

@@ -46,6 +46,6 @@ def _seed():
 @pytest.fixture
 def tiny_model():
     """A DGUNet at toy widths, in eval mode."""
-    from dgunet import build_model
+    from dgunet import create_model
 
-    return build_model("dgunet", n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4).eval()
+    return create_model("denoise", weights=False, n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4).eval()

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dgunet import build_model
+from dgunet import create_model
 from dgunet.checkpoint import check_state_dict, extract_state_dict, parse_checkpoint, read_bytes
 from tests.images import photo
 
@@ -78,7 +78,7 @@ def test_dry_run_checks_measures_and_trains(tmp_path):
         ckpt = parse_checkpoint(read_bytes(out / f"{name}.pth"), name=f"{name}.pth")  # weights_only
         assert ckpt["step"] == 2 and ckpt["spec"]["task"] == name.split("_")[1] and "optimizer" in ckpt
         state = extract_state_dict(ckpt)
-        model = build_model("dgunet", n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4, depth=1)
+        model = create_model("denoise", weights=False, n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4, depth=1)
         check_state_dict(model, state)  # every key and shape of the dry run's tiny widths
         model.load_state_dict(state)
         with torch.inference_mode():

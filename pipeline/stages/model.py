@@ -63,58 +63,71 @@ class ModelRef:
     task: str
     sha256: str
     weights_uri: str | None  # None: the package's bundled default for the task
-    widths: dict[str, Any]  # n_feat, scale_unetfeats, scale_orsnetfeats, depth (None: preset)
+    widths: dict[str, int]  # the weights' n_feat, scale_unetfeats, scale_orsnetfeats, depth
+    # The weights' default gate: ``estimate`` ("noise" or "rain"), ``below`` (8-bit levels, or None) and
+    # ``restore_lossy``, from their metadata (a checkpoint's: the task's fallback, dgunet.TASK_GATES).
+    gate: dict[str, Any]
 
     @property
     def id(self) -> str:
         return model_id(self.arch, self.task, self.sha256)
 
 
-def resolve_model(task: str, *, arch: str, weights: str | None, storage=None, **widths) -> ModelRef:
-    """Identify the weights of a run, on the driver: reads the file once for its sha256 and checks that its
-    keys and shapes fit ``arch`` with ``widths``, so a wrong spec fails here, before any work, rather than
-    in every actor.
+def resolve_model(task: str, *, arch: str | None, weights: str | None, storage=None, **widths) -> ModelRef:
+    """Identify the weights of a run, on the driver: reads the file once for its sha256 and checks that it
+    fits ``arch`` and ``widths`` (None: the weights' own) with ``dgunet.create_model`` on the ``meta``
+    device (shapes only), so a wrong spec fails here, in a second, rather than in every actor.
 
     Raises:
-        CheckpointMismatchError: the weights do not fit the model, every mismatched key named.
+        CheckpointMismatchError: the weights do not fit; the message names the file, then every mismatched
+            key, or the arch or width that differs from what the weights record.
+        NoBundledModelError: ``weights`` is None and no weights for ``task`` ship with the package.
     """
-    from dgunet.checkpoint import sha256_of
-    from dgunet.registry import check_weights, default_weights, make_config
-
-    if weights is None:
-        w = default_weights(task)
-        return ModelRef(w.config.arch, task, w.sha256, None, {})
     from ..storage import read_bytes
 
-    data = read_bytes(weights, storage)
-    check_weights(make_config(arch, task=task, **_given(widths)), data, name=weights)
-    return ModelRef(arch, task, sha256_of(data), weights, widths)
-
-
-def _given(widths: dict[str, Any]) -> dict[str, Any]:
-    """The widths a spec sets (None: the task preset's)."""
-    return {k: v for k, v in widths.items() if v is not None}
+    data = None if weights is None else read_bytes(weights, storage)
+    model = _create(task, arch, weights, data, widths, device="meta")
+    cfg, gate = model.cfg, model.weights.gate
+    return ModelRef(
+        arch=cfg.arch,
+        task=task,
+        sha256=model.weights.sha256,
+        weights_uri=weights,
+        widths={k: getattr(cfg, k) for k in ("n_feat", "scale_unetfeats", "scale_orsnetfeats", "depth")},
+        gate={"estimate": gate.estimate, "below": gate.below, "restore_lossy": gate.restore_lossy},
+    )
 
 
 def load_model(ref: ModelRef, storage=None):
     """Build and load the model of ``ref`` on the CPU, in eval mode; checks the sha256."""
-    from dgunet.checkpoint import load_weights, sha256_of
-    from dgunet.registry import build_model, load_pretrained
+    from dgunet.checkpoint import sha256_of
 
-    if ref.weights_uri is None:
-        model = load_pretrained(ref.task)
-        if model.weights.sha256 != ref.sha256:
-            raise ValueError(f"Expected bundled weights {ref.sha256}, but got {model.weights.sha256} instead.")
-        return model
     from ..storage import read_bytes
 
-    data = read_bytes(ref.weights_uri, storage)
-    digest = sha256_of(data)
-    if digest != ref.sha256:
-        raise ValueError(f"Weights at {ref.weights_uri} changed during the run: sha256 {digest}, not {ref.sha256}.")
-    model = build_model(ref.arch, task=ref.task, **_given(ref.widths))
-    load_weights(model, data, name=ref.weights_uri)
-    return model.eval()
+    data = None
+    if ref.weights_uri is not None:
+        data = read_bytes(ref.weights_uri, storage)
+        digest = sha256_of(data)
+        if digest != ref.sha256:
+            raise ValueError(f"Weights at {ref.weights_uri} changed during the run: sha256 {digest}, not {ref.sha256}.")
+    model = _create(ref.task, ref.arch, ref.weights_uri, data, ref.widths)
+    if model.weights.sha256 != ref.sha256:
+        raise ValueError(f"Expected bundled weights {ref.sha256}, but got {model.weights.sha256} instead.")
+    return model
+
+
+def _create(task: str, arch: str | None, uri: str | None, data: bytes | None, widths: dict, device=None):
+    """``dgunet.create_model`` of the bundled default (``data`` None) or of a checkpoint's bytes, read from
+    ``uri`` with the run's storage options; a mismatch names the URI."""
+    from dgunet import create_model
+    from dgunet.checkpoint import CheckpointMismatchError
+
+    try:
+        return create_model(task, arch=arch, weights=data, device=device, **widths)
+    except CheckpointMismatchError as err:
+        if uri is None:
+            raise
+        raise CheckpointMismatchError(f"{uri}: {err}") from None
 
 
 class RestoreModel:

@@ -189,7 +189,7 @@ class _Run:
     def __init__(self, spec: TrainSpec, data: TrainingData, *, device, rank: int, world_size: int, log):
         import torch
 
-        from dgunet.registry import make_config, model_from_config
+        from dgunet import create_model
 
         from ..storage import join_uri
 
@@ -197,9 +197,10 @@ class _Run:
         self.rank, self.world_size = rank, world_size
         self.time_fraction = 0.0  # the share of fit's time limit spent (see lr_at)
         self.cpu_s = 0.0  # this process's CPU seconds spent drawing batches and stepping, over all resumes
-        self.cfg = make_config(spec.model.arch, task=spec.task, **spec.model.model_dump(exclude={"arch"}))
         self.memory_format = torch.channels_last if spec.optim.channels_last else torch.contiguous_format
-        self.model = model_from_config(self.cfg).to(memory_format=self.memory_format)
+        widths = spec.model.model_dump(exclude={"arch"})
+        model = create_model(spec.task, arch=spec.model.arch, weights=False, **widths)  # untrained
+        self.model, self.cfg = model.to(memory_format=self.memory_format), model.cfg
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=spec.optim.lr, betas=spec.optim.betas, weight_decay=spec.optim.weight_decay
         )

@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from dgunet import (
     CheckpointMismatchError,
     UnsafeCheckpointError,
-    build_model,
+    create_model,
     load_checkpoint,
     save_checkpoint,
 )
@@ -34,7 +34,7 @@ def test_official_dict_with_module_prefix(tmp_path, reference):
     path = tmp_path / "DGUNet.pth"
     torch.save({"epoch": 80, "state_dict": reference["state_dict"], "optimizer": {}}, path)
     assert all(k.startswith("module.") for k in reference["state_dict"])
-    model = build_model("dgunet", **reference["config"])
+    model = create_model("denoise", arch="dgunet", weights=False, **reference["config"])
     info = load_checkpoint(model, path)
     assert info["epoch"] == 80 and len(info["sha256"]) == 64
     _check_outputs(model, reference)
@@ -52,7 +52,7 @@ def test_bare_safetensors_and_urls(tmp_path, reference, fmt):
         path = tmp_path / "w.pth"
         torch.save(sd, path)
         uri = f"file://{path}" if fmt == "file_url" else str(path)
-    model = build_model("dgunet", **reference["config"])
+    model = create_model("denoise", arch="dgunet", weights=False, **reference["config"])
     load_checkpoint(model, uri)
     _check_outputs(model, reference)
 
@@ -69,7 +69,7 @@ def test_pickle_that_runs_code_is_refused_and_nothing_runs(tmp_path):
     path = tmp_path / "evil.pth"
     with open(path, "wb") as f:
         pickle.dump({"state_dict": {}, "payload": evil}, f)
-    model = build_model("dgunet", n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4)
+    model = create_model("denoise", weights=False, n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4)
     with pytest.raises(UnsafeCheckpointError, match="Refusing to load"):
         load_checkpoint(model, path)
     assert not marker.exists()
@@ -82,7 +82,7 @@ def test_mismatch_names_missing_unexpected_and_misshaped(tmp_path, reference):
     sd["tail.weight"] = torch.zeros(3, 5, 3, 3)
     path = tmp_path / "bad.pth"
     torch.save({"state_dict": sd}, path)
-    model = build_model("dgunet", **reference["config"])
+    model = create_model("denoise", arch="dgunet", weights=False, **reference["config"])
     with pytest.raises(CheckpointMismatchError) as err:
         load_checkpoint(model, path)
     msg = str(err.value)
@@ -92,12 +92,12 @@ def test_mismatch_names_missing_unexpected_and_misshaped(tmp_path, reference):
 
 
 def test_save_then_load_round_trip(tmp_path):
-    model = build_model("dgunet", n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4)
+    model = create_model("denoise", weights=False, n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4)
     opt = torch.optim.Adam(model.parameters())
     digest = save_checkpoint(tmp_path / "c.pth", model, epoch=3, optimizer=opt, step=42)
     raw = torch.load(tmp_path / "c.pth", weights_only=True)
     assert set(raw) >= {"epoch", "state_dict", "optimizer", "step"}
-    other = build_model("dgunet", n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4)
+    other = create_model("denoise", weights=False, n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4)
     info = load_checkpoint(other, tmp_path / "c.pth")
     assert info["sha256"] == digest and info["epoch"] == 3
     for a, b in zip(model.state_dict().values(), other.state_dict().values()):

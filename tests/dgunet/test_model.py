@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from dgunet import DGUNet, DGUNetConfig, DGUNetPlus, build_model, num_params
+from dgunet import DGUNet, DGUNetConfig, DGUNetPlus, create_model, num_params
 from dgunet.registry import PRESETS
 from tests.conftest import REFERENCE
 
@@ -21,7 +21,7 @@ def official_keys(task: str, arch: str) -> list[tuple[str, tuple[int, ...]]]:
 
 @pytest.mark.parametrize(("task", "arch"), sorted(PRESETS))
 def test_state_dict_and_parameter_count_equal_official(task, arch):
-    model = build_model(arch, task=task)
+    model = create_model(task, arch=arch, weights=False)
     ours = [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
     assert ours == official_keys(task, arch)  # same keys, shapes and order
     assert num_params(model) == SUMMARY[f"{task}_{arch}"]["params"]
@@ -33,7 +33,7 @@ def test_state_dict_and_parameter_count_equal_official(task, arch):
 )
 def test_outputs_match_official_fixture(arch, fixture):
     ref = torch.load(REFERENCE / fixture, weights_only=True)
-    model = build_model(arch, **ref["config"]).eval()
+    model = create_model("denoise", arch=arch, weights=False, **ref["config"]).eval()
     model.load_state_dict({k.removeprefix("module."): v for k, v in ref["state_dict"].items()})
     with torch.no_grad():
         stages = model(ref["input"], return_stages=True)
@@ -46,23 +46,23 @@ def test_outputs_match_official_fixture(arch, fixture):
 
 
 def test_any_widths_and_depth():
-    model = build_model("dgunet", n_feat=16, scale_unetfeats=8, scale_orsnetfeats=8, depth=2)
+    model = create_model("denoise", weights=False, n_feat=16, scale_unetfeats=8, scale_orsnetfeats=8, depth=2)
     x = torch.rand(1, 3, 16, 16)
     stages = model(x, return_stages=True)
     assert len(stages) == 4 and all(s.shape == x.shape for s in stages)
-    plus = build_model("dgunet_plus", n_feat=8, scale_unetfeats=4, depth=3)
+    plus = create_model("denoise", arch="dgunet_plus", weights=False, n_feat=8, scale_unetfeats=4, depth=3)
     assert len(plus(torch.rand(2, 3, 24, 32), return_stages=True)) == 5
 
 
 def test_presets_and_classes():
-    assert isinstance(build_model("dgunet_plus", task="deblur"), DGUNetPlus)
-    model = build_model("dgunet", task="derain")
+    assert isinstance(create_model("deblur", arch="dgunet_plus", weights=False), DGUNetPlus)
+    model = create_model("derain", arch="dgunet", weights=False)
     assert isinstance(model, DGUNet)
     assert (model.cfg.n_feat, model.cfg.scale_unetfeats, model.cfg.scale_orsnetfeats) == (40, 20, 16)
 
 
 def test_shared_prelu_like_official():
-    model = build_model("dgunet", n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4)
+    model = create_model("denoise", weights=False, n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4)
     assert model.phi_0.body[1] is model.phit_6.body[1] is model.basic.phi_1.body[1]
     assert model.shallow_feat1[1].body[1] is model.shallow_feat7[1].body[1]
 
@@ -76,7 +76,7 @@ def test_config_errors_name_the_field(bad):
 def test_training_step_reduces_loss():
     from dgunet.losses import StagesLoss
 
-    model = build_model("dgunet", n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4)
+    model = create_model("denoise", weights=False, n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4)
     opt = torch.optim.Adam(model.parameters(), 1e-3)
     x, target = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
     crit = StagesLoss(edge_weight=0.05)

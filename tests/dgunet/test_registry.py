@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from dgunet import WEIGHTS, build_model, load_pretrained, num_params, restore
+from dgunet import WEIGHTS, Weights, create_model, num_params, restore
 from dgunet.registry import default_weights
+
+INDEX = Path(__file__).resolve().parents[2] / "dgunet" / "weights" / "index.json"
 
 
 def test_every_bundled_weight_matches_its_metadata():
@@ -17,19 +21,30 @@ def test_every_bundled_weight_matches_its_metadata():
         data = w.path().read_bytes()
         assert hashlib.sha256(data).hexdigest() == w.sha256
         assert len(data) <= 10 * 1024 * 1024
-        model = build_model(
-            w.config.arch,
-            n_feat=w.config.n_feat,
-            scale_unetfeats=w.config.scale_unetfeats,
-            scale_orsnetfeats=w.config.scale_orsnetfeats,
-            depth=w.config.depth,
-        )
-        assert num_params(model) == w.num_params
+        model = create_model(w.task, weights=w.name)
+        assert num_params(model) == w.num_params and model.cfg == w.config
         assert w.recipe["command"].startswith("python jobs/train.py") and w.metrics["mean"]
 
 
-def test_load_pretrained_denoiser_restores_noise():
-    model = load_pretrained("denoise")
+def test_index_entries_round_trip_through_the_schema():
+    entries = json.loads(INDEX.read_text())
+    assert [e["name"] for e in entries] == list(WEIGHTS)
+    for entry in entries:
+        assert Weights.from_entry(entry).to_entry() == entry
+        assert WEIGHTS[entry["name"]].to_entry() == entry
+        assert entry["gate"]["estimate"] in ("noise", "rain")  # every bundled weights declare their gate
+
+
+def test_an_entry_with_an_unknown_or_missing_key_names_it():
+    entry = json.loads(INDEX.read_text())[0]
+    with pytest.raises(ValueError, match=r"unknown \['sigma'\]"):
+        Weights.from_entry({**entry, "sigma": 25})
+    with pytest.raises(ValueError, match=r"missing \['gate'\]"):
+        Weights.from_entry({k: v for k, v in entry.items() if k != "gate"})
+
+
+def test_the_bundled_denoiser_restores_noise():
+    model = create_model("denoise")
     assert not model.training and model.weights.task == "denoise"
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[:64, :64]
@@ -47,8 +62,6 @@ def test_missing_default_is_a_clear_error():
 
 def test_readme_model_card_matches_the_measured_metrics():
     """The model card's table for the default denoiser (docs/models.md) holds the numbers of its index.json entry."""
-    from pathlib import Path
-
     models = (Path(__file__).resolve().parents[2] / "docs" / "models.md").read_text()
     card = models[models.index("## The bundled default denoiser") :]
     card = card[: card.index("\n## ", 1)]  # its own section only: other models' cards have the same cases

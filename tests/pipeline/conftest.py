@@ -54,10 +54,10 @@ def tiny_weights(tmp_path_factory):
     """A checkpoint of a toy-width DGUNet in the official format, and its widths."""
     import torch
 
-    from dgunet import build_model, save_checkpoint
+    from dgunet import create_model, save_checkpoint
 
     torch.manual_seed(0)
     widths = {"n_feat": 8, "scale_unetfeats": 4, "scale_orsnetfeats": 4}
     path = tmp_path_factory.mktemp("weights") / "tiny.pth"
-    save_checkpoint(path, build_model("dgunet", **widths), epoch=1)
+    save_checkpoint(path, create_model("denoise", weights=False, **widths), epoch=1)
     return str(path), widths

@@ -93,19 +93,53 @@ def test_model_stage_passes_clean_images_through(stage):
     assert list(out["action"]) == [RESTORED] * 4
 
 
+def _task_gate(task: str) -> dict:
+    """The task's fallback gate (a checkpoint's), as the model stage's ``ModelRef`` carries it."""
+    from dgunet import TASK_GATES
+
+    g = TASK_GATES[task]
+    return {"estimate": g.estimate, "below": g.below, "restore_lossy": g.restore_lossy}
+
+
 def test_gate_settings_per_task_and_spec():
     from pipeline.spec import GateSpec
 
     noise = {"gate_on": "noise_before"}
-    assert GateSpec().settings("denoise") == {**noise, "pass_below": 4.5, "restore_lossy": False}
-    assert GateSpec().settings("deblur") == {**noise, "pass_below": None, "restore_lossy": True}
-    given = GateSpec(noise_below=4, restore_lossy=True).settings("denoise")
+    assert GateSpec().settings(_task_gate("denoise")) == {**noise, "pass_below": 4.5, "restore_lossy": False}
+    assert GateSpec().settings(_task_gate("deblur")) == {**noise, "pass_below": None, "restore_lossy": True}
+    given = GateSpec(noise_below=4, restore_lossy=True).settings(_task_gate("denoise"))
     assert given == {**noise, "pass_below": 4, "restore_lossy": True}
-    assert GateSpec(enabled=False).settings("denoise")["pass_below"] is None
-    rain = GateSpec(rain_below=1.5, noise_below=9).settings("derain")  # deraining reads the rain level only
+    assert GateSpec(enabled=False).settings(_task_gate("denoise"))["pass_below"] is None
+    # deraining reads the rain level only
+    rain = GateSpec(rain_below=1.5, noise_below=9).settings(_task_gate("derain"))
     assert rain == {"gate_on": "rain_before", "pass_below": 1.5, "restore_lossy": False}
-    assert GateSpec().settings("derain")["pass_below"] == 1.5
-    assert GateSpec(rain_below=1.5).settings("denoise")["pass_below"] == 4.5
+    assert GateSpec().settings(_task_gate("derain"))["pass_below"] == 1.5
+    assert GateSpec(rain_below=1.5).settings(_task_gate("denoise"))["pass_below"] == 4.5
+
+
+def test_the_default_gate_is_the_weights_and_a_spec_s_own_wins(monkeypatch, tmp_path):
+    import dataclasses
+
+    import dgunet.registry
+    from dgunet import Gate, create_model, save_checkpoint
+    from dgunet.registry import describe
+    from pipeline.spec import GateSpec
+
+    w = dgunet.registry.default_weights("denoise")
+    ref = resolve_model("denoise", arch=None, weights=None)
+    assert ref.gate == {"estimate": "noise", "below": 4.5, "restore_lossy": False} == _task_gate("denoise")
+    monkeypatch.setattr(dgunet.registry, "WEIGHTS", {w.name: dataclasses.replace(w, gate=Gate("noise", 2.0, True))})
+    ref = resolve_model("denoise", arch=None, weights=None)
+    assert GateSpec().settings(ref.gate) == {"gate_on": "noise_before", "pass_below": 2.0, "restore_lossy": True}
+    given = GateSpec(noise_below=3, restore_lossy=False).settings(ref.gate)
+    assert (given["pass_below"], given["restore_lossy"]) == (3, False)
+    # A deraining checkpoint by path has no gate of its own: the task's, the rain level at 1.5.
+    model = create_model("derain", weights=False, n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4, depth=1)
+    path = tmp_path / "derain.pth"
+    save_checkpoint(path, model, epoch=1, config=describe(model.cfg), spec={"task": "derain"})
+    ref = resolve_model("derain", arch=None, weights=str(path))
+    assert GateSpec().settings(ref.gate) == {"gate_on": "rain_before", "pass_below": 1.5, "restore_lossy": False}
+    assert ref.widths == {"n_feat": 8, "scale_unetfeats": 4, "scale_orsnetfeats": 4, "depth": 1}
 
 
 def _rainy(clean: np.ndarray, seed: int) -> np.ndarray:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dgunet import build_model, load_checkpoint
+from dgunet import create_model, load_checkpoint
 from pipeline.training.loop import crops_drawn, lr_at, run_training, split_sources
 from pipeline.training.spec import OptimSpec, TrainSpec
 from tests.images import photo
@@ -45,7 +45,7 @@ def test_train_checkpoint_and_resume(ray_local, tmp_path):
     assert result.error is None
     history = [json.loads(line) for line in (tmp_path / "ckpt" / "history.jsonl").read_text().splitlines()]
     assert [h["step"] for h in history] == [2, 4] and all(h["val_psnr"] > 0 for h in history)
-    model = build_model("dgunet", n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4, depth=1)
+    model = create_model("denoise", weights=False, n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4, depth=1)
     info = load_checkpoint(model, tmp_path / "ckpt" / "last.pth")  # the official format, loadable as is
     assert info["epoch"] == 4 * 2 // len(train)  # epochs' worth of crops: steps x batch over the training images
     first = {k: v.clone() for k, v in model.state_dict().items()}
