@@ -76,7 +76,7 @@ def num_params(model: nn.Module) -> int:
 # denoising level is the bundled denoiser's (its index.json entry says how it was chosen). The deraining
 # level passes 86% of centred 384 px crops of the training photos and restores 91% of them under the
 # evaluation's rain; on the held-out test crops every clean crop (0.26-1.36) passes and every rainy one
-# (2.19-4.93) is restored, where the CPU deraining model takes a clean crop to 29.7 dB
+# (2.19-4.93) is restored, where the CPU deraining model takes a clean crop to 35.0 dB
 # (python bench/gate.py --task derain; README, "The CPU deraining model").
 @dataclass(frozen=True)
 class Gate:
