@@ -17,7 +17,6 @@ import dataclasses
 import hashlib
 import io
 import json
-import math
 import os
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from .schedule import Budget, lr_at
 from .spec import OptimSpec, TrainSpec
 
 
@@ -54,20 +54,6 @@ def load_rgb(uri: str, *, max_side: int | None = None) -> np.ndarray:
         s = max_side / max(img.size)
         img = img.resize((round(img.width * s), round(img.height * s)), Image.Resampling.BOX)
     return np.asarray(img)
-
-
-def lr_at(step: int, spec: TrainSpec, time_fraction: float = 0.0) -> float:
-    """Linear warm-up, then cosine from ``lr`` down to ``lr_min`` at the last step.
-
-    ``time_fraction``: the share of a run's time limit already spent. A run that stops at a time limit
-    long before ``optim.steps`` anneals over its time instead (the cosine follows whichever of the two is
-    further on), so the weights it saves last are taken at a low learning rate, not mid-schedule.
-    """
-    o = spec.optim
-    if step < o.warmup_steps:
-        return o.lr * (step + 1) / o.warmup_steps
-    t = max((step - o.warmup_steps) / max(1, o.steps - o.warmup_steps), time_fraction)
-    return o.lr_min + 0.5 * (o.lr - o.lr_min) * (1 + math.cos(math.pi * min(1.0, t)))
 
 
 def crops_drawn(optim: OptimSpec, steps: int, *, workers: int = 1) -> int:
@@ -359,33 +345,36 @@ def fit(
     if cpu_limit_s is not None and run.cpu_s >= cpu_limit_s:
         log(f"CPU budget of {cpu_limit_s:.0f} s already spent ({run.cpu_s:.0f} s)")
         return metrics
-    window_loss, window_start = [], time.perf_counter()
-    last_save, last_save_cpu = window_start, run.cpu_s
+    budget = Budget(t_start, time_limit_s, cpu_limit_s, save_every_s, save_every_cpu_s, timed=prepare_model is None)
     try:
-        for step in range(start_step, spec.optim.steps):
-            cpu = time.process_time()
-            window_loss.append(run.step(step, *batches.get(step)))
-            run.cpu_s += time.process_time() - cpu
-            done, now = step + 1, time.perf_counter()
-            fractions = [(now - t_start) / time_limit_s] if time_limit_s else []
-            fractions += [run.cpu_s / cpu_limit_s] if cpu_limit_s else []
-            run.time_fraction = max(fractions, default=0.0)
-            out_of_time = run.time_fraction >= 1
-            timed_save = prepare_model is None and (
-                (save_every_s is not None and now - last_save >= save_every_s)
-                or (save_every_cpu_s is not None and run.cpu_s - last_save_cpu >= save_every_cpu_s)
-            )
-            if done % spec.checkpoint.every_steps == 0 or done == spec.optim.steps or out_of_time or timed_save:
-                metrics = run.checkpoint(done, window_loss, now - window_start)
-                if report:
-                    report(metrics)
-                window_loss, window_start = [], time.perf_counter()
-                last_save, last_save_cpu = window_start, run.cpu_s
-            if out_of_time:
-                log(f"budget reached at step {done} ({now - t_start:.0f} s wall, {run.cpu_s:.0f} CPU s of training)")
-                break
+        return _train(run, batches, start_step, budget, report=report, log=log) or metrics
     finally:
         batches.close()
+
+
+def _train(run: _Run, batches: _Batches, start_step: int, budget: Budget, *, report, log) -> dict[str, Any]:
+    """Steps from ``start_step`` until ``optim.steps`` or the budget; validates and saves as :func:`fit`
+    says. Returns the last metrics saved (empty: none)."""
+    spec, metrics = run.spec, {}
+    window_loss, window_start = [], time.perf_counter()
+    budget.saved(window_start, run.cpu_s)
+    for step in range(start_step, spec.optim.steps):
+        cpu = time.process_time()
+        window_loss.append(run.step(step, *batches.get(step)))
+        run.cpu_s += time.process_time() - cpu
+        done, now = step + 1, time.perf_counter()
+        run.time_fraction = budget.fraction(now, run.cpu_s)
+        out_of_time = run.time_fraction >= 1
+        due = done % spec.checkpoint.every_steps == 0 or done == spec.optim.steps or budget.save_due(now, run.cpu_s)
+        if due or out_of_time:
+            metrics = run.checkpoint(done, window_loss, now - window_start)
+            if report:
+                report(metrics)
+            window_loss, window_start = [], time.perf_counter()
+            budget.saved(window_start, run.cpu_s)
+        if out_of_time:
+            log(f"budget reached at step {done} ({now - budget.t_start:.0f} s wall, {run.cpu_s:.0f} CPU s of training)")
+            break
     return metrics
 
 
