@@ -2,6 +2,7 @@
 
     python bench/nightly.py                                   # 100k objects, 365 nights, compact_after 0 and 32
     python bench/nightly.py --objects 20000 --compact-after 0 8 32 128 --measure-every 30
+    python bench/nightly.py --s3 --objects 2000 --nights 365 --compact-after 0 32   # on SeaweedFS
 
 An archive of ``--objects`` synthetic objects (an fsspec filesystem, ``nightly://``, that lists keys in
 folders of 1,000 with sizes, ETags and modification times, and no bytes) changes every night: it grows by
@@ -274,6 +275,103 @@ def compare(last: Path, second: Path, repeats: int) -> tuple[dict, dict]:
     return min(a, key=lambda x: x["plan_s"]), min(b, key=lambda x: x["plan_s"])
 
 
+def simulate_s3(objects: int, nights: int, compact_after: int, every: int) -> list[dict]:
+    """The year at small scale on a real S3 server (SeaweedFS on 127.0.0.1, started here): ``objects`` tiny
+    objects, changed each night as above with PUTs and DELETEs; each night is planned (in this process),
+    its todo rows recorded as a run records them (stats rows, an output object each), and compacted."""
+    import s3fs
+
+    from pipeline.compaction import maybe_compact
+    from pipeline.planning.plan import make_plan
+    from pipeline.stats import stats_files
+    from pipeline.storage import StorageOptions
+    from tests.servers import S3_ENV, SeaweedS3
+
+    os.environ.update(S3_ENV)
+    work = Path(tempfile.mkdtemp(prefix="nightly-s3-"))
+    server = SeaweedS3(str(work / "weed"))
+    lines = []
+    try:
+        fs, storage = s3fs.S3FileSystem(endpoint_url=server.endpoint), StorageOptions(endpoint_url=server.endpoint)
+        fs.mkdir("nightly")
+        archive = Archive(objects)
+        key = lambda i: f"nightly/arch/{i // PER_FOLDER:05d}/img{i:08d}.png"  # noqa: E731
+        fs.pipe({key(int(i)): b"v0" for i in archive.alive()})
+        for night in range(0, nights + 1):
+            if night:
+                before = set(archive.alive().tolist())
+                changed = archive.advance()
+                fs.pipe({key(int(i)): f"v{archive.version[i]}".encode() for i in changed})
+                gone = sorted(before - set(archive.alive().tolist()))
+                if gone:
+                    fs.rm([key(i) for i in gone])
+            Path("/proc/self/clear_refs").write_text("5")
+            t0 = time.perf_counter()
+            plan = make_plan(
+                input_uri="s3://nightly/arch",
+                output_uri="s3://nightly/out",
+                model="m",
+                storage=storage,
+                distributed=False,
+            )
+            line = {
+                "night": night,
+                "compact_after": compact_after,
+                "plan_s": time.perf_counter() - t0,
+                "driver_peak_rss_mb": _vm("VmHWM"),
+                "stats_files": len(stats_files("s3://nightly/out", storage)),
+                "listed": plan.listed,
+                "planned": plan.planned,
+                "skipped": plan.skipped,
+            }
+            if night and plan.planned != len(changed):
+                raise AssertionError(f"night {night}: planned {plan.planned}, but {len(changed)} changed")
+            _record_todo(fs, plan.todo, f"n{night:03d}", storage)
+            done = maybe_compact(
+                "s3://nightly/out",
+                storage=storage,
+                run_id=f"n{night:03d}",
+                input_uri="s3://nightly/arch",
+                after=compact_after,
+                history_days=0,
+            )
+            line["compacted"] = done.sources if done else 0
+            if night in (1, 2, nights) or night % every == 0:
+                lines.append(line)
+                print(json.dumps(line), flush=True)
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return lines
+
+
+def _record_todo(fs, todo: list[dict], run: str, storage) -> None:
+    """What a run that restored ``todo`` (a plan's rows) leaves on S3: its stats part and an output each."""
+    import pyarrow as pa
+
+    from pipeline.rows import STATS_SCHEMA
+    from pipeline.stats import write_stats_part
+
+    if not todo:
+        return
+    n = len(todo)
+    rows = {name: [None] * n for name in STATS_SCHEMA.names}
+    rows.update(
+        run_id=[run] * n,
+        input_uri=[r["input_uri"] for r in todo],
+        output_uri=[r["output_uri"] for r in todo],
+        status=["ok"] * n,
+        model=["m"] * n,
+        input_bytes=[r["size"] for r in todo],
+        input_version=[r["version"] for r in todo],
+        finished_at=[datetime.now(timezone.utc)] * n,
+    )
+    buf = io.BytesIO()
+    write_stats_part(pa.table(rows, schema=STATS_SCHEMA), buf, input_uri="s3://nightly/arch")
+    fs.pipe(f"nightly/out/stats/run-{run}-part-00000.parquet", buf.getvalue())
+    fs.pipe({r["output_uri"].split("://", 1)[1]: b"png" for r in todo})
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--objects", type=int, default=100_000)
@@ -281,7 +379,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compact-after", type=int, nargs="+", default=[0, 32])
     ap.add_argument("--measure-every", type=int, default=30)
     ap.add_argument("--repeats", type=int, default=3, help="plans of the last night and the second run, in turn")
+    ap.add_argument("--s3", action="store_true", help="on a real S3 server (SeaweedFS), at small scale")
     args = ap.parse_args(argv)
+    if args.s3:
+        RESULTS.mkdir(exist_ok=True)
+        with (RESULTS / "nightly.jsonl").open("a") as log:
+            for after in args.compact_after:
+                lines = simulate_s3(args.objects, args.nights, after, args.measure_every)
+                first, last = next(x for x in lines if x["night"] == 2), lines[-1]  # a second run, and the last
+                print(
+                    f"S3, compact_after {after}: night {last['night']} planned {last['listed']} objects in "
+                    f"{last['plan_s']:.2f} s (night 2: {first['listed']} in {first['plan_s']:.2f} s); "
+                    f"stats files at most {max(x['stats_files'] for x in lines)}"
+                )
+                log.write(json.dumps({"bench": "nightly-s3", "objects": args.objects, "runs": lines}) + "\n")
+        return 0
     register_implementation("nightly", NightlyFileSystem, clobber=True)
     RESULTS.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="nightly-") as tmp, (RESULTS / "nightly.jsonl").open("a") as log:

@@ -75,6 +75,7 @@ def plan_once(input_uri: str, output_uri: str, partitions: int | None, endpoint:
     from pipeline.ray_env import start_local_ray
 
     register()
+    t_ray = time.perf_counter()
     start_local_ray(  # on 127.0.0.1 only, with token auth; before anything else imports ray
         num_cpus=2,
         logging_level="ERROR",
@@ -87,6 +88,7 @@ def plan_once(input_uri: str, output_uri: str, partitions: int | None, endpoint:
     from pipeline.storage import StorageOptions
 
     ray.data.DataContext.get_current().enable_progress_bars = False
+    ray_start_s = time.perf_counter() - t_ray
     rss_before = _vm("VmRSS")
     t0 = time.perf_counter()
     plan = make_plan(
@@ -104,6 +106,8 @@ def plan_once(input_uri: str, output_uri: str, partitions: int | None, endpoint:
         "skipped": plan.skipped,
         "plan_s": seconds,
         "objects_per_s": plan.listed / seconds,
+        "ray_start_s": ray_start_s,
+        "objects_per_s_with_ray_start": plan.listed / (seconds + ray_start_s),
         "driver_rss_before_mb": rss_before,
         "driver_peak_rss_mb": _vm("VmHWM"),
         "driver_rss_after_mb": _vm("VmRSS"),
