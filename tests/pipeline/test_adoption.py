@@ -96,11 +96,11 @@ def test_unrecorded_outputs_are_adopted_and_strangers_restored(
     # Another model adopts nothing of this one's: the provenance names the model that wrote the file.
     import torch
 
-    from dgunet import build_model, save_checkpoint
+    from dgunet import create_model, save_checkpoint
 
     torch.manual_seed(1)
     other_weights = tmp_path / "other.pth"
-    save_checkpoint(other_weights, build_model("dgunet", **widths), epoch=1)
+    save_checkpoint(other_weights, create_model("denoise", weights=False, **widths), epoch=1)
     _forget(fs, bucket, {"img5.png"})
     other = parse_spec({**spec.model_dump(), "model": {**spec.model.model_dump(), "weights": str(other_weights)}})
     third = run_restore(other, run_id="third")

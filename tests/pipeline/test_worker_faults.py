@@ -176,7 +176,7 @@ def test_the_images_a_pass_lost_are_found_without_a_set_of_every_name(ray_local,
         {"input_uri": f"s3://b/img{i}.png", "size": i, "version": f"v{i}", "output_uri": f"s3://o/img{i}.png"}
         for i in range(40)
     ]
-    rows = [{**r, "reference_uri": ""} for r in rows]
+    rows = [{**r, "reference_uri": "", "output_present": False} for r in rows]
     plan = Plan(planned=40, skipped=0, still_bad=0, listed=40, blocks=[ray_local.put(pa.Table.from_pylist(rows))])
     parts = []
     for k, uris in enumerate(
