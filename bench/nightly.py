@@ -34,6 +34,7 @@ import tempfile
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 from fsspec import AbstractFileSystem, register_implementation
@@ -41,6 +42,8 @@ from fsspec import AbstractFileSystem, register_implementation
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
 sys.path.insert(0, str(ROOT))
+
+from bench.scale import done_stats  # noqa: E402
 
 PER_FOLDER = 1000
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -170,9 +173,7 @@ def _rchar() -> int:
 def record_run(ids: np.ndarray, out: Path, run: str, *, part_rows: int = 5000) -> None:
     """What a run that restored ``ids`` leaves: stats parts (rows ``ok``, model ``m``, the version listed
     now) and an empty output file for each."""
-    import pyarrow as pa
 
-    from pipeline.rows import STATS_SCHEMA
     from pipeline.stats import write_stats_part
     from pipeline.storage import describe
 
@@ -181,19 +182,9 @@ def record_run(ids: np.ndarray, out: Path, run: str, *, part_rows: int = 5000) -
     for part, lo in enumerate(range(0, len(ids), part_rows)):
         objs = [describe("nightly", e["name"], e) for e in (ARCHIVE.entry(int(i)) for i in ids[lo : lo + part_rows])]
         outputs = [str(out / "images" / o.uri.split("/", 3)[3]) for o in objs]
-        rows = {name: [None] * len(objs) for name in STATS_SCHEMA.names}
-        rows.update(
-            run_id=[run] * len(objs),
-            input_uri=[o.uri for o in objs],
-            output_uri=outputs,
-            status=["ok"] * len(objs),
-            model=["m"] * len(objs),
-            input_bytes=[o.size for o in objs],
-            input_version=[o.version for o in objs],
-            finished_at=[finished] * len(objs),
-        )
+        table = done_stats(objs, outputs, run_id=run, finished_at=finished)
         buf = io.BytesIO()
-        write_stats_part(pa.table(rows, schema=STATS_SCHEMA), buf, input_uri="nightly://arch")
+        write_stats_part(table, buf, input_uri="nightly://arch")
         (out / "stats" / f"run-{run}-part-{part:05d}.parquet").write_bytes(buf.getvalue())
         for path in outputs:
             os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -347,27 +338,16 @@ def simulate_s3(objects: int, nights: int, compact_after: int, every: int) -> li
 
 def _record_todo(fs, todo: list[dict], run: str, storage) -> None:
     """What a run that restored ``todo`` (a plan's rows) leaves on S3: its stats part and an output each."""
-    import pyarrow as pa
 
-    from pipeline.rows import STATS_SCHEMA
     from pipeline.stats import write_stats_part
 
     if not todo:
         return
-    n = len(todo)
-    rows = {name: [None] * n for name in STATS_SCHEMA.names}
-    rows.update(
-        run_id=[run] * n,
-        input_uri=[r["input_uri"] for r in todo],
-        output_uri=[r["output_uri"] for r in todo],
-        status=["ok"] * n,
-        model=["m"] * n,
-        input_bytes=[r["size"] for r in todo],
-        input_version=[r["version"] for r in todo],
-        finished_at=[datetime.now(timezone.utc)] * n,
-    )
+    objs = [SimpleNamespace(uri=r["input_uri"], size=r["size"], version=r["version"]) for r in todo]
+    outputs = [r["output_uri"] for r in todo]
+    table = done_stats(objs, outputs, run_id=run, finished_at=datetime.now(timezone.utc))
     buf = io.BytesIO()
-    write_stats_part(pa.table(rows, schema=STATS_SCHEMA), buf, input_uri="s3://nightly/arch")
+    write_stats_part(table, buf, input_uri="s3://nightly/arch")
     fs.pipe(f"nightly/out/stats/run-{run}-part-00000.parquet", buf.getvalue())
     fs.pipe({r["output_uri"].split("://", 1)[1]: b"png" for r in todo})
 

@@ -127,9 +127,10 @@ def plan_in_fresh_process(input_uri: str, output_uri: str, partitions: int | Non
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def done_stats(objs, outputs: list[str]):
-    """Stats rows saying each of ``objs`` (:class:`~pipeline.storage.StoredObject`) was restored by model
-    ``m`` into the matching ``outputs``."""
+def done_stats(objs, outputs: list[str], *, run_id: str | None = None, finished_at=None):
+    """Stats rows saying each of ``objs`` (:class:`~pipeline.storage.StoredObject`, or anything with its
+    ``uri``, ``size`` and ``version``) was restored by model ``m`` into the matching ``outputs``, by run
+    ``run_id`` at ``finished_at`` (None: not recorded)."""
     import pyarrow as pa
 
     from pipeline.rows import STATS_SCHEMA
@@ -142,6 +143,8 @@ def done_stats(objs, outputs: list[str]):
         model=["m"] * len(objs),
         input_bytes=[o.size for o in objs],
         input_version=[o.version for o in objs],
+        run_id=[run_id] * len(objs),
+        finished_at=[finished_at] * len(objs),
     )
     return pa.table(rows, schema=STATS_SCHEMA)
 
