@@ -16,7 +16,8 @@ The **test set** is what the model cards report: photographs only, from sources 
 ever trained or validated on (:data:`TEST_SOURCES`, spread over three origins), cut into 384x384 crops at
 close to native scale (after a 2x area downscale of the wallpapers, 1x for scikit-image's photo), the most
 textured crops of a grid, so that the test has the texture of real photos rather than whole downscaled
-wallpapers.
+wallpapers. The **routing set** (``routing/``) is every 256x256 cell of a grid over the same held-out
+sources, flat ones included: what ``task: auto``'s router is judged on.
 
     python jobs/prepare_photos.py --debs DIR_WITH_DEBS --out data/photos
 """
@@ -54,6 +55,9 @@ TEST_SOURCES = {
     "skimage/astronaut": 1,
 }
 TEST_CROP, TEST_CROPS_PER_SOURCE = 384, 3
+# The routing test (bench/auto_route.py): every cell of a grid over the same held-out sources, flat sky
+# included, for a larger sample of what a router meets than the textured test crops.
+ROUTING_CELL = 256
 MIN_SIDE = 256  # smaller pictures (icons, logos) are left out
 
 
@@ -129,6 +133,11 @@ def textured_crops(img: np.ndarray, size: int, count: int) -> list[tuple[int, in
     return chosen[:count]
 
 
+def grid_cells(img: np.ndarray, size: int) -> list[tuple[int, int]]:
+    """Top-left corners of the non-overlapping ``size`` x ``size`` cells that tile ``img`` from its corner."""
+    return [(y, x) for y in range(0, img.shape[0] - size + 1, size) for x in range(0, img.shape[1] - size + 1, size)]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--debs", type=Path, required=True, help="folder holding the packages' .deb files")
@@ -155,6 +164,11 @@ def main(argv: list[str] | None = None) -> int:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(arr[y : y + TEST_CROP, x : x + TEST_CROP]).save(dest)
                 manifest.append({"file": str(dest.relative_to(args.out)), "source": key, "split": "test"})
+            for i, (y, x) in enumerate(grid_cells(arr, ROUTING_CELL)):
+                dest = args.out / "routing" / f"{name}__cell{i}.png"
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(arr[y : y + ROUTING_CELL, x : x + ROUTING_CELL]).save(dest)
+                manifest.append({"file": str(dest.relative_to(args.out)), "source": key, "split": "routing"})
             continue
         out = downscale(img, max(img.size) / args.max_side)
         dest = args.out / "train" / f"{name}.png"
@@ -163,9 +177,10 @@ def main(argv: list[str] | None = None) -> int:
         manifest.append({"file": str(dest.relative_to(args.out)), "source": key, "split": "train"})
     (args.out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     n_test = sum(m["split"] == "test" for m in manifest)
+    n_routing = sum(m["split"] == "routing" for m in manifest)
     print(
-        f"{len(manifest) - n_test} training images from {len(images) - len(TEST_SOURCES)} sources; "
-        f"{n_test} test crops from {len(TEST_SOURCES)} held-out sources; under {args.out}"
+        f"{len(manifest) - n_test - n_routing} training images from {len(images) - len(TEST_SOURCES)} sources; "
+        f"{n_test} test crops and {n_routing} routing cells from {len(TEST_SOURCES)} held-out sources; under {args.out}"
     )
     return 0
 

@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ref = model_ref(spec)  # before Ray, the listing and the lock: a wrong spec fails in a second
     except (CheckpointMismatchError, NoBundledModelError) as err:
-        print(f"model.weights: {err}", file=sys.stderr)
+        print(err if spec.task == "auto" else f"model.weights: {err}", file=sys.stderr)
         return 2
     try:
         check_storage(spec)  # a wrong path, bucket, credential or endpoint: one line, before any work

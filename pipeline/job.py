@@ -13,6 +13,7 @@ import logging
 import secrets
 import time
 from datetime import datetime, timezone
+from typing import get_args
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -24,8 +25,8 @@ from .planning.plan import Plan, make_plan, unfinished_rows
 from .report import ReportCollector, ranking_measure
 from .rows import FAILED, STATS_SCHEMA, STOPPED
 from .shutdown import GracefulStop, Interrupted
-from .spec import RestoreSpec
-from .stages.model import ModelRef, RestoreModel, resolve_model, restore_alone
+from .spec import AUTO, RestoreSpec, Task
+from .stages.model import AutoRef, ModelRef, RestoreModel, resolve_auto, resolve_model, restore_alone
 from .stages.stop import close_and_take, start_flag
 from .stats import StatsFileError, StatsWriter
 from .storage import join_uri, write_bytes_atomic
@@ -39,7 +40,9 @@ def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
-def build_dataset(spec: RestoreSpec, rows, ref: ModelRef, run_id: str, *, one_by_one: bool = False, stop=None):
+def build_dataset(
+    spec: RestoreSpec, rows, ref: ModelRef | AutoRef, run_id: str, *, one_by_one: bool = False, stop=None
+):
     """The Ray Data pipeline over planned ``rows`` (a :class:`~pipeline.planning.plan.Plan`, or some of its rows as
     dicts); yields stats rows when iterated: read, decode, restore, write.
 
@@ -54,7 +57,7 @@ def build_dataset(spec: RestoreSpec, rows, ref: ModelRef, run_id: str, *, one_by
 
     failpoints = faults.from_env()
     ds = _source(rows, one_by_one)
-    ds = _read_and_decode(ds, spec, one_by_one=one_by_one, stop=stop)
+    ds = _read_and_decode(ds, spec, ref, one_by_one=one_by_one, stop=stop)
     ds = _model_stage(ds, spec, ref, one_by_one=one_by_one, stop=stop, failpoints=failpoints)
     return _write(ds, spec, ref, run_id, stop=stop, failpoints=failpoints)
 
@@ -73,7 +76,7 @@ def _source(rows, one_by_one: bool):
     return ds
 
 
-def _read_and_decode(ds, spec: RestoreSpec, *, one_by_one: bool, stop):
+def _read_and_decode(ds, spec: RestoreSpec, ref: ModelRef | AutoRef, *, one_by_one: bool, stop):
     from .stages.decode import decode_batch
     from .stages.read import read_batch
 
@@ -84,7 +87,8 @@ def _read_and_decode(ds, spec: RestoreSpec, *, one_by_one: bool, stop):
         batch_size=1 if one_by_one else 16,
     )
     # One image per decode call: a huge image does not hold up (or share a block with) small ones.
-    decode = {"max_pixels": spec.input.max_pixels, "rain": spec.task == "derain"}
+    router = ref.router if isinstance(ref, AutoRef) else None
+    decode = {"max_pixels": spec.input.max_pixels, "rain": spec.task == "derain", "router": router}
     ds = ds.map_batches(decode_batch, fn_kwargs=decode, batch_size=1)
     # Blocks of one model batch: a model task then restores one batch and hands it on, so that images are
     # written as they are restored (not when a whole read block is), and a stopping run waits for one
@@ -92,7 +96,7 @@ def _read_and_decode(ds, spec: RestoreSpec, *, one_by_one: bool, stop):
     return ds if one_by_one else ds.repartition(target_num_rows_per_block=res.batch_size)
 
 
-def _model_stage(ds, spec: RestoreSpec, ref: ModelRef, *, one_by_one: bool, stop, failpoints: dict):
+def _model_stage(ds, spec: RestoreSpec, ref: ModelRef | AutoRef, *, one_by_one: bool, stop, failpoints: dict):
     """The model stage: a pool of actors, one model each; or, narrowing down, one task per image."""
     import ray
 
@@ -104,8 +108,9 @@ def _model_stage(ds, spec: RestoreSpec, ref: ModelRef, *, one_by_one: bool, stop
         "use_gpu": res.gpus_per_actor > 0,
         "storage": spec.storage.options(),
         "failpoints": failpoints,
-        **spec.gate.settings(ref.gate),  # over the weights' default gate
     }
+    if isinstance(ref, ModelRef):
+        model.update(spec.gate.settings(ref.gate))  # over the weights' default gate
     resources = {
         # Reserving memory for the model also keeps Ray Data from fusing the CPU read/decode stage into
         # the model actors (it fuses stages with identical resources), so decoding overlaps inference.
@@ -134,7 +139,7 @@ def _model_stage(ds, spec: RestoreSpec, ref: ModelRef, *, one_by_one: bool, stop
     )
 
 
-def _write(ds, spec: RestoreSpec, ref: ModelRef, run_id: str, *, stop, failpoints: dict):
+def _write(ds, spec: RestoreSpec, ref: ModelRef | AutoRef, run_id: str, *, stop, failpoints: dict):
     from .stages.write import write_batch
 
     return ds.map_batches(
@@ -154,14 +159,21 @@ def _write(ds, spec: RestoreSpec, ref: ModelRef, run_id: str, *, stop, failpoint
     )
 
 
-def model_ref(spec: RestoreSpec) -> ModelRef:
-    """The weights of ``spec``'s run, checked on the driver before any work (see :func:`resolve_model`).
+def model_ref(spec: RestoreSpec) -> ModelRef | AutoRef:
+    """The weights of ``spec``'s run, checked on the driver before any work (see :func:`resolve_model`);
+    for ``task: auto``, every task's and the router (:func:`~pipeline.stages.model.resolve_auto`).
 
     Raises:
         CheckpointMismatchError: the weights do not fit the spec's arch and widths (their keys and shapes,
             or the arch or widths they record).
         NoBundledModelError: the spec gives no weights, and none ship for its task.
     """
+    if spec.task == AUTO:
+        from .routing import Router
+
+        storage = spec.storage.options()
+        weights = {task: spec.auto.weights(task) for task in get_args(Task)}
+        return resolve_auto(weights, Router.load(spec.auto.router, storage), storage)
     m = spec.model
     return resolve_model(
         spec.task,
@@ -175,7 +187,7 @@ def model_ref(spec: RestoreSpec) -> ModelRef:
     )
 
 
-def run_restore(spec: RestoreSpec, *, run_id: str | None = None, ref: ModelRef | None = None) -> RunSummary:
+def run_restore(spec: RestoreSpec, *, run_id: str | None = None, ref: ModelRef | AutoRef | None = None) -> RunSummary:
     """Run ``spec`` on the connected Ray cluster; writes images, stats and ``runs/<run_id>.json``.
 
     On SIGTERM or SIGINT (in the main thread) the run stops within ``output.shutdown_grace_seconds``:
@@ -196,7 +208,7 @@ def run_restore(spec: RestoreSpec, *, run_id: str | None = None, ref: ModelRef |
         return _run_locked(spec, run_id, ref, stop)
 
 
-def _run_locked(spec: RestoreSpec, run_id: str, ref: ModelRef, stop: GracefulStop) -> RunSummary:
+def _run_locked(spec: RestoreSpec, run_id: str, ref: ModelRef | AutoRef, stop: GracefulStop) -> RunSummary:
     storage = spec.storage.options()
     summary = RunSummary(
         run_id=run_id,
@@ -247,7 +259,7 @@ def _run_locked(spec: RestoreSpec, run_id: str, ref: ModelRef, stop: GracefulSto
     return summary
 
 
-def _adopt(plan: Plan, ref: ModelRef, run_id: str, storage, writer: StatsWriter, summary: RunSummary) -> None:
+def _adopt(plan: Plan, ref: ModelRef | AutoRef, run_id: str, storage, writer: StatsWriter, summary: RunSummary) -> None:
     """Outputs written by an earlier run that never recorded them, adopted: their rows are written now and
     their inputs left out of the plan (see :mod:`pipeline.adoption`)."""
     adopted = adopt(adoption_candidates(plan), model=ref.id, run_id=run_id, storage=storage)
@@ -275,7 +287,7 @@ def _compact(spec: RestoreSpec, run_id: str) -> dict | None:
     return done.to_dict() if done else None
 
 
-def _plan(spec: RestoreSpec, ref: ModelRef, stop: GracefulStop, summary: RunSummary):
+def _plan(spec: RestoreSpec, ref: ModelRef | AutoRef, stop: GracefulStop, summary: RunSummary):
     """The run's plan and its stop flag (None where there is nothing to restore), its counts put in
     ``summary``; ``(None, None)`` when the run is stopped while planning."""
     try:
@@ -314,7 +326,7 @@ def _write_report(spec: RestoreSpec, report: ReportCollector, summary: RunSummar
 def _restore(
     spec: RestoreSpec,
     plan: Plan,
-    ref: ModelRef,
+    ref: ModelRef | AutoRef,
     run_id: str,
     summary: RunSummary,
     stop: GracefulStop,

@@ -219,7 +219,12 @@ def _head(summary) -> str:
 def _numbers(summary, tally: RunTally) -> str:
     items = [
         ("restored", f"{summary.ok - tally.passed:,}"),
-        ("passed through (no noise)", f"{tally.passed:,}"),
+        ("passed through", f"{tally.passed:,}"),
+        *(
+            (f"routed to {task}", f"{n:,}")
+            for task, n in sorted(tally.routes.items())
+            if tally.detected and task != "passed"
+        ),
         ("failed", f"{summary.failed:,}"),
         ("skipped (done before)", f"{summary.skipped:,}"),
         ("images/s", f"{summary.images_per_second:.2f}"),

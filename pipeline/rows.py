@@ -23,9 +23,11 @@ class Col:
     with the content's sha256 where the store gave none;
     decode (:func:`pipeline.stages.decode.decode_batch`, drops ``DATA``): ``PIXELS`` (raw bytes), ``SHAPE`` (H, W, C),
     ``DTYPE``, ``MODE`` (the file's), ``LOSSY``, ``NOISE_BEFORE``, ``RAIN_BEFORE`` (NaN unless asked for),
-    ``METADATA`` (JSON), ``DECODE_SECONDS``;
+    ``METADATA`` (JSON), ``DECODE_SECONDS``; routing (``task: auto``) also ``BLUR_BEFORE``, ``BLOCKINESS_BEFORE``,
+    ``ROUTE`` (:data:`pipeline.routing.CLASSES`) and ``ROUTE_SCORE`` (its probability), "" and NaN otherwise;
     model (:class:`pipeline.stages.model.RestoreModel`): ``RESTORED`` (raw bytes, as ``PIXELS``), ``ACTION``
-    (``RESTORED`` or ``PASSED``), ``SECONDS``;
+    (``RESTORED`` or ``PASSED``), ``TASK`` (the task that ran, "" where none did), ``PASSED_BECAUSE``,
+    ``SECONDS``;
     write (:func:`pipeline.stages.write.write_batch`): the stats row, :data:`STATS_SCHEMA`, and nothing else.
     """
 
@@ -34,7 +36,9 @@ class Col:
     DATA, STATUS, ERROR = "data", "status", "error"
     PIXELS, SHAPE, DTYPE, MODE, LOSSY = "pixels", "shape", "dtype", "mode", "lossy"
     NOISE_BEFORE, RAIN_BEFORE, METADATA, DECODE_SECONDS = "noise_before", "rain_before", "metadata", "decode_seconds"
+    BLUR_BEFORE, BLOCKINESS_BEFORE, ROUTE, ROUTE_SCORE = "blur_before", "blockiness_before", "route", "route_score"
     RESTORED, ACTION, SECONDS = "restored", "action", "seconds"
+    TASK, PASSED_BECAUSE = "task", "passed_because"
 
 
 # One Parquet row per input and run.
@@ -60,6 +64,12 @@ STATS_SCHEMA = pa.schema(
         # "restored"; "passed": below the gate's level, written unchanged; "adopted": the output was found
         # written by an earlier run that never recorded it (its provenance matches), and kept as it is
         ("action", pa.string()),
+        # The task that ran ("denoise", "deblur", "derain"); null where the image passed or failed
+        ("task", pa.string()),
+        # task: auto: what the router found, with its probability, e.g. "blur 0.93"; null in single-task runs
+        ("degradation", pa.string()),
+        # Why an image passed: "clean" (the router), "no deblur model: ...", "noise 3.10 below the gate's 4.5"
+        ("passed_because", pa.string()),
         ("seconds", pa.float64()),  # model time for this image
         ("decode_seconds", pa.float64()),
         ("encode_seconds", pa.float64()),
@@ -69,7 +79,9 @@ STATS_SCHEMA = pa.schema(
         ("metadata_error", pa.string()),
         ("noise_before", pa.float64()),  # estimated Gaussian noise sigma, 8-bit levels
         ("noise_after", pa.float64()),
-        ("rain_before", pa.float64()),  # thin bright streaking, 8-bit levels (deraining runs only)
+        ("rain_before", pa.float64()),  # thin bright streaking, 8-bit levels (deraining and auto runs)
+        ("blur_before", pa.float64()),  # scikit-image's blur_effect, 0 sharp to 1 flat (auto runs)
+        ("blockiness_before", pa.float64()),  # JPEG grid strength, about 1 without JPEG (auto runs)
         ("sharpness_before", pa.float64()),  # variance of the Laplacian, [0, 1] intensities
         ("sharpness_after", pa.float64()),
         ("psnr_before", pa.float64()),  # against input.reference, when the spec gives one

@@ -32,6 +32,8 @@ from .storage import StorageOptions, metadata_service_host, split_protocol
 # that reading and checking a spec loads no torch.
 Arch = Literal["dgunet", "dgunet_plus"]
 Task = Literal["denoise", "deblur", "derain"]
+AUTO = "auto"  # a restore job's task that routes each image to the task it needs (pipeline.routing)
+RestoreTask = Literal["denoise", "deblur", "derain", "auto"]
 Precision = Literal["float32", "bfloat16", "float16"]
 
 _SECRET_KEYS = re.compile(r"(secret|password|token|credential|access_key|session_key)", re.IGNORECASE)
@@ -164,6 +166,27 @@ class StatsSpec(StrictModel):
     )
 
 
+class AutoSpec(StrictModel):
+    """``task: auto``: each image goes to the restoration that it needs, or passes through untouched. The
+    router (:mod:`pipeline.routing`) reads what degrades it in the decode stage; each task's images go to
+    that task's weights. A task with no weights here and none bundled is not an error: its images pass,
+    with the reason in their stats row."""
+
+    denoise_weights: str | None = Field(
+        None, description="weights for the images routed to denoising (noise, JPEG damage); null: the bundled model"
+    )
+    deblur_weights: str | None = Field(
+        None, description="weights for the images routed to deblurring; null: the bundled model, if one ships"
+    )
+    derain_weights: str | None = Field(
+        None, description="weights for the images routed to deraining; null: the bundled model, if one ships"
+    )
+    router: str | None = Field(None, description="a router JSON (python jobs/train_router.py); null: the bundled one")
+
+    def weights(self, task: str) -> str | None:
+        return getattr(self, f"{task}_weights")
+
+
 class GateSpec(StrictModel):
     """Images that need no restoration pass through: their output holds the input's pixels unchanged and
     their stats say ``action: passed``. A level left out (null) is the weights' default: bundled weights
@@ -271,8 +294,11 @@ class StorageSpec(StrictModel):
 class RestoreSpec(StrictModel):
     """The restore job's spec (jobs/restore_bucket.py)."""
 
-    task: Task = Field("denoise", description="what to restore; picks the bundled weights")
+    task: RestoreTask = Field(
+        "denoise", description="what to restore; picks the bundled weights. auto: each image as it needs (auto.*)"
+    )
     model: ModelSpec = ModelSpec()
+    auto: AutoSpec = AutoSpec()
     input: InputSpec
     output: OutputSpec
     resources: ResourcesSpec = ResourcesSpec()
@@ -293,6 +319,24 @@ class RestoreSpec(StrictModel):
                     f"output.uri ({self.output.uri}) must not be inside input.uri ({self.input.uri}): "
                     "outputs would be listed as inputs by the next run"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _auto(self) -> RestoreSpec:
+        if self.task == AUTO:
+            given = [f"model.{k}" for k in ("weights", *ArchSpec.model_fields) if getattr(self.model, k) is not None]
+            if given:
+                raise ValueError(
+                    f"{given[0]}: task auto takes weights per task (auto.denoise_weights, auto.deblur_weights, "
+                    "auto.derain_weights), not one model section; leave model out"
+                )
+            gate = [f"gate.{k}" for k, v in self.gate.model_dump().items() if v != GateSpec.model_fields[k].default]
+            if gate:
+                raise ValueError(f"{gate[0]}: task auto has no gate levels: its router decides what passes")
+        else:
+            given = [f"auto.{k}" for k, v in self.auto.model_dump().items() if v is not None]
+            if given:
+                raise ValueError(f"{given[0]}: applies to task auto only, but task is {self.task}")
         return self
 
 
@@ -322,7 +366,11 @@ def _find_secrets(obj: Any, path: str = "") -> list[str]:
     return found
 
 
-_PATH_KEYS = (("input", "uri"), ("input", "manifest"), ("input", "reference"), ("output", "uri"), ("model", "weights"))
+_PATH_KEYS = (
+    *(("input", "uri"), ("input", "manifest"), ("input", "reference"), ("output", "uri"), ("model", "weights")),
+    *(("auto", f"{task}_weights") for task in get_args(Task)),
+    ("auto", "router"),
+)
 
 
 def _absolute_local_paths(data: dict[str, Any], keys: tuple[tuple[str, str], ...]) -> dict[str, Any]:

@@ -58,6 +58,15 @@ class RunSummary:
         )
         return json.dumps(d, indent=1, default=str)
 
+    def _routes(self) -> list[str]:
+        """``routes  denoise 12, deblur 3, passed 40`` (and what the router found, under task: auto)."""
+        out = []
+        for key, label in (("routes", "routes  "), ("detected", "detected")):
+            counts = (self.metrics or {}).get(key)
+            if counts:
+                out.append(f"  {label} " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        return out
+
     def render(self) -> str:
         lines = [
             f"run {self.run_id}  model {self.model}"
@@ -71,6 +80,7 @@ class RunSummary:
             f"  {self.processed} images, {self.megapixels:.1f} MP in {self.wall_seconds:.1f} s: "
             f"{self.images_per_second:.2f} images/s, {self.megapixels_per_second:.2f} MP/s "
             f"(planning {self.plan_seconds:.1f} s)",
+            *self._routes(),
             f"  images   {join_uri(self.output_uri, 'images')}",
             f"  stats    {join_uri(self.output_uri, 'stats')}",
             f"  summary  {join_uri(self.output_uri, 'runs', self.run_id + '.json')}",

@@ -2,8 +2,9 @@
 
 :class:`RunTally` takes the stats rows as the driver streams them and keeps counts and sums only: ok and
 failed inputs, images passed through, megapixels, where the time went, bytes, mean noise before and after,
-and the first failures with a count per kind. :class:`~pipeline.report.ReportCollector` draws the page
-from its own bounded state and from this tally's numbers.
+the first failures with a count per kind, ok images per task that ran (``routes``; ``passed`` where none
+did) and, under ``task: auto``, per degradation found (``detected``). :class:`~pipeline.report.ReportCollector`
+draws the page from its own bounded state and from this tally's numbers.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ class RunTally:
         self.totals: Counter[str] = Counter()
         self.failures: list[dict] = []  # the first ones: {"input_uri", "error"}
         self.reasons: Counter[str] = Counter()  # failure kind (see _reason_kind) -> inputs
+        self.routes: Counter[str] = Counter()  # ok images per task that ran, or "passed"
+        self.detected: Counter[str] = Counter()  # task: auto: ok images per degradation the router found
 
     @property
     def ok(self) -> int:
@@ -56,7 +59,7 @@ class RunTally:
 
     def add(self, table: pa.Table) -> None:
         """Count a batch of stats rows (:data:`~pipeline.rows.STATS_SCHEMA`)."""
-        columns = ["input_uri", "status", "action", "error", "width", "height", *SUMMED, *MEANS]
+        columns = ["input_uri", "status", "action", "task", "degradation", "error", "width", "height", *SUMMED, *MEANS]
         for row in table.select(columns).to_pylist():
             self._add(row)
 
@@ -70,6 +73,9 @@ class RunTally:
             return
         self.totals["ok"] += 1
         self.totals["passed"] += row["action"] == PASSED
+        self.routes[row["task"] or row["action"] or "passed"] += 1
+        if row["degradation"]:
+            self.detected[row["degradation"].split()[0]] += 1
         for column in SUMMED:
             self.totals[column] += row[column] or 0
         self.totals["megapixels"] += (row["width"] or 0) * (row["height"] or 0) / 1e6
@@ -94,6 +100,9 @@ class RunTally:
             if t[column + "_n"]:
                 out[f"mean_{column}"] = t[column] / t[column + "_n"]
         out["failures_by_kind"] = dict(self.reasons.most_common(20))
+        out["routes"] = dict(sorted(self.routes.items()))  # ok images per task that ran, or passed/adopted
+        if self.detected:
+            out["detected"] = dict(sorted(self.detected.items()))
         return out
 
 

@@ -19,12 +19,16 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..rows import OK, Col, fail
 from .metadata import Metadata, read_metadata
-from .quality import noise_level, rain_level
+from .quality import degradation_features, noise_level, rain_level
+
+if TYPE_CHECKING:
+    from ..routing import Router
 
 _TO_RGB_MODES = {"CMYK", "YCbCr", "LAB", "HSV", "RGBX"}
 
@@ -186,7 +190,7 @@ def _pixels(img) -> np.ndarray:
     return arr[..., None].copy() if arr.ndim == 2 else arr.copy()
 
 
-def _estimate(measure, pixels: np.ndarray) -> float:
+def _estimate(measure, pixels: np.ndarray):
     """``measure(pixels)``, NaN where it cannot tell: the gate then restores the image and the stats stay empty."""
     try:
         level = measure(pixels)
@@ -195,11 +199,15 @@ def _estimate(measure, pixels: np.ndarray) -> float:
     return np.nan if level is None else level
 
 
-def decode_batch(batch: dict[str, np.ndarray], *, max_pixels: int, rain: bool = False) -> dict[str, np.ndarray]:
+def decode_batch(
+    batch: dict[str, np.ndarray], *, max_pixels: int, rain: bool = False, router: Router | None = None
+) -> dict[str, np.ndarray]:
     """Ray Data stage: ``data`` (file bytes) to ``pixels`` (raw bytes), ``shape`` (H, W, C) and ``dtype``,
     with ``lossy`` (the file's compression), ``noise_before`` (the estimated noise level, NaN when the
     image is too small to tell) and, with ``rain``, ``rain_before`` (:func:`~pipeline.stages.quality.rain_level`;
-    NaN otherwise), which the model stage's pass-through gate reads and the stats keep, and
+    NaN otherwise), which the model stage's pass-through gate reads and the stats keep; with ``router``
+    (``task: auto``), every measure of :func:`~pipeline.stages.quality.degradation_features` in one pass,
+    ``blur_before`` and ``blockiness_before`` among them, and the image's ``route`` and ``route_score``; and
     ``metadata`` (:meth:`pipeline.stages.metadata.Metadata.to_json`: EXIF, XMP, IPTC, text, ICC; "" for failed
     rows), which the write stage carries into the output.
 
@@ -211,6 +219,7 @@ def decode_batch(batch: dict[str, np.ndarray], *, max_pixels: int, rain: bool = 
     metadata = [""] * n
     status, error = list(batch[Col.STATUS]), list(batch[Col.ERROR])
     seconds, noise, streaks, lossy = np.zeros(n), np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, bool)
+    blur, blocks, route, score = np.full(n, np.nan), np.full(n, np.nan), [""] * n, np.full(n, np.nan)
     for i in range(n):
         if status[i] != OK:
             continue
@@ -230,9 +239,19 @@ def decode_batch(batch: dict[str, np.ndarray], *, max_pixels: int, rain: bool = 
         except Exception as exc:  # metadata never fails an image; the stats say what was lost
             meta = Metadata(problems=(f"metadata: unreadable ({type(exc).__name__}: {exc})"[:200],))
         metadata[i] = meta.to_json()
-        noise[i] = _estimate(noise_level, d.pixels)
-        if rain:
-            streaks[i] = _estimate(rain_level, d.pixels)
+        if router is not None:
+            features = _estimate(degradation_features, d.pixels)
+            if isinstance(features, dict):
+                noise[i], streaks[i], blur[i], blocks[i] = (
+                    features[k] for k in ("noise", "rain", "blur", "blockiness")
+                )
+            else:  # too small to tell: a restorer would change nothing worth it
+                features, noise[i] = None, _estimate(noise_level, d.pixels)
+            route[i], score[i] = router.classify(features)
+        else:
+            noise[i] = _estimate(noise_level, d.pixels)
+            if rain:
+                streaks[i] = _estimate(rain_level, d.pixels)
         seconds[i] = time.perf_counter() - t0
     out = {k: v for k, v in batch.items() if k != Col.DATA}
     out.update(
@@ -247,6 +266,10 @@ def decode_batch(batch: dict[str, np.ndarray], *, max_pixels: int, rain: bool = 
             Col.LOSSY: lossy,
             Col.NOISE_BEFORE: noise,
             Col.RAIN_BEFORE: streaks,
+            Col.BLUR_BEFORE: blur,
+            Col.BLOCKINESS_BEFORE: blocks,
+            Col.ROUTE: np.array(route, dtype=object),
+            Col.ROUTE_SCORE: score,
             Col.METADATA: np.array(metadata, dtype=object),
         }
     )

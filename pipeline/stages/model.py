@@ -7,12 +7,15 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..rows import OK, PASSED, RESTORED, STOPPED, Col, fail, model_id, pixels_of
 from .stop import stopped
+
+if TYPE_CHECKING:
+    from ..routing import Router
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +74,47 @@ class ModelRef:
     @property
     def id(self) -> str:
         return model_id(self.arch, self.task, self.sha256)
+
+
+@dataclass(frozen=True)
+class AutoRef:
+    """The weights of a ``task: auto`` run, decided once by the driver: each task's :class:`ModelRef`, or
+    the reason it has none (its images then pass through), and the router that sends images to them."""
+
+    models: dict[str, ModelRef]
+    missing: dict[str, str]  # task -> why no model serves it
+    router: Router
+
+    @property
+    def id(self) -> str:
+        """``auto/auto@sha256:<digest>`` of the router and every task's weights: the ``model`` of the run's
+        stats rows, so that a re-run skips what this same combination already did."""
+        import hashlib
+        import json
+
+        parts = {"router": self.router.sha256, **{t: r.id for t, r in sorted(self.models.items())}}
+        return model_id("auto", "auto", hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest())
+
+
+def resolve_auto(weights: dict[str, str | None], router: Router, storage=None) -> AutoRef:
+    """The :class:`AutoRef` of a ``task: auto`` run: every task's weights checked as :func:`resolve_model`
+    checks them. A task with no weights given and none bundled has no model (its images pass).
+
+    Raises:
+        CheckpointMismatchError: a task's weights do not fit; the message starts with its spec key.
+    """
+    from dgunet import NoBundledModelError
+    from dgunet.checkpoint import CheckpointMismatchError
+
+    models, missing = {}, {}
+    for task, uri in weights.items():
+        try:
+            models[task] = resolve_model(task, arch=None, weights=uri, storage=storage)
+        except NoBundledModelError:
+            missing[task] = f"no {task} model: none bundled, and auto.{task}_weights not given"
+        except CheckpointMismatchError as err:
+            raise CheckpointMismatchError(f"auto.{task}_weights: {err}") from None
+    return AutoRef(models, missing, router)
 
 
 def resolve_model(task: str, *, arch: str | None, weights: str | None, storage=None, **widths) -> ModelRef:
@@ -144,6 +188,11 @@ class RestoreModel:
     files are always restored (for a model that removes compression artefacts, which hide from the noise
     estimate).
 
+    ``task: auto`` (``ref`` an :class:`AutoRef`): each image goes to the model of the task that its route
+    (the decode stage's ``route`` column) names, all of them hosted by this one actor; a task's model loads
+    the first time an image needs it, so a task that no image needs costs nothing. A clean image, or one
+    whose task has no model, passes with the reason in ``passed_because``.
+
     The stop flag: with ``stop`` (the run's :class:`~pipeline.stages.stop.StopFlag`, handed down by the
     driver), no new batch starts once the flag is raised: the batch's rows are marked
     :data:`~pipeline.rows.STOPPED` and pass through untouched, and the next run plans them again.
@@ -152,7 +201,7 @@ class RestoreModel:
     def __init__(
         self,
         *,
-        ref: ModelRef,
+        ref: ModelRef | AutoRef,
         inference: dict,
         threads: int,
         use_gpu: bool,
@@ -165,34 +214,49 @@ class RestoreModel:
     ):
         """``inference``: the spec's :class:`InferenceOptions` fields, over the weights' recommendation.
         ``pass_below``: the gate's level of the ``gate_on`` estimate (8-bit levels), or None to restore every
-        image.
+        image (single-task runs).
         ``failpoints``: see :mod:`pipeline.faults` (tests only). ``stop``: the run's stop flag (None:
         never stops)."""
         import torch
 
-        from dgunet.inference import recommended_options
-
         torch.set_num_threads(max(1, threads))
         self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
-        model = load_model(ref, storage).to(self.device)
-        options = dataclasses.replace(recommended_options(model), **inference)
-        if self.device.type == "cuda" and "tile_batch" not in inference:
-            options = dataclasses.replace(options, tile_batch=gpu_tile_batch(options.tile))
-        if options.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        self.model, self.options, self.ref = model, options, ref
+        self.inference, self.storage = inference, storage
+        self.auto = isinstance(ref, AutoRef)
+        self.refs = dict(ref.models) if self.auto else {ref.task: ref}
+        self.missing = dict(ref.missing) if self.auto else {}
+        self.loaded: dict[str, tuple[Any, Any]] = {}  # task -> (model, inference options)
+        if not self.auto:  # one model: loaded now, so that bad weights fail the actor, not every batch
+            self._model(ref.task)
         self.failpoints, self.pass_below, self.restore_lossy = failpoints or {}, pass_below, restore_lossy
         self.gate_on = gate_on
         self.stop = stop
 
-    def _run(self, images: list[np.ndarray], uris: list[str], options=None) -> list[np.ndarray]:
+    def _model(self, task: str):
+        """The model of ``task`` and its inference options, loaded on first use."""
+        if task not in self.loaded:
+            import torch
+
+            from dgunet.inference import recommended_options
+
+            model = load_model(self.refs[task], self.storage).to(self.device)
+            options = dataclasses.replace(recommended_options(model), **self.inference)
+            if self.device.type == "cuda" and "tile_batch" not in self.inference:
+                options = dataclasses.replace(options, tile_batch=gpu_tile_batch(options.tile))
+            if options.channels_last:
+                model = model.to(memory_format=torch.channels_last)
+            self.loaded[task] = (model, options)
+        return self.loaded[task]
+
+    def _run(self, task: str, images: list[np.ndarray], uris: list[str], options=None) -> list[np.ndarray]:
         import torch
 
         from dgunet.inference import from_model_output, restore_tensor, to_model_input
 
         from ..faults import fires
 
-        options = options or self.options
+        model, default = self._model(task)
+        options = options or default
         inputs = [to_model_input(img) for img in images]
         x = torch.stack([t for t, _ in inputs])
         whole = x.shape[-2] * x.shape[-1] <= options.max_pixels
@@ -203,7 +267,7 @@ class RestoreModel:
                 raise torch.OutOfMemoryError(f"fail point model.oom: {uri}")
         if self.device.type == "cuda" and whole:
             x = x.pin_memory()
-        y = restore_tensor(self.model, x, options)
+        y = restore_tensor(model, x, options)
         return [from_model_output(y[i], layout, img) for i, ((_, layout), img) in enumerate(zip(inputs, images))]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -213,45 +277,30 @@ class RestoreModel:
         n = len(batch[Col.INPUT_URI])
         status, error = list(batch[Col.STATUS]), list(batch[Col.ERROR])
         restored, seconds, action = [b""] * n, np.zeros(n), [""] * n
+        tasks, because = [""] * n, [""] * n
         groups: dict[tuple, list[int]] = {}
         for i in range(n):
-            if status[i] == OK and self._passes(batch, i):
-                restored[i], action[i] = batch[Col.PIXELS][i], PASSED
-            elif status[i] == OK:
-                action[i] = RESTORED
-                h, w, _ = batch[Col.SHAPE][i]
-                whole = h * w <= self.options.max_pixels
-                # Equal sizes run as one tensor batch (every layout becomes RGB float); tiled images alone.
-                key = (int(h), int(w)) if whole else ("tiled", i)
-                groups.setdefault(key, []).append(i)
-        for idx in groups.values():
-            images = [pixels_of(batch[Col.PIXELS][i], batch[Col.SHAPE][i], batch[Col.DTYPE][i]) for i in idx]
-            uris = [str(batch[Col.INPUT_URI][i]) for i in idx]
-            t0 = time.perf_counter()
-            failure = None
-            try:
-                outs = self._run(images, uris)
-            except Exception as exc:
-                failure = _released(exc)
-            if failure is not None:  # retried outside the except block, so the failed attempt's memory is free
-                self._free()
-                if len(idx) > 1:  # retry each image on its own, so that only the one at fault fails
-                    outs = [self._run_or_error(img, uri) for img, uri in zip(images, uris)]
-                elif _is_oom(failure):
-                    outs = [self._run_or_error(images[0], uris[0], oom=failure)]
-                else:
-                    outs = [failure]
-            per_image = (time.perf_counter() - t0) / len(idx)
-            for i, out in zip(idx, outs):
-                if isinstance(out, Exception):
-                    status[i], error[i] = fail(f"model: {type(out).__name__}: {out}")
-                else:
-                    restored[i], seconds[i] = out.tobytes(), per_image
+            if status[i] != OK:
+                continue
+            task, reason = self._task_of(batch, i)
+            if task is None:
+                restored[i], action[i], because[i] = batch[Col.PIXELS][i], PASSED, reason
+                continue
+            action[i], tasks[i] = RESTORED, task
+            h, w, _ = batch[Col.SHAPE][i]
+            whole = h * w <= self._model(task)[1].max_pixels
+            # Equal sizes of one task run as one tensor batch (every layout becomes RGB float); tiled alone.
+            key = (task, int(h), int(w)) if whole else (task, "tiled", i)
+            groups.setdefault(key, []).append(i)
+        for (task, *_), idx in groups.items():
+            self._restore_group(task, idx, batch, status, error, restored, seconds)
         out = dict(batch)
         out.update(
             {
                 Col.RESTORED: np.array(restored, dtype=object),
                 Col.ACTION: np.array(action, dtype=object),
+                Col.TASK: np.array(tasks, dtype=object),
+                Col.PASSED_BECAUSE: np.array(because, dtype=object),
                 Col.STATUS: np.array(status, dtype=object),
                 Col.ERROR: np.array(error, dtype=object),
                 Col.SECONDS: seconds,
@@ -259,24 +308,64 @@ class RestoreModel:
         )
         return out
 
-    def _passes(self, batch: dict[str, np.ndarray], i: int) -> bool:
+    def _restore_group(self, task: str, idx: list[int], batch, status, error, restored, seconds) -> None:
+        """Rows ``idx`` through ``task``'s model as one tensor batch; their outputs or failures in place."""
+        images = [pixels_of(batch[Col.PIXELS][i], batch[Col.SHAPE][i], batch[Col.DTYPE][i]) for i in idx]
+        uris = [str(batch[Col.INPUT_URI][i]) for i in idx]
+        t0 = time.perf_counter()
+        failure = None
+        try:
+            outs = self._run(task, images, uris)
+        except Exception as exc:
+            failure = _released(exc)
+        if failure is not None:  # retried outside the except block, so the failed attempt's memory is free
+            self._free()
+            if len(idx) > 1:  # retry each image on its own, so that only the one at fault fails
+                outs = [self._run_or_error(task, img, uri) for img, uri in zip(images, uris)]
+            elif _is_oom(failure):
+                outs = [self._run_or_error(task, images[0], uris[0], oom=failure)]
+            else:
+                outs = [failure]
+        per_image = (time.perf_counter() - t0) / len(idx)
+        for i, out in zip(idx, outs):
+            if isinstance(out, Exception):
+                status[i], error[i] = fail(f"model: {type(out).__name__}: {out}")
+            else:
+                restored[i], seconds[i] = out.tobytes(), per_image
+
+    def _task_of(self, batch: dict[str, np.ndarray], i: int) -> tuple[str | None, str]:
+        """The task that restores row ``i``, or None and why it passes."""
+        if self.auto:
+            from ..routing import TASK_OF
+
+            route = str(batch[Col.ROUTE][i])
+            task = TASK_OF[route]
+            if task is None:
+                return None, route
+            return (task, "") if task in self.refs else (None, self.missing[task])
+        (task,) = self.refs
         if self.pass_below is None or self.gate_on not in batch:
-            return False
+            return task, ""
         level = float(batch[self.gate_on][i])
         if self.restore_lossy and bool(batch[Col.LOSSY][i]):
-            return False
-        return bool(np.isfinite(level) and level < self.pass_below)
+            return task, ""
+        if np.isfinite(level) and level < self.pass_below:
+            return None, f"{self.gate_on.removesuffix('_before')} {level:.2f} below the gate's {self.pass_below:g}"
+        return task, ""
 
-    def _run_or_error(self, image: np.ndarray, uri: str, oom: Exception | None = None) -> np.ndarray | Exception:
+    def _run_or_error(
+        self, task: str, image: np.ndarray, uri: str, oom: Exception | None = None
+    ) -> np.ndarray | Exception:
         """One image alone; out of memory, again in ever smaller tiles. ``oom``: it has just run out of
         memory with the actor's options, so start with smaller tiles."""
         pixels = image.shape[0] * image.shape[1]
-        options = self.options if oom is None else _smaller_tiles(self.options, pixels)
+        default = self._model(task)[1]
+        options = default if oom is None else _smaller_tiles(default, pixels)
         while options is not None:
             if oom is not None:
                 log.warning("Out of memory on %s; retrying in %d px tiles.", uri, options.tile)
             try:
-                return self._run([image], [uri], options)[0]
+                return self._run(task, [image], [uri], options)[0]
             except Exception as exc:
                 failure = _released(exc)
             self._free()

@@ -4,6 +4,9 @@
   wavelet median-absolute-deviation estimator) and sharpness (variance of OpenCV's Laplacian), before and
   after, and the rain level (:func:`rain_level`) before, on a central crop of at most ``CROP`` x ``CROP``
   pixels so that huge images cost the same.
+* What degrades an image, for routing it (:func:`degradation_features`): the noise and rain levels, blur
+  (scikit-image's ``blur_effect`` and :func:`edge_falloff`), JPEG blockiness (:func:`blockiness`) and
+  contrast, from one crop.
 * With a reference (paired evaluation): PSNR and SSIM (``skimage.metrics``) of input and output against it.
 """
 
@@ -69,15 +72,95 @@ def rain_level(img: np.ndarray) -> float | None:
     u = center_crop(_unit_color(img))
     if min(u.shape[:2]) < RAIN_LENGTH:
         return None
-    luma = u[..., 0] if u.shape[2] == 1 else (u @ np.array([0.299, 0.587, 0.114], np.float32))
+    luma = _luma(u)
     disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (RAIN_TOPHAT, RAIN_TOPHAT))
-    tophat = cv2.morphologyEx(np.ascontiguousarray(luma), cv2.MORPH_TOPHAT, disk)
+    tophat = cv2.morphologyEx(luma, cv2.MORPH_TOPHAT, disk)
     best = 0.0
     for off in np.linspace(-RAIN_TILT, RAIN_TILT, RAIN_ANGLES):
         along = cv2.filter2D(tophat, -1, _line_kernel(RAIN_LENGTH, np.pi / 2 + off), borderType=cv2.BORDER_REFLECT)
         across = cv2.filter2D(tophat, -1, _line_kernel(RAIN_LENGTH, off), borderType=cv2.BORDER_REFLECT)
         best = max(best, float(np.maximum(along - across, 0).mean()))
     return best * 255.0
+
+
+def _luma(u: np.ndarray) -> np.ndarray:
+    """Rec. 601 luma of ``(H, W, C)`` unit colour, ``(H, W)`` float32."""
+    return np.ascontiguousarray(u[..., 0] if u.shape[2] == 1 else u @ np.array([0.299, 0.587, 0.114], np.float32))
+
+
+BLOCK = 8  # the JPEG block side
+
+
+def blockiness(luma: np.ndarray) -> float:
+    """How much stronger the steps between neighbouring pixels are on one column (and row) of every
+    :data:`BLOCK` than on the others: about 1 for an image that never went through JPEG, 1.5 to 8 for a
+    JPEG at quality 20 to 80. Steps are averaged per phase of the 8-pixel grid and the strongest phase is
+    divided by the median one, so the grid is found wherever a crop starts. ``luma``: ``(H, W)`` in [0, 1].
+    """
+    phases = []
+    for axis in (1, 0):
+        steps = np.abs(np.diff(luma, axis=axis)).mean(axis=1 - axis)
+        n = len(steps) // BLOCK * BLOCK
+        if n == 0:
+            return 1.0
+        per_phase = steps[:n].reshape(-1, BLOCK).mean(axis=0)
+        # 1/1000 of the range keeps a flat image (no steps at all) at 1
+        phases.append((per_phase.max() + 1e-3) / (np.median(per_phase) + 1e-3))
+    return float(np.sqrt(phases[0] * phases[1]))
+
+
+EDGE_PERCENTILE = 99.5  # the strongest gradients: an image's edges, rather than its texture or noise
+
+
+def edge_falloff(luma: np.ndarray) -> tuple[float, float, float]:
+    """How much steeper the strongest edges get at half and at a quarter of the resolution: the log ratios
+    of the :data:`EDGE_PERCENTILE` gradient magnitude (Sobel) at half size to full size, and at a quarter
+    to half. A sharp step stays as steep (about 0); an edge blurred over ``w`` pixels doubles in steepness
+    while ``w`` is more than a pixel or two (up to log 2 = 0.69); noise makes full size steeper
+    (negative). Third, the steepest edges at a quarter of the resolution themselves (per quarter-size
+    pixel, [0, 1] intensities): how much structure there is that blur could have softened, whatever the
+    blur and noise. ``luma``: ``(H, W)`` in [0, 1]."""
+    import cv2
+
+    def steepest(img: np.ndarray) -> float:
+        gx, gy = cv2.Sobel(img, cv2.CV_32F, 1, 0), cv2.Sobel(img, cv2.CV_32F, 0, 1)
+        return float(np.percentile(np.sqrt(gx * gx + gy * gy), EDGE_PERCENTILE)) + 1e-4
+
+    half = cv2.resize(luma, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+    quarter = cv2.resize(half, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+    full, h, q = steepest(luma), steepest(half), steepest(quarter)
+    return float(np.log(h / full)), float(np.log(q / h)), q
+
+
+DEGRADATION_FEATURES = ("noise", "rain", "blur", "blockiness", "falloff2", "falloff4", "structure", "contrast")
+
+
+def degradation_features(img: np.ndarray) -> dict[str, float] | None:
+    """The measures that tell what degrades ``img``, on its central crop (None: smaller than 32 px).
+
+    ``noise`` and ``rain``: :func:`noise_level` and :func:`rain_level` (8-bit levels); ``blur``: scikit-image's
+    ``blur_effect`` of the luma (Crete et al. 2007: 0 sharp, 1 flat); ``blockiness``: :func:`blockiness`;
+    ``falloff2``, ``falloff4`` and ``structure``: :func:`edge_falloff`; ``contrast``: the luma's standard deviation
+    ([0, 1] intensities), near 0 for a flat picture.
+    """
+    from skimage.measure import blur_effect
+
+    crop = center_crop(img)
+    if min(crop.shape[:2]) < 32:
+        return None
+    luma = _luma(_unit_color(crop))
+    falloff2, falloff4, structure = edge_falloff(luma)
+    noise = noise_level(crop)
+    return {
+        "noise": np.nan if noise is None else noise,
+        "rain": rain_level(crop) or 0.0,
+        "blur": float(blur_effect(luma)),
+        "blockiness": blockiness(luma),
+        "falloff2": falloff2,
+        "falloff4": falloff4,
+        "structure": structure,
+        "contrast": float(luma.std()),
+    }
 
 
 def sharpness(img: np.ndarray) -> float | None:

@@ -99,6 +99,9 @@ def _stats_row(batch: dict[str, np.ndarray], i: int, s: _Settings, now: datetime
         "decode_seconds": float(batch[Col.DECODE_SECONDS][i]),
         "seconds": float(batch[Col.SECONDS][i]),
         "action": batch[Col.ACTION][i] or None,
+        "task": _text(batch, Col.TASK, i),
+        "passed_because": _text(batch, Col.PASSED_BECAUSE, i),
+        "degradation": _degradation(batch, i),
         "finished_at": now,
     }
     if dtype:
@@ -129,10 +132,34 @@ def _stats_row(batch: dict[str, np.ndarray], i: int, s: _Settings, now: datetime
             status, error = fail(f"write: {type(exc).__name__}: {exc}")
         else:
             row.update(measures, rain_before=None if np.isnan(rain) else rain)
+            row.update(
+                {
+                    k: _number(batch, c, i)
+                    for k, c in (("blur_before", Col.BLUR_BEFORE), ("blockiness_before", Col.BLOCKINESS_BEFORE))
+                }
+            )
     row.update(status=status, error=error or None)
     if status != OK:
         row["output_uri"] = None
     return row
+
+
+def _text(batch: dict[str, np.ndarray], col: str, i: int) -> str | None:
+    return (str(batch[col][i]) or None) if col in batch else None
+
+
+def _number(batch: dict[str, np.ndarray], col: str, i: int) -> float | None:
+    value = float(batch[col][i]) if col in batch else np.nan
+    return None if np.isnan(value) else value
+
+
+def _degradation(batch: dict[str, np.ndarray], i: int) -> str | None:
+    """``"<route> <probability>"`` of a routed row, e.g. ``"blur 0.93"``; None in single-task runs."""
+    route = _text(batch, Col.ROUTE, i)
+    if route is None:
+        return None
+    score = _number(batch, Col.ROUTE_SCORE, i)
+    return route if score is None else f"{route} {score:.2f}"
 
 
 def _write_output(batch: dict[str, np.ndarray], i: int, restored: np.ndarray, s: _Settings) -> dict:

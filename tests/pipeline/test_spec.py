@@ -16,7 +16,7 @@ BASE = {"input": {"uri": "s3://archive/in"}, "output": {"uri": "s3://archive/out
 @pytest.mark.parametrize("path", [p for p in SPECS if not p.name.startswith("train_")], ids=lambda p: p.name)
 def test_shipped_restore_specs_validate(path):
     spec = load_spec(path)
-    assert spec.task in ("denoise", "deblur", "derain")
+    assert spec.task in ("denoise", "deblur", "derain", "auto")
 
 
 def test_shipped_training_specs_validate():

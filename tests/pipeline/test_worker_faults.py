@@ -46,8 +46,8 @@ def actor(tiny_weights):
 
 def test_tiles_per_forward_pass_fill_a_gpu_and_stay_one_on_cpus(actor):
     assert [gpu_tile_batch(t) for t in (128, 512, 2048)] == [128, 8, 1]  # about 2 megapixels of tiles
-    assert actor().options.tile_batch == 1  # on CPUs one tile at a time keeps the peak memory low
-    assert actor(tile_batch=6).options.tile_batch == 6  # the spec's inference.tile_batch wins
+    assert actor()._model("denoise")[1].tile_batch == 1  # on CPUs one tile at a time keeps the peak memory low
+    assert actor(tile_batch=6)._model("denoise")[1].tile_batch == 6  # the spec's inference.tile_batch wins
 
 
 def test_out_of_memory_on_a_whole_image_is_retried_in_tiles(actor):

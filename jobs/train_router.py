@@ -1,0 +1,73 @@
+"""Train the router of ``task: auto`` on the training photos (never the held-out test sources), compare
+logistic regression, a small perceptron and a decision tree by cross-validation grouped by photo, and
+write each as a router JSON; ``--ship NAME`` also installs one as the bundled router.
+
+    python jobs/train_router.py --photos data/photos/train --out results/router --ship mlp
+
+The features of every sample are kept in ``OUT/samples.npz``: ``--reuse`` fits again from them without
+measuring. The held-out table that picks the shipped one: ``python bench/auto_route.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.routing import CLASSES
+from pipeline.training.router import candidates, cross_validate, fit_router, load_photos, make_samples
+
+BUNDLED = Path(__file__).resolve().parent.parent / "pipeline" / "routing" / "router.json"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--photos", type=Path, default=Path("data/photos/train"))
+    ap.add_argument("--out", type=Path, default=Path("results/router"))
+    ap.add_argument("--per-class", type=int, default=300, help="samples of each class")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--reuse", action="store_true", help="fit from OUT/samples.npz instead of measuring")
+    ap.add_argument("--ship", choices=list(candidates(0)), help="install this one as the bundled router")
+    args = ap.parse_args(argv)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    samples = args.out / "samples.npz"
+    t0 = time.process_time()
+    if args.reuse:
+        data = np.load(samples)
+        x, y, groups = data["x"], data["y"], data["groups"]
+    else:
+        x, y, groups = make_samples(load_photos(args.photos), args.per_class, args.seed)
+        np.savez(samples, x=x, y=y, groups=groups)
+    measured = time.process_time() - t0
+    scores = cross_validate(x, y, groups, args.seed)
+    print("| router | accuracy | " + " | ".join(f"{c} recall" for c in CLASSES) + " |")
+    print("|---|---|" + "---|" * len(CLASSES))
+    for name, s in scores.items():
+        print(f"| {name} | {s['accuracy']:.3f} | " + " | ".join(f"{s['recall'][c]:.3f}" for c in CLASSES) + " |")
+    for name in scores:
+        card = {
+            "command": f"python jobs/train_router.py --photos {args.photos} --per-class {args.per_class} "
+            f"--seed {args.seed}",
+            "samples": int(len(y)),
+            "photos": int(len(np.unique(groups))),
+            "feature_cpu_seconds": round(measured, 1),
+            "cross_validation": {"folds": "5, grouped by photo", **scores[name]},
+        }
+        router = fit_router(name, x, y, args.seed, {"name": name, **card})
+        (args.out / f"{name}.json").write_text(router.to_json())
+    (args.out / "cross_validation.json").write_text(json.dumps(scores, indent=1))
+    if args.ship:
+        shutil.copyfile(args.out / f"{args.ship}.json", BUNDLED)
+        print(f"shipped {args.ship} as {BUNDLED}")
+    print(f"{len(y)} samples; features in {measured:.0f} CPU-s; routers in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""Routing each image to the restoration it needs (``task: auto``).
+
+The decode stage measures :func:`pipeline.stages.quality.degradation_features` once per image; a
+:class:`Router`, a small classifier shipped as JSON with its card (``router.json`` beside this file, made
+by ``python jobs/train_router.py``), names what degrades it, with the classifier's probability:
+
+>>> router = Router.load()
+>>> router.classes
+('clean', 'noise', 'jpeg', 'blur', 'rain')
+
+Each class has its task (:data:`TASK_OF`): a clean image passes through untouched, noise and JPEG damage
+go to the denoiser, blur to the deblurring model, rain to the deraining model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import numpy as np
+
+CLASSES = ("clean", "noise", "jpeg", "blur", "rain")
+TASK_OF: dict[str, str | None] = {
+    "clean": None,
+    "noise": "denoise",
+    "jpeg": "denoise",
+    "blur": "deblur",
+    "rain": "derain",
+}
+INPUTS = (
+    "log1p_noise",
+    "log1p_rain",
+    "blur",
+    "log_blockiness",
+    "falloff2",
+    "falloff4",
+    "log_structure",
+    "log_contrast",
+)
+
+
+def feature_vector(features: Mapping[str, float]) -> np.ndarray:
+    """The classifier's inputs (:data:`INPUTS`) from :func:`~pipeline.stages.quality.degradation_features`:
+    levels on log scales, an unknown noise level (an image too small or flat to tell) as 0."""
+    noise = features["noise"]
+    noise = 0.0 if noise is None or not math.isfinite(noise) else noise
+    return np.array(
+        [
+            math.log1p(max(0.0, noise)),
+            math.log1p(max(0.0, features["rain"])),
+            features["blur"],
+            math.log(max(1e-3, features["blockiness"])),
+            features["falloff2"],
+            features["falloff4"],
+            math.log(features["structure"] + 1e-3),
+            math.log(features["contrast"] + 1e-3),
+        ],
+        np.float64,
+    )
+
+
+def _relu(x: np.ndarray) -> np.ndarray:
+    return np.maximum(x, 0)
+
+
+@dataclass(frozen=True)
+class Router:
+    """A classifier over :func:`feature_vector`: a small multilayer perceptron (``kind: "mlp"``; no hidden
+    layer is logistic regression) or a decision tree of thresholds (``kind: "tree"``).
+
+    ``mlp``: ``mean`` and ``scale`` standardise the inputs, then ``layers`` (``weight``: inputs x outputs,
+    ``bias``), ReLU between them, softmax at the end. ``tree``: scikit-learn's node arrays (``left``,
+    ``right``, ``feature``, ``threshold``, ``value``: class counts), a leaf where ``left`` is -1.
+    """
+
+    kind: str
+    classes: tuple[str, ...]
+    inputs: tuple[str, ...]
+    mean: tuple[float, ...] = ()
+    scale: tuple[float, ...] = ()
+    layers: tuple[dict[str, Any], ...] = ()
+    tree: dict[str, list] = field(default_factory=dict)
+    card: dict[str, Any] = field(default_factory=dict)  # how it was trained, and what it scored
+    sha256: str = ""  # of the JSON it was read from
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("mlp", "tree"):
+            raise ValueError(f"Expected router kind 'mlp' or 'tree', but got {self.kind!r} instead.")
+        if tuple(self.inputs) != INPUTS:
+            raise ValueError(f"Expected router inputs {INPUTS}, but got {tuple(self.inputs)} instead.")
+        unknown = set(self.classes) - set(TASK_OF)
+        if unknown:
+            raise ValueError(f"Expected router classes from {CLASSES}, but got {sorted(unknown)} instead.")
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Router:
+        data = json.loads(text)
+        digest = hashlib.sha256(text.encode() if isinstance(text, str) else text).hexdigest()
+        data["classes"], data["inputs"] = tuple(data["classes"]), tuple(data["inputs"])
+        data["mean"], data["scale"] = tuple(data.get("mean", ())), tuple(data.get("scale", ()))
+        data["layers"] = tuple(data.get("layers", ()))
+        return cls(**data, sha256=digest)
+
+    def to_json(self) -> str:
+        data = {k: getattr(self, k) for k in ("kind", "classes", "inputs", "mean", "scale", "layers", "tree", "card")}
+        return json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}, indent=1)
+
+    @classmethod
+    def load(cls, uri: str | None = None, storage=None) -> Router:
+        """The router at ``uri`` (read with the run's storage options), or the bundled one."""
+        if uri is None:
+            return cls.from_json((resources.files(__package__) / "router.json").read_bytes())
+        from ..storage import read_bytes
+
+        return cls.from_json(read_bytes(uri, storage))
+
+    def probabilities(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities, ``(N, len(classes))``, of inputs ``x`` ``(N, len(INPUTS))``."""
+        x = np.atleast_2d(np.asarray(x, np.float64))
+        if self.kind == "tree":
+            return np.stack([self._leaf(row) for row in x])
+        h = (x - np.array(self.mean)) / np.array(self.scale)
+        for i, layer in enumerate(self.layers):
+            h = h @ np.array(layer["weight"]) + np.array(layer["bias"])
+            if i < len(self.layers) - 1:
+                h = _relu(h)
+        if h.shape[1] == 1:  # scikit-learn's binary output: the second class's logit
+            h = np.concatenate([np.zeros_like(h), h], axis=1)
+        h = np.exp(h - h.max(axis=1, keepdims=True))
+        return h / h.sum(axis=1, keepdims=True)
+
+    def _leaf(self, row: np.ndarray) -> np.ndarray:
+        t, node = self.tree, 0
+        while t["left"][node] != -1:
+            node = t["left"][node] if row[t["feature"][node]] <= t["threshold"][node] else t["right"][node]
+        counts = np.asarray(t["value"][node], np.float64)
+        return counts / counts.sum()
+
+    def classify(self, features: Mapping[str, float] | None) -> tuple[str, float]:
+        """What degrades an image, and the router's probability for it; ``("clean", nan)`` where the
+        features could not be measured (an image under 32 px: nothing a restorer would change)."""
+        if features is None:
+            return "clean", float("nan")
+        p = self.probabilities(feature_vector(features))[0]
+        best = int(np.argmax(p))
+        return self.classes[best], float(p[best])

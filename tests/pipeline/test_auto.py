@@ -1,0 +1,244 @@
+"""``task: auto``: the spec's keys, the router, the decode stage's one-pass estimate, the model stage
+hosting every task's model (loaded only when an image needs it), and a whole run on a local Ray."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pyarrow.dataset as pads
+import pytest
+from PIL import Image
+
+from pipeline.routing import CLASSES, INPUTS, TASK_OF, Router, feature_vector
+from pipeline.rows import FAILED, OK, PASSED, RESTORED
+from pipeline.spec import SpecError, parse_spec
+from pipeline.stages.decode import decode_batch
+from pipeline.stages.model import RestoreModel, resolve_auto
+
+
+def _png(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _photo() -> np.ndarray:
+    """A sharp photo (scikit-image's astronaut, centre): the bundled router calls it clean."""
+    import skimage.data
+
+    return skimage.data.astronaut()[128:384, 128:384].copy()
+
+
+def _degraded(kind: str, clean: np.ndarray, seed: int = 0) -> np.ndarray:
+    from pipeline.training.router import degrade_as
+
+    rng = np.random.default_rng(seed)
+    u = clean.astype(np.float32) / 255.0
+    if kind == "noise":  # strong enough that no draw of the class's range is in doubt
+        from dgunet.degrade import add_noise, to_uint8
+
+        return to_uint8(add_noise(u, 25.0, rng))
+    if kind == "rain":
+        from dgunet.degrade import add_rain, to_uint8
+
+        return to_uint8(add_rain(u, 0.015, 25, np.pi / 2, rng, width=1.5, brightness=1.0))
+    return degrade_as(kind, u, rng)
+
+
+def _batch(files: dict[str, bytes], router) -> dict[str, np.ndarray]:
+    n = len(files)
+    batch = {
+        "input_uri": np.array(list(files), dtype=object),
+        "status": np.array([OK] * n, dtype=object),
+        "error": np.array([""] * n, dtype=object),
+        "data": np.array(list(files.values()), dtype=object),
+    }
+    return decode_batch(batch, max_pixels=10**8, router=router)
+
+
+BASE = {"input": {"uri": "/data/in"}, "output": {"uri": "/data/out"}}
+
+
+@pytest.mark.parametrize(
+    "given, key",
+    [
+        ({"task": "auto", "model": {"weights": "w.pth"}}, "model.weights"),
+        ({"task": "auto", "model": {"n_feat": 16}}, "model.n_feat"),
+        ({"task": "auto", "gate": {"noise_below": 3}}, "gate.noise_below"),
+        ({"task": "denoise", "auto": {"deblur_weights": "w.pth"}}, "auto.deblur_weights"),
+    ],
+)
+def test_a_spec_that_mixes_auto_with_single_task_keys_is_refused_with_the_key(given, key):
+    with pytest.raises(SpecError, match=key.replace(".", r"\.")):
+        parse_spec({**BASE, **given})
+
+
+def test_auto_takes_weights_per_task_and_makes_their_paths_absolute():
+    spec = parse_spec({**BASE, "task": "auto", "auto": {"derain_weights": "rel/derain.pth"}})
+    assert spec.auto.weights("derain").startswith("/") and spec.auto.weights("derain").endswith("rel/derain.pth")
+    assert spec.auto.weights("deblur") is None and spec.auto.router is None
+
+
+def test_the_bundled_router_reads_back_and_routes_plain_cases():
+    router = Router.load()
+    assert router.classes == CLASSES and router.inputs == INPUTS and len(router.sha256) == 64
+    assert Router.from_json(router.to_json()).to_json() == router.to_json()
+    assert router.card["cross_validation"]["accuracy"] > 0.5  # its card says how it scored
+    from pipeline.stages.quality import degradation_features
+
+    cat = _photo()
+    assert router.classify(degradation_features(cat))[0] == "clean"
+    assert router.classify(degradation_features(_degraded("noise", cat)))[0] == "noise"
+    assert router.classify(degradation_features(_degraded("rain", cat)))[0] == "rain"
+    assert router.classify(None) == ("clean", pytest.approx(float("nan"), nan_ok=True))
+
+
+def test_a_tree_router_walks_its_thresholds():
+    # root: log1p_noise <= 1.0 ? (leaf clean) : (leaf noise, 3 of 4)
+    tree = {
+        "left": [1, -1, -1],
+        "right": [2, -1, -1],
+        "feature": [0, -2, -2],
+        "threshold": [1.0, -2.0, -2.0],
+        "value": [[5, 4, 0, 0, 0], [5, 0, 0, 0, 0], [0, 3, 1, 0, 0]],
+    }
+    router = Router("tree", CLASSES, INPUTS, tree=tree)
+    features = dict.fromkeys(("rain", "blur", "falloff2", "falloff4", "structure", "contrast"), 0.1)
+    assert router.classify({**features, "noise": 0.5, "blockiness": 1.0}) == ("clean", 1.0)
+    assert router.classify({**features, "noise": 20.0, "blockiness": 1.0}) == ("noise", 0.75)
+    assert feature_vector({**features, "noise": float("nan"), "blockiness": 1.0})[0] == 0  # unknown noise
+
+
+def test_decode_measures_every_feature_once_and_routes():
+    router = Router.load()
+    cat = _photo()
+    out = _batch(
+        {"clean.png": _png(cat), "noisy.png": _png(_degraded("noise", cat)), "tiny.png": _png(cat[:16, :16])}, router
+    )
+    assert list(out["route"]) == ["clean", "noise", "clean"]  # too small to tell: nothing worth restoring
+    assert 0.5 < out["route_score"][1] <= 1 and np.isnan(out["route_score"][2])
+    assert out["noise_before"][1] > 15 and np.isfinite(out["blur_before"][:2]).all()
+    assert 0.9 < out["blockiness_before"][0] < 1.3 and np.isfinite(out["rain_before"][:2]).all()
+    plain = decode_batch(
+        {k: v for k, v in _batch_inputs({"clean.png": _png(cat)}).items()}, max_pixels=10**8
+    )  # no router: no routing, and no blur or blockiness measured
+    assert list(plain["route"]) == [""] and np.isnan(plain["blur_before"]).all()
+
+
+def _batch_inputs(files: dict[str, bytes]) -> dict[str, np.ndarray]:
+    n = len(files)
+    return {
+        "input_uri": np.array(list(files), dtype=object),
+        "status": np.array([OK] * n, dtype=object),
+        "error": np.array([""] * n, dtype=object),
+        "data": np.array(list(files.values()), dtype=object),
+    }
+
+
+def _checkpoint(path, task: str) -> str:
+    """A toy-width checkpoint of ``task`` that records its network, as training writes them (``auto.*``
+    weights name no widths)."""
+    from dgunet import create_model, save_checkpoint
+    from dgunet.registry import describe
+
+    model = create_model(task, weights=False, n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4, depth=1)
+    save_checkpoint(path, model, epoch=1, config=describe(model.cfg), spec={"task": task})
+    return str(path)
+
+
+@pytest.fixture
+def weights(tmp_path):
+    return {task: _checkpoint(tmp_path / f"{task}.pth", task) for task in ("denoise", "derain")}
+
+
+def test_the_model_stage_hosts_each_task_s_model_and_loads_it_only_when_needed(weights):
+    path = weights["denoise"]
+    ref = resolve_auto({"denoise": path, "deblur": None, "derain": weights["derain"]}, Router.load())
+    assert set(ref.models) == {"denoise", "derain"} and "auto.deblur_weights" in ref.missing["deblur"]
+    assert ref.id.startswith("auto/auto@sha256:")
+    other = resolve_auto({"denoise": path, "deblur": None, "derain": None}, Router.load())
+    assert other.id != ref.id  # another combination of weights: another model id, so re-runs restore again
+    stage = RestoreModel(ref=ref, inference={}, threads=1, use_gpu=False)
+    assert stage.loaded == {}  # nothing loads before an image needs it
+    cat = _photo()[:64, :64]
+    batch = _batch({f"{k}.png": _png(cat) for k in ("a", "b", "c", "d")}, router=None)
+    batch["route"] = np.array(["clean", "blur", "clean", "clean"], dtype=object)
+    out = stage(batch)
+    assert list(out["action"]) == [PASSED] * 4 and stage.loaded == {}  # no task needed: no model loaded
+    assert list(out["passed_because"]) == ["clean", ref.missing["deblur"], "clean", "clean"]
+    assert all(out["restored"][i] == batch["pixels"][i] for i in range(4))
+    batch["route"] = np.array(["noise", "rain", "jpeg", "clean"], dtype=object)
+    out = stage(batch)
+    assert list(out["action"]) == [RESTORED, RESTORED, RESTORED, PASSED]
+    assert list(out["task"]) == ["denoise", "derain", "denoise", ""]
+    assert set(stage.loaded) == {"denoise", "derain"}
+    assert out["restored"][0] == out["restored"][2] != out["restored"][1]  # same pixels, same model: equal
+
+
+@pytest.mark.slow
+def test_an_auto_run_routes_each_image_and_counts_the_routes(ray_local, tmp_path, weights):
+    import yaml
+
+    from jobs.restore_bucket import main
+
+    cat = _photo()
+    inputs = {
+        "clean.png": _png(cat),
+        "noisy.png": _png(_degraded("noise", cat, 1)),
+        "rainy.png": _png(_degraded("rain", cat, 2)),
+        "broken.png": b"\x89PNG\r\n\x1a\n not an image",
+    }
+    (tmp_path / "in").mkdir()
+    for name, data in inputs.items():
+        (tmp_path / "in" / name).write_bytes(data)
+    spec = {
+        "task": "auto",
+        "auto": {"denoise_weights": weights["denoise"], "derain_weights": weights["derain"]},
+        "input": {"uri": str(tmp_path / "in")},
+        "output": {"uri": str(tmp_path / "out")},
+        "resources": {"batch_size": 4},
+        "allow_failed_fraction": 0.5,
+    }
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    assert main(["--spec", str(tmp_path / "spec.yaml"), "--run-id", "auto"]) == 0
+    rows = {
+        r["input_uri"].rsplit("/", 1)[-1]: r
+        for r in pads.dataset(str(tmp_path / "out" / "stats")).to_table().to_pylist()
+    }
+    assert {n: (r["status"], r["action"], r["task"]) for n, r in rows.items()} == {
+        "clean.png": (OK, PASSED, None),
+        "noisy.png": (OK, RESTORED, "denoise"),
+        "rainy.png": (OK, RESTORED, "derain"),
+        "broken.png": (FAILED, None, None),
+    }
+    assert rows["clean.png"]["passed_because"] == "clean" and rows["clean.png"]["degradation"].startswith("clean ")
+    assert rows["noisy.png"]["degradation"].startswith("noise ") and rows["noisy.png"]["noise_before"] > 15
+    assert rows["rainy.png"]["blur_before"] is not None and rows["rainy.png"]["blockiness_before"] is not None
+    assert rows["broken.png"]["error"].startswith("decode:")
+    assert len({r["model"] for r in rows.values()}) == 1 and rows["clean.png"]["model"].startswith("auto/auto@")
+    written = np.asarray(Image.open(tmp_path / "out" / "images" / "clean.png"))
+    assert np.array_equal(written, cat)  # passed: the input's pixels
+    metrics = json.loads((tmp_path / "out" / "runs" / "auto.json").read_text())["metrics"]
+    assert metrics["routes"] == {"denoise": 1, "derain": 1, "passed": 1}
+    assert metrics["detected"] == {"clean": 1, "noise": 1, "rain": 1}
+    # A second run skips all three: the same router and weights are the same model
+    assert main(["--spec", str(tmp_path / "spec.yaml"), "--run-id", "again"]) == 0
+    again = json.loads((tmp_path / "out" / "runs" / "again.json").read_text())
+    assert again["ok"] == 0 and again["skipped"] == 3
+
+
+def test_every_route_s_task_is_a_task():
+    from typing import get_args
+
+    from pipeline.spec import Task
+
+    assert set(TASK_OF) == set(CLASSES) and set(TASK_OF.values()) - {None} == set(get_args(Task))
+
+
+def test_weights_that_do_not_fit_their_task_are_named_by_their_key(weights):
+    from dgunet.checkpoint import CheckpointMismatchError
+
+    with pytest.raises(CheckpointMismatchError, match=r"^auto\.derain_weights: "):
+        resolve_auto({"denoise": None, "derain": weights["denoise"]}, Router.load())  # a denoiser's file
