@@ -8,13 +8,18 @@ fails (the exit code is 1 when any check failed):
    RGBA, odd sizes, tiled), float32 against bfloat16 and float16 autocast, channels_last, the mergeblock
    solve kept in float32, no NaN; :class:`pipeline.stages.model.RestoreModel` on CUDA with a batch of mixed
    sizes; a real ``torch.OutOfMemoryError`` under a memory cap, recovered in tiles.
-2. **measure**: forward throughput of the bundled model and each official preset at 256x256, 1280x720
-   and 1920x1080, per precision and batch size: images/s, megapixels/s, TFLOP/s and its fraction of the
-   card's peak, peak memory; ``torch.compile`` against eager; then how many CPU threads of PNG decode and
-   encode keep the GPU busy, and the busy fraction reached.
-3. **train**: :func:`pipeline.training.loop.fit` (the loop of ``jobs/train.py``, without Ray) on each training
-   spec given, for the time left, checkpointing every minute; the checkpoints and histories come back
-   for evaluation on the CPU.
+2. **measure**, in about a minute: forward throughput of the official 17M network (``deblur/dgunet``) and
+   of DGUNet+ (``deblur/dgunet_plus``) at 1280x720, 1920x1080 and 3840x2160 in bfloat16 and float16 at
+   batch 1 and 4, and of the bundled model: images/s, megapixels/s, TFLOP/s and its fraction of the card's
+   peak, peak memory; the bundled model at batch 64, eager against a CUDA graph; the cost of a million
+   12-megapixel photos per model at ``--price`` dollars an hour; how many CPU threads of PNG decode and
+   encode keep the GPU busy, and the busy fraction reached (``--compile`` adds ``torch.compile``).
+3. **train**: every training spec at once, each in a process of its own on the one GPU
+   (``train-one``): it times a few steps at batch 32, 64, 128 and 256 and keeps the fastest in images per
+   second, starts from the newest weights of its task (a checkpoint an earlier run brought back, carried
+   in ``.kit/init/<spec name>.pth``, else the spec's ``checkpoint.init``: the shipped weights), and trains
+   with CUDA graphs (``optim.compile: reduce-overhead``) where they capture, eagerly where they do not (the
+   log and ``forward`` say which), checkpointing every minute until the deadline.
 
 Prepare here, then run there (the device tool's ``run``, carrying ``.kit``)::
 
@@ -24,7 +29,8 @@ Prepare here, then run there (the device tool's ``run``, carrying ``.kit``)::
 
 Results: ``$OUT/kit.json`` (every number), ``$OUT/kit.log``, and per training spec
 ``$OUT/<spec name>.pth`` (the whole checkpoint; ``.safetensors``, the weights alone, where it is too big
-to come back) and ``$OUT/<spec name>.history.jsonl``.
+to come back), ``$OUT/<spec name>.history.jsonl``, ``$OUT/<spec name>.train.json`` (its batch probe,
+start and forward mode) and ``$OUT/<spec name>.log``.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from dgunet.registry import TASKS  # noqa: E402
 KIT = Path(".kit")
 MAX_RETURNED = 15 * 2**20  # a file the device tool brings back is at most 16 MiB
 TRAIN_SPECS = tuple(f"jobs/specs/train_{task}_gpu.yaml" for task in TASKS)
+MEASURE_SECONDS = 60  # forward timing on a GPU: the minutes are for training
 # Dense peak TFLOP/s by card and dtype (vendor figures, without sparsity); float32 runs on TF32 tensor
 # cores when torch allows it, so both are given.
 PEAKS = {
@@ -57,11 +64,11 @@ PEAKS = {
 class Kit:
     """Collects results and failures; every section writes into ``self.results[section]``."""
 
-    def __init__(self, out: Path, deadline: float, dry_run: bool, compile: bool = False, measure_share: float = 0.3):
+    def __init__(self, out: Path, deadline: float, dry_run: bool, compile: bool = False, price: float = 3.5):
         import torch
 
         self.out, self.deadline, self.dry, self.compile = out, deadline, dry_run, compile
-        self.measure_share = measure_share  # of the time left when forward timing starts
+        self.price = price  # the card's dollars an hour, for the cost per million photos
         self.device = torch.device("cuda" if torch.cuda.is_available() and not dry_run else "cpu")
         self.results: dict[str, Any] = {"dry_run": dry_run, "device": self.describe_device(), "failures": []}
         out.mkdir(parents=True, exist_ok=True)
@@ -336,13 +343,18 @@ def measure(kit: Kit) -> None:
         sizes = {"64x64": (64, 64, (1, 2))}
         grids = {m: (sizes, PRECISIONS) for m in models}
     else:
-        sizes = {"256x256": (256, 256, (1, 4, 16)), "1280x720": (720, 1280, (1, 4)), "1920x1080": (1080, 1920, (1, 2))}
-        # The bundled model on the whole grid; the presets (5-30x its compute) where archives run.
-        grids = {m: ({"1280x720": sizes["1280x720"]}, ("bfloat16",)) for m in models}
-        grids["bundled/denoise_small"] = (sizes, PRECISIONS)
+        # The bundled model where it is launch-bound and at a photo's size; the official 17M network
+        # (deblur/dgunet) and DGUNet+ at the sizes archives hold, in the half precisions a GPU runs them at.
+        big = {"1280x720": (720, 1280, (1, 4)), "1920x1080": (1080, 1920, (1, 4)), "3840x2160": (2160, 3840, (1, 4))}
+        models = {m: models[m] for m in ("bundled/denoise_small", "preset/deblur/dgunet", "preset/deblur/dgunet_plus")}
+        grids = {m: (big, ("bfloat16", "float16")) for m in models}
+        grids["bundled/denoise_small"] = (
+            {"256x256": (256, 256, (16, 64)), "1920x1080": big["1920x1080"]},
+            ("bfloat16",),
+        )
     name = kit.results["device"].get("name", "")
     peaks = next((v for k, v in PEAKS.items() if k in name), None)
-    budget = kit.left() * (kit.measure_share if not kit.dry else 1.0)  # the rest: compile, feeding, training
+    budget = MEASURE_SECONDS if not kit.dry else kit.left()  # the rest of the minutes train
     stop_at = time.monotonic() + budget
     for mname, make in models.items():
         model = make().eval().to(dev, memory_format=torch.channels_last)
@@ -359,7 +371,9 @@ def measure(kit: Kit) -> None:
                         if dev.type == "cuda":
                             torch.cuda.reset_peak_memory_stats()
                         x = torch.rand(b, 3, h, w, device=dev).contiguous(memory_format=torch.channels_last)
-                        s = time_forward(model, x, precision, dev, min_iters=3, min_seconds=0.3 if not kit.dry else 0)
+                        s = time_forward(
+                            model, x, precision, dev, min_iters=2, min_seconds=0.2 if not kit.dry else 0, max_seconds=3
+                        )
                     except torch.OutOfMemoryError:
                         row["error"] = "out of memory"
                         rows.append(row)
@@ -379,6 +393,8 @@ def measure(kit: Kit) -> None:
         del model
         if dev.type == "cuda":
             torch.cuda.empty_cache()
+    measure_graphs(kit)
+    measure_cost(kit)
     measure_tiles(kit)
     measure_widths(kit)
     try:  # opt-in: compiling takes a minute or two of a GPU's few minutes, which training needs more
@@ -486,6 +502,69 @@ def best_forward(kit: Kit, model: str, size: str) -> dict[str, Any] | None:
         if r["model"] == model and r["size"] == size and "images_per_s" in r
     ]
     return max(rows, key=lambda r: r["images_per_s"], default=None)
+
+
+def measure_graphs(kit: Kit) -> None:
+    """The bundled model at batch 64 of 256 px (the dry run: 2 of 32 px), eager against a CUDA graph of its
+    forward pass (``torch.cuda.CUDAGraph``: one launch for every kernel, no compiler needed). Where the
+    capture fails (or there is no CUDA), the result says so and the kit goes on."""
+    import torch
+
+    from dgunet import create_model
+
+    batch, side = (2, 32) if kit.dry else (64, 256)
+    model = create_model("denoise").eval().to(kit.device, memory_format=torch.channels_last)
+    x = torch.rand(batch, 3, side, side, device=kit.device).contiguous(memory_format=torch.channels_last)
+    eager = time_forward(model, x, "bfloat16", kit.device, min_iters=3, min_seconds=0 if kit.dry else 0.5)
+    row: dict[str, Any] = {"batch": batch, "size": f"{side}x{side}", "precision": "bfloat16", "eager_s": eager}
+    try:
+        if kit.device.type != "cuda":
+            raise RuntimeError("no CUDA device: nothing to capture")
+        graph, stream = torch.cuda.CUDAGraph(), torch.cuda.Stream()
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                for _ in range(3):  # warm-up on a side stream, as capture requires
+                    model(x)
+            torch.cuda.current_stream().wait_stream(stream)
+            with torch.cuda.graph(graph):
+                model(x)
+        graph.replay()
+        sync(kit.device)
+        n, t0 = 0, time.perf_counter()
+        while n < 5 or time.perf_counter() - t0 < 0.5:
+            graph.replay()
+            n += 1
+        sync(kit.device)
+        row.update(graph_s=(time.perf_counter() - t0) / n, speedup=eager / ((time.perf_counter() - t0) / n))
+        kit.log(f"CUDA graph: {row['speedup']:.2f}x eager at batch {batch}")
+    except Exception as exc:  # eager stands; the reason is kept
+        row["fallback"] = f"eager: {type(exc).__name__}: {str(exc)[:300]}"
+        kit.log(f"CUDA graph not captured, eager stands: {row['fallback']}")
+    kit.results["measure"]["graphs"] = row
+
+
+def measure_cost(kit: Kit) -> None:
+    """Per model, its fastest measured forward setting, and what restoring a million 12-megapixel photos
+    costs at it on this card at ``kit.price`` dollars an hour (model time only: feeding measured apart)."""
+    best: dict[str, dict[str, Any]] = {}
+    for row in kit.results["measure"]["forward"]:
+        if "megapixels_per_s" in row and row["megapixels_per_s"] > best.get(row["model"], {}).get(
+            "megapixels_per_s", 0
+        ):
+            best[row["model"]] = row
+    cost = {}
+    for model, row in best.items():
+        hours = 1e6 * 12 / row["megapixels_per_s"] / 3600
+        cost[model] = {
+            "setting": {k: row[k] for k in ("size", "precision", "batch")},
+            "megapixels_per_s": row["megapixels_per_s"],
+            "gpu_hours_per_million_12mp": hours,
+            "dollars_per_million_12mp": hours * kit.price,
+            "dollars_per_hour": kit.price,
+        }
+        kit.log(f"cost {model}: {hours:.1f} GPU-hours, ${hours * kit.price:,.0f} per million 12-MP photos")
+    kit.results["measure"]["cost"] = cost
 
 
 def measure_compile(kit: Kit) -> None:
@@ -602,62 +681,172 @@ def measure_feeding(kit: Kit) -> None:
 # ----------------------------------------------------------------------------------------------- train
 
 
+BATCHES = (32, 64, 128, 256)  # probed at the start of each training process; the dry run probes (1, 2)
+INIT = KIT / "init"  # <spec name>.pth: a checkpoint an earlier run brought back, carried to start from
+
+
 def train(kit: Kit, specs: list[str], data: str | None) -> None:
-    """Each spec for an equal share of the time left, from its ``checkpoint.init`` or from scratch."""
+    """Every spec at once, each in a process of its own on the one GPU (:func:`train_one`): the small
+    networks leave most of the card idle, so three of them fill more of it than one at a time. Each gets
+    the time left and a share of the CPUs for drawing its batches; their results come back into
+    ``kit.results["train"]``, their logs into ``<spec name>.log``."""
+    import subprocess
+
+    res = kit.results.setdefault("train", {})
+    seconds = max(30.0, kit.left() - 60) if kit.dry else kit.left() - 60  # 60 s: data, final saves, collecting
+    if seconds < 60 and not kit.dry:
+        kit.log(f"train: skipped, {seconds:.0f} s is too little")
+        res["skipped"] = f"{seconds:.0f} s left"
+        return
+    threads = max(1, ((os.cpu_count() or 2) - 1) // len(specs))
+    procs = {}
+    for path in specs:
+        name = Path(path).stem
+        cmd = [sys.executable, __file__, "train-one", path, "--seconds", f"{seconds:.0f}", "--out", str(kit.out)]
+        cmd += ["--threads", str(threads)] + (["--data", data] if data else []) + (["--dry-run"] if kit.dry else [])
+        env = dict(os.environ)
+        if kit.dry:  # no compiler in CI: a refused capture, forced, proves the eager fallback instead
+            env["DGUNET_FAILPOINTS"] = "train.compile=" + spec_task(path)
+        log = open(kit.out / f"{name}.log", "w")  # noqa: SIM115 (closed when the process is collected)
+        procs[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log)
+        kit.log(f"train {name}: started, {seconds:.0f} s, {threads} loader threads")
+    for name, (proc, log) in procs.items():
+        try:
+            code = proc.wait(timeout=max(10.0, kit.left()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
+        log.close()
+        result = kit.out / f"{name}.train.json"
+        res[name] = json.loads(result.read_text()) if result.exists() else {"exit_code": code}
+        metrics = res[name].get("metrics") or {}
+        kit.expect(
+            code == 0 and metrics.get("val_psnr", 0) > 0, f"train {name}: exit {code}, {metrics.get('step')} steps"
+        )
+        kit.log(f"train {name}: {res[name].get('forward', '?')}, batch {res[name].get('batch_size')}")
+
+
+def spec_task(path: str) -> str:
+    """The task a training spec names."""
+    import yaml
+
+    return yaml.safe_load(Path(path).read_text()).get("task", "denoise")
+
+
+def _spec_for_kit(path: str, data: str | None, dry: bool, work: Path):
+    from pipeline.training.spec import TrainSpec
+
+    overrides: dict[str, Any] = {"checkpoint.uri": str(work), "optim.compile": "reduce-overhead"}
+    if data:
+        overrides["data.train"] = data
+    init = INIT / f"{Path(path).stem}.pth"
+    if init.exists():  # newer than the shipped weights: what an earlier run brought back
+        overrides["checkpoint.init"] = str(init)
+    if dry:  # tiny: the same code path in seconds
+        tiny = {"n_feat": 8, "scale_unetfeats": 4, "scale_orsnetfeats": 4, "depth": 1}
+        overrides.update({f"model.{k}": v for k, v in tiny.items()})
+        short = {"steps": 2, "batch_size": 2, "patch": 32, "progressive": (), "warmup_steps": 1}
+        overrides.update({f"optim.{k}": v for k, v in short.items()})
+        overrides.update({"checkpoint.every_steps": 1, "checkpoint.init": None})
+        small = {"val_fraction": 0.5, "val_patch": 32, "val_per_image": 1, "max_side": 128}
+        overrides.update({f"data.{k}": v for k, v in small.items()})
+    return TrainSpec.from_yaml(path, overrides)
+
+
+def pick_batch(spec, device, candidates: tuple[int, ...], log) -> tuple[int, list[dict[str, Any]]]:
+    """The batch with the most training images per second on ``device``, from a few timed steps of each
+    candidate (smallest first; out of memory ends the probe): ``(batch, the probe's rows)``."""
+    import torch
+
+    from dgunet import create_model
+    from dgunet.losses import StagesLoss
+
+    widths = spec.model.model_dump(exclude={"arch"})
+    model = create_model(spec.task, arch=spec.model.arch, weights=False, **widths).to(
+        device, memory_format=torch.channels_last
+    )
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    loss_fn = StagesLoss(edge_weight=spec.optim.edge_weight).to(device)
+    rows: list[dict[str, Any]] = []
+    for batch in candidates:
+        x = torch.rand(batch, 3, spec.optim.patch, spec.optim.patch, device=device).to(
+            memory_format=torch.channels_last
+        )
+        try:
+            _train_step(model, opt, loss_fn, x, torch.autocast(device.type, enabled=False))  # warm-up
+            sync(device)
+            t0, n = time.perf_counter(), 3
+            for _ in range(n):
+                _train_step(model, opt, loss_fn, x, torch.autocast(device.type, enabled=False))
+            sync(device)
+        except torch.OutOfMemoryError:
+            log(f"batch {batch}: out of memory")
+            break
+        step_s = (time.perf_counter() - t0) / n
+        rows.append({"batch": batch, "step_s": step_s, "images_per_s": batch / step_s})
+        log(f"batch {batch}: {step_s * 1000:.0f} ms per step, {batch / step_s:.0f} images/s")
+    del model, opt
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    best = max(rows, key=lambda r: r["images_per_s"]) if rows else {"batch": spec.optim.batch_size}
+    return int(best["batch"]), rows
+
+
+def train_one(args) -> int:
+    """One training spec, in this process: pick its batch, then :func:`pipeline.training.loop.fit` with
+    CUDA graphs where they capture (``optim.compile: reduce-overhead``; where they do not, eager, logged),
+    from the newest weights of its task (a carried checkpoint, else the spec's ``checkpoint.init``), for
+    ``--seconds``; the checkpoint, history and ``<name>.train.json`` go to ``--out``."""
     import torch
 
     from dgunet.checkpoint import extract_state_dict, parse_checkpoint, save_safetensors
     from pipeline.storage import read_bytes
     from pipeline.training.loop import fit
-    from pipeline.training.spec import TrainSpec
 
-    res = kit.results.setdefault("train", {})
-    shares = [2.0] + [1.0] * (len(specs) - 1)  # the first spec (the shipped denoiser's) gets twice the time
-    for i, path in enumerate(specs):
-        name = Path(path).stem
-        work = Path("/tmp/kit-train") / name
-        overrides: dict[str, Any] = {"checkpoint.uri": str(work)}
-        if data:
-            overrides["data.train"] = data
-        if kit.dry:  # tiny: the same code path in seconds
-            tiny = {"n_feat": 8, "scale_unetfeats": 4, "scale_orsnetfeats": 4, "depth": 1}
-            overrides.update({f"model.{k}": v for k, v in tiny.items()})
-            short = {"steps": 2, "batch_size": 2, "patch": 32, "progressive": (), "warmup_steps": 1}
-            overrides.update({f"optim.{k}": v for k, v in short.items()})
-            overrides.update({"checkpoint.every_steps": 1, "checkpoint.init": None})
-            small = {"val_fraction": 0.5, "val_patch": 32, "val_per_image": 1, "max_side": 128}
-            overrides.update({f"data.{k}": v for k, v in small.items()})
-            overrides["resources.loader_threads"] = 1
-        spec = TrainSpec.from_yaml(path, overrides)
-        seconds = (kit.left() - 45) * shares[i] / sum(shares[i:])  # 45 s: loading data and the final saves
-        if seconds < 40 and not kit.dry:
-            kit.log(f"train {name}: skipped, {seconds:.0f} s is too little")
-            res[name] = {"skipped": f"{seconds:.0f} s left"}
-            continue
-        seconds = max(seconds, 30.0) if kit.dry else seconds
-        kit.log(f"train {name}: {seconds:.0f} s on {kit.device}")
-        t0 = time.monotonic()
-        metrics = fit(
-            spec,
-            device=str(kit.device),
-            time_limit_s=seconds,
-            save_every_s=60,
-            loader_threads=spec.resources.loader_threads or max(1, (os.cpu_count() or 2) - 2),
-            log=kit.log,
-        )
-        # The whole checkpoint comes back where it fits what a call returns (it holds the spec, steps and
-        # Adam's state: resumable, and what jobs/export_weights.py reads); else the weights alone.
-        last = work / "last.pth"
-        if last.stat().st_size <= MAX_RETURNED:
-            (kit.out / f"{name}.pth").write_bytes(last.read_bytes())
-        else:
-            state = extract_state_dict(parse_checkpoint(read_bytes(str(last)), name="last.pth"))
-            save_safetensors(kit.out / f"{name}.safetensors", state, name=name, task=spec.task)
-        (kit.out / f"{name}.history.jsonl").write_bytes((work / "history.jsonl").read_bytes())
-        res[name] = {"metrics": metrics, "seconds": time.monotonic() - t0, "spec": spec.model_dump(mode="json")}
-        kit.expect(bool(metrics) and metrics.get("val_psnr", 0) > 0, f"train {name}: {metrics.get('step')} steps")
-        if kit.device.type == "cuda":
-            torch.cuda.empty_cache()
+    t0, started_at = time.monotonic(), time.time()
+    if args.dry_run:
+        torch.set_num_threads(1)
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.dry_run else "cpu")
+    name = Path(args.spec).stem
+    work = Path("/tmp/kit-train") / name
+    spec = _spec_for_kit(args.spec, args.data, args.dry_run, work)
+
+    def log(msg: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {name}: {msg}", flush=True)
+
+    batch, probe = pick_batch(spec, device, (1, 2) if args.dry_run else BATCHES, log)
+    spec = spec.model_copy(update={"optim": spec.optim.model_copy(update={"batch_size": batch})})
+    log(f"batch {batch}; from {spec.checkpoint.init or 'scratch'}; {args.seconds - (time.monotonic() - t0):.0f} s left")
+    metrics = fit(
+        spec,
+        device=str(device),
+        time_limit_s=max(5.0, args.seconds - (time.monotonic() - t0)),
+        save_every_s=60,
+        loader_threads=args.threads,
+        log=log,
+    )
+    # The whole checkpoint comes back where it fits what a call returns (it holds the spec, steps and
+    # Adam's state: resumable, and what jobs/export_weights.py reads); else the weights alone.
+    last = work / "last.pth"
+    if last.stat().st_size <= MAX_RETURNED:
+        (args.out / f"{name}.pth").write_bytes(last.read_bytes())
+    else:
+        state = extract_state_dict(parse_checkpoint(read_bytes(str(last)), name="last.pth"))
+        save_safetensors(args.out / f"{name}.safetensors", state, name=name, task=spec.task)
+    (args.out / f"{name}.history.jsonl").write_bytes((work / "history.jsonl").read_bytes())
+    result = {
+        "metrics": metrics,
+        "seconds": time.monotonic() - t0,
+        "started_at": started_at,
+        "ended_at": time.time(),
+        "batch_size": batch,
+        "batch_probe": probe,
+        "init": spec.checkpoint.init,
+        "forward": metrics.get("forward"),
+        "spec": spec.model_dump(mode="json"),
+    }
+    (args.out / f"{name}.train.json").write_text(json.dumps(result, indent=1, default=str))
+    return 0 if metrics.get("val_psnr", 0) > 0 else 1
 
 
 # ------------------------------------------------------------------------------------------------ pack
@@ -723,17 +912,26 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--data", help="training photos (default: .kit/data/train if present, else the spec's)")
     r.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes, one-step training: tests the kit")
     r.add_argument("--compile", action="store_true", help="also time torch.compile against eager (minutes)")
-    r.add_argument("--measure-share", type=float, default=0.3, help="share of the time left for forward timing")
+    r.add_argument("--price", type=float, default=3.5, help="the GPU's dollars an hour (cost per million photos)")
+    t = sub.add_parser("train-one", help="one training spec in this process (the train section starts these)")
+    t.add_argument("spec")
+    t.add_argument("--seconds", type=float, required=True)
+    t.add_argument("--out", type=Path, required=True)
+    t.add_argument("--threads", type=int, default=1, help="threads drawing batches")
+    t.add_argument("--data")
+    t.add_argument("--dry-run", action="store_true")
     args = ap.parse_args(argv)
     if args.cmd == "pack":
         return pack(args)
+    if args.cmd == "train-one":
+        return train_one(args)
 
     if args.dry_run:
         import torch
 
         torch.set_num_threads(1)  # CI's small machine runs other things beside it
     deadline = time.monotonic() + args.budget
-    kit = Kit(args.out, deadline, args.dry_run, compile=args.compile, measure_share=args.measure_share)
+    kit = Kit(args.out, deadline, args.dry_run, compile=args.compile, price=args.price)
     kit.log(f"device kit on {kit.results['device']}")
     sections = args.sections.split(",")
     data = args.data or (str(KIT / "data" / "train") if (KIT / "data" / "train").is_dir() else None)

@@ -9,7 +9,9 @@ contains the substring (a compaction's, for the step whose name contains it):
 * ``compact.kill``: a stats compaction's process dies at the named step (``journal``, ``part``,
   ``written`` or ``source``; see :mod:`pipeline.compaction`), as under SIGKILL;
 * ``write.stall``: writing the image hangs (for :data:`STALL_SECONDS`), as a write to a store that stopped
-  answering does; it announces itself on the worker's stderr first.
+  answering does; it announces itself on the worker's stderr first;
+* ``train.compile``: the first compiled training step fails, as a CUDA graph capture that torch refuses
+  does, for the training runs whose task contains the substring (training then goes on eagerly).
 
 Unset (the normal case), nothing is checked.
 """
@@ -19,7 +21,7 @@ from __future__ import annotations
 import os
 
 ENV = "DGUNET_FAILPOINTS"
-KNOWN = frozenset({"model.crash", "model.oom", "write.stall", "compact.kill"})
+KNOWN = frozenset({"model.crash", "model.oom", "write.stall", "compact.kill", "train.compile"})
 STALL_SECONDS = 600.0
 
 

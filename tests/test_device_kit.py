@@ -66,12 +66,28 @@ def test_dry_run_checks_measures_and_trains(tmp_path):
     widths = kit["measure"]["widths"]
     assert [r["widths"] for r in widths] == [[16, 8, 8], [32, 16, 16]]
     assert widths[0]["params"] < widths[1]["params"] and all(r["train_step_s"] > 0 for r in widths)
+    graphs = kit["measure"]["graphs"]  # no CUDA here: the capture falls back to eager, and says so
+    assert graphs["batch"] == 2 and graphs["eager_s"] > 0 and graphs["fallback"].startswith("eager: RuntimeError")
+    cost = kit["measure"]["cost"]
+    assert set(cost) == {"bundled/denoise_small", "tiny"}
+    assert all(
+        c["dollars_per_million_12mp"] == pytest.approx(c["gpu_hours_per_million_12mp"] * 3.5) for c in cost.values()
+    )
     feeding = kit["measure"]["feeding"]
     assert feeding["cpu_seconds_per_image"] > 0 and [r["threads"] for r in feeding["runs"]][0] == 1
     assert all(0 < r["gpu_busy"] <= 1 for r in feeding["runs"])
 
-    # train: two steps of each GPU spec's loop; the checkpoints come back, resumable and loadable as they are.
+    # train: the three GPU specs at once, each in its own process, two steps of its loop after probing its
+    # batch; a refused capture (forced) falls back to eager; the checkpoints come back, resumable and loadable.
     assert set(kit["train"]) == {"train_denoise_gpu", "train_deblur_gpu", "train_derain_gpu"}
+    spans = {}
+    for name, result in kit["train"].items():
+        assert [r["batch"] for r in result["batch_probe"]] == [1, 2] and result["batch_size"] in (1, 2)
+        assert result["forward"].startswith("eager (compile failed: RuntimeError: fail point train.compile")
+        log = (out / f"{name}.log").read_text()
+        assert "torch.compile (reduce-overhead) failed at step 0; training on eagerly" in log
+        spans[name] = (result["started_at"], result["ended_at"])
+    assert max(a for a, _ in spans.values()) < min(b for _, b in spans.values())  # all three ran at once
     for name in kit["train"]:
         history = [json.loads(line) for line in (out / f"{name}.history.jsonl").read_text().splitlines()]
         assert [h["step"] for h in history] == [1, 2] and all(h["val_psnr"] > 0 for h in history)

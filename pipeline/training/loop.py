@@ -223,6 +223,26 @@ class _Run:
         _move_optimizer_state(self.optimizer, self.device)
         self.raw_model = self.model.module if hasattr(self.model, "module") else self.model
         self.criterion = StagesLoss(edge_weight=self.spec.optim.edge_weight).to(self.device)
+        from ..faults import from_env
+
+        self.failpoints = from_env()
+        self.compiled = None  # the model that training steps call, compiled (validation stays eager)
+        self.compile_state = "eager"
+        if self.spec.optim.compile != "none":
+            import torch
+
+            self.compiled = torch.compile(self.model, mode=self.spec.optim.compile)  # compiles at its first call
+            self.compile_state = f"compiled ({self.spec.optim.compile})"
+
+    def _forward(self, degraded):
+        """The training forward pass: compiled where :attr:`compiled` is set."""
+        from ..faults import fires
+
+        if self.compiled is None:
+            return self.model(degraded, return_stages=True)
+        if fires(self.failpoints, "train.compile", self.spec.task):
+            raise RuntimeError("fail point train.compile: CUDA graph capture refused")
+        return self.compiled(degraded, return_stages=True)
 
     def step(self, step: int, degraded, clean) -> float:
         """One optimizer step on a batch; its loss."""
@@ -230,11 +250,18 @@ class _Run:
         clean = clean.to(self.device, memory_format=self.memory_format, non_blocking=True)
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(step, self.spec, self.time_fraction)
-        with self.autocast:
-            stages = self.model(degraded, return_stages=True)
-        loss = self.criterion([s.float() for s in stages], clean)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        try:
+            with self.autocast:
+                stages = self._forward(degraded)
+            loss = self.criterion([s.float() for s in stages], clean)
+            loss.backward()
+        except Exception as exc:  # compiling or capturing failed: the same step again, eagerly, for good
+            if self.compiled is None:
+                raise
+            self.compiled, self.compile_state = None, f"eager (compile failed: {type(exc).__name__}: {exc})"[:400]
+            self._log(f"torch.compile ({self.spec.optim.compile}) failed at step {step}; training on eagerly: {exc}")
+            return self.step(step, degraded, clean)
         self.optimizer.step()
         return loss.item()
 
@@ -272,6 +299,7 @@ class _Run:
             "seconds_per_step": elapsed / len(window_loss),
             "cpu_s": self.cpu_s,
             "cpu_hours": self.cpu_s / 3600,
+            "forward": self.compile_state,
         }
         if self.rank == 0:
             metrics["val_loss"], metrics["val_psnr"] = self.validate()

@@ -54,6 +54,11 @@ class OptimSpec(StrictModel):
     edge_weight: float = Field(0.0, ge=0, description="0.05 for deblur/derain in the paper, 0 for denoise")
     channels_last: bool = Field(True, description="channels_last memory format (faster convolutions)")
     precision: Literal["float32", "bfloat16"] = Field("float32", description="autocast of forward passes")
+    compile: Literal["none", "default", "reduce-overhead"] = Field(
+        "none",
+        description="torch.compile the training steps' model (reduce-overhead: CUDA graphs, for a launch-bound "
+        "GPU); where compiling or capturing fails, training goes on eagerly and the log says why",
+    )
 
     def phase(self, step: int) -> tuple[int, int]:
         """``(patch, batch_size)`` at ``step``."""

@@ -141,3 +141,33 @@ def test_a_cpu_budget_counts_training_over_resumes_and_stops_there(tmp_path, one
     more = [json.loads(line) for line in (tmp_path / "ckpt" / "history.jsonl").read_text().splitlines()]
     assert more[: len(history)] == history and more[len(history)]["cpu_s"] > spent[-1]
     assert more[-1]["cpu_s"] >= 3.0 and more[-1]["step"] > history[-1]["step"]
+
+
+def test_a_compile_that_fails_falls_back_to_eager_and_says_so(tmp_path, one_thread, monkeypatch):
+    """A capture torch refuses (forced by the fail point) costs nothing but a log line: the run goes on
+    eagerly, step for step the run that never tried to compile."""
+    from pipeline.training.loop import fit
+
+    (tmp_path / "clean").mkdir()
+    for i, source in enumerate(["lake", "lake", "city", "forest"]):
+        Image.fromarray(photo(48, 64, seed=i)).save(tmp_path / "clean" / f"{source}__{i}.png")
+    weights = {}
+    for mode in ("none", "reduce-overhead"):
+        spec = _spec(tmp_path, steps=4)
+        optim = spec.optim.model_copy(update={"compile": mode})
+        ckpt = spec.checkpoint.model_copy(update={"uri": str(tmp_path / mode)})
+        spec = spec.model_copy(update={"optim": optim, "checkpoint": ckpt})
+        monkeypatch.setenv("DGUNET_FAILPOINTS", "train.compile=denoise")
+        lines: list[str] = []
+        torch.manual_seed(0)  # the same initial weights
+        fit(spec, device="cpu", log=lines.append)
+        history = [json.loads(line) for line in (tmp_path / mode / "history.jsonl").read_text().splitlines()]
+        assert [h["step"] for h in history] == [2, 4]
+        weights[mode] = create_model("denoise", weights=str(tmp_path / mode / "last.pth")).state_dict()
+        if mode == "none":
+            assert all(h["forward"] == "eager" for h in history)
+        else:
+            assert any("torch.compile (reduce-overhead) failed at step 0; training on eagerly" in x for x in lines)
+            assert history[-1]["forward"].startswith("eager (compile failed: RuntimeError: fail point train.compile")
+    assert weights["none"].keys() == weights["reduce-overhead"].keys()
+    assert all(torch.equal(weights["none"][k], weights["reduce-overhead"][k]) for k in weights["none"])
