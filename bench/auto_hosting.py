@@ -62,9 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--derain")
     args = ap.parse_args(argv)
 
+    from pipeline.ray_env import init_ray
+
+    init_ray(None)  # before anything imports ray: it binds to 127.0.0.1 only then
     import ray
 
-    from pipeline.ray_env import init_ray
     from pipeline.routing import Router
     from pipeline.stages.model import RestoreModel, resolve_auto
 
@@ -72,7 +74,6 @@ def main(argv: list[str] | None = None) -> int:
     auto = resolve_auto({"denoise": None, "deblur": args.deblur, "derain": args.derain}, Router.load())
     routes = {r["input_uri"]: r["route"] for r in rows}
     print(f"{len(rows)} images of {args.side} px; routes: {dict(Counter(routes.values()))}")
-    init_ray(None)
     common = {"inference": {}, "threads": 1, "use_gpu": False}
 
     def one_pool():
@@ -90,16 +91,18 @@ def main(argv: list[str] | None = None) -> int:
 
         ds = ray.data.from_items(rows)
         tasks = sorted(auto.models)
-        parts = [ds.filter(lambda r: _task(r["route"]) not in tasks)]  # passed: no actor at all
+        # The filters are Ray tasks too: they get a quarter CPU each, and the pools the CPUs less half a
+        # CPU, shared out (with the pools holding every CPU, the filters never start and the run stalls).
+        parts = [ds.filter(lambda r: _task(r["route"]) not in tasks, num_cpus=0.25)]  # passed: no actor
         for task in tasks:
             ref = AutoRef({task: auto.models[task]}, {}, auto.router)
             parts.append(
-                ds.filter(lambda r, t=task: _task(r["route"]) == t).map_batches(
+                ds.filter(lambda r, t=task: _task(r["route"]) == t, num_cpus=0.25).map_batches(
                     RestoreModel,
                     fn_constructor_kwargs={"ref": ref, **common},
                     compute=ray.data.ActorPoolStrategy(size=1),
                     batch_size=args.batch_size,
-                    num_cpus=args.actors / len(tasks),  # the same CPUs, shared out
+                    num_cpus=(args.actors - 0.5) / len(tasks),
                 )
             )
         return parts[0].union(*parts[1:]).take_all(), len(tasks), f"1 per actor, {len(tasks)} in all"
