@@ -38,7 +38,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -808,7 +810,8 @@ def train_one(args) -> int:
         torch.set_num_threads(1)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.dry_run else "cpu")
     name = Path(args.spec).stem
-    work = Path("/tmp/kit-train") / name
+    # A fresh folder each run: a leftover one would make fit() resume a finished run and train nothing.
+    work = Path(tempfile.mkdtemp(prefix=f"kit-train-{name}-"))
     spec = _spec_for_kit(args.spec, args.data, args.dry_run, work)
 
     def log(msg: str) -> None:
@@ -834,6 +837,7 @@ def train_one(args) -> int:
         state = extract_state_dict(parse_checkpoint(read_bytes(str(last)), name="last.pth"))
         save_safetensors(args.out / f"{name}.safetensors", state, name=name, task=spec.task)
     (args.out / f"{name}.history.jsonl").write_bytes((work / "history.jsonl").read_bytes())
+    shutil.rmtree(work, ignore_errors=True)
     result = {
         "metrics": metrics,
         "seconds": time.monotonic() - t0,
