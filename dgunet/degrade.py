@@ -279,6 +279,64 @@ def degrade(clean: np.ndarray, spec: Degradation, rng: np.random.Generator) -> n
     return out
 
 
+@dataclass
+class DeviceOps:
+    """Noise, then a blur, then noise again: what :func:`degrade_split` leaves to the training device for
+    one image (0 and None: not that step). Rain and JPEG have no device form, so noise or blur that one of
+    them follows is done on the CPU with it."""
+
+    sigma: float = 0.0  # noise before the blur, in 8-bit levels
+    kernel: np.ndarray | None = None  # the blur, as :func:`blur` applies it
+    sigma_after: float = 0.0  # sensor noise after the blur
+
+
+def _device_form(pending: list[tuple[str, object]]) -> DeviceOps | None:
+    """``pending`` (noise and blur steps, in order) as :class:`DeviceOps`; None where it has no such form
+    (two noises before a blur, two blurs)."""
+    ops, blurred = DeviceOps(), False
+    for kind, arg in pending:
+        if kind == "blur" and not blurred and not ops.sigma_after:
+            ops.kernel, blurred = arg, True
+        elif kind == "noise" and not blurred and not ops.sigma:
+            ops.sigma = float(arg)
+        elif kind == "noise" and blurred and not ops.sigma_after:
+            ops.sigma_after = float(arg)
+        else:
+            return None
+    return ops
+
+
+def degrade_split(clean: np.ndarray, spec: Degradation, rng: np.random.Generator) -> tuple[np.ndarray, DeviceOps]:
+    """:func:`degrade`, with the noise and blur that nothing on the CPU follows left undone: they come back
+    as :class:`DeviceOps`, for :func:`dgunet.patches.apply_device_ops` to do on the training device, which
+    also quantises. The same draws as :func:`degrade` make the same kinds of image, not the same pixels."""
+    out = clean.astype(np.float32, copy=True)
+    pending: list[tuple[str, object]] = []
+
+    def on_cpu(img: np.ndarray) -> np.ndarray:
+        for kind, arg in pending:
+            img = add_noise(img, float(arg), rng) if kind == "noise" else blur(img, arg)
+        pending.clear()
+        return img
+
+    kinds = () if _happens(spec.clean_probability, rng) else spec.kinds
+    for kind in kinds:
+        if kind == "noise" and _happens(spec.noise_probability, rng):
+            pending.append(("noise", rng.uniform(*spec.sigma)))
+        elif kind == "blur":
+            pending.append(("blur", blur_kernel(spec, rng)))
+            if spec.blur_noise[1] > 0:
+                pending.append(("noise", rng.uniform(*spec.blur_noise)))
+        elif kind == "rain":
+            out = rain(on_cpu(out), spec, rng)
+        elif kind == "jpeg" and _happens(spec.jpeg_probability, rng):
+            out = jpeg(on_cpu(out), int(rng.integers(spec.jpeg_quality[0], spec.jpeg_quality[1] + 1)))
+    ops = _device_form(pending)
+    if ops is None:
+        out, ops = on_cpu(out), DeviceOps()
+    return out, ops
+
+
 def augment(img: np.ndarray, mode: int) -> np.ndarray:
     """One of the 8 flips/rotations (``mode`` in 0..7) of an ``(H, W, ...)`` array."""
     out = np.rot90(img, k=mode % 4)

@@ -149,6 +149,7 @@ class _Batches:
                 degradation=self.spec.degradation,
                 pairs=self.data.pairs,
                 scale=self.spec.data.scale,
+                device_ops=self.spec.data.device_degradations,
             )
         return self.samplers[(patch, batch)]
 
@@ -244,10 +245,15 @@ class _Run:
             raise RuntimeError("fail point train.compile: CUDA graph capture refused")
         return self.compiled(degraded, return_stages=True)
 
-    def step(self, step: int, degraded, clean) -> float:
-        """One optimizer step on a batch; its loss."""
+    def step(self, step: int, degraded, clean, device_ops=None) -> float:
+        """One optimizer step on a batch (its noise and blur done here where ``device_ops``); its loss."""
         degraded = degraded.to(self.device, memory_format=self.memory_format, non_blocking=True)
         clean = clean.to(self.device, memory_format=self.memory_format, non_blocking=True)
+        if device_ops is not None:
+            from dgunet.patches import apply_device_ops
+
+            degraded = apply_device_ops(degraded, device_ops, quantize=self.spec.degradation.quantize)
+            degraded = degraded.contiguous(memory_format=self.memory_format)
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(step, self.spec, self.time_fraction)
         self.optimizer.zero_grad(set_to_none=True)

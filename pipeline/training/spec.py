@@ -32,6 +32,11 @@ class DataSpec(StrictModel):
     scale: tuple[float, float] = Field(
         (1.0, 1.0), description="crops are drawn this many times larger (log-uniform) and downscaled to the patch"
     )
+    device_degradations: bool = Field(
+        False,
+        description="add noise and blur on the training device (a GPU: the blur as a grouped convolution) where "
+        "no rain or JPEG follows them; the loader threads do the rest",
+    )
 
 
 class OptimSpec(StrictModel):

@@ -171,3 +171,29 @@ def test_a_compile_that_fails_falls_back_to_eager_and_says_so(tmp_path, one_thre
             assert history[-1]["forward"].startswith("eager (compile failed: RuntimeError: fail point train.compile")
     assert weights["none"].keys() == weights["reduce-overhead"].keys()
     assert all(torch.equal(weights["none"][k], weights["reduce-overhead"][k]) for k in weights["none"])
+
+
+def test_noise_drawn_on_the_device_reaches_every_training_step(tmp_path, one_thread, monkeypatch):
+    """With ``data.device_degradations`` the loader hands the step clean crops and the noise to add; the
+    step adds it on the device before the forward pass, and the run resumes as any other."""
+    import dgunet.patches
+    from pipeline.training.loop import fit
+
+    (tmp_path / "clean").mkdir()
+    for i, source in enumerate(["lake", "lake", "city", "forest"]):
+        Image.fromarray(photo(48, 64, seed=i)).save(tmp_path / "clean" / f"{source}__{i}.png")
+    seen = []
+    apply = dgunet.patches.apply_device_ops
+
+    def spy(x, batch, *, quantize):
+        out = apply(x, batch, quantize=quantize)
+        seen.append((float(batch.sigma.max()), float((out - x).abs().mean())))
+        return out
+
+    monkeypatch.setattr(dgunet.patches, "apply_device_ops", spy)
+    spec = _spec(tmp_path, steps=4, device_degradations=True)
+    fit(spec, device="cpu", loader_threads=1, log=lambda _: None)
+    assert len(seen) == 4 and any(sigma > 1 for sigma, _ in seen)
+    assert all(diff > 0 for sigma, diff in seen if sigma > 1)
+    history = [json.loads(line) for line in (tmp_path / "ckpt" / "history.jsonl").read_text().splitlines()]
+    assert [h["step"] for h in history] == [2, 4] and all(h["val_psnr"] > 0 for h in history)
