@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 KINDS = ("noise", "blur", "rain", "jpeg")
-RAIN_RENDERERS = ("smear", "lines")
+RAIN_RENDERERS = ("smear", "lines", "drops")
 MAX_KERNEL = 31
 DOWNPOUR = 0.02  # rain seed density at which the haze is full
 
@@ -48,7 +48,9 @@ class Degradation:
     rain_brightness: tuple[float, float] = (0.5, 1.0)  # streak brightness (0-1)
     rain_angle: float = 0.4  # the fall direction varies up to this many radians from vertical
     rain_haze: float = 0.0  # veil of light in a downpour (0: none), less in lighter rain
-    rain_renderer: str = "smear"  # "smear" (training) or "lines" (an independent renderer, for testing)
+    # "smear" or "drops" (training), or "lines" (an independent renderer, kept for testing); a list: each
+    # image draws one of them
+    rain_renderer: str | tuple[str, ...] = "smear"
     jpeg_quality: tuple[int, int] = (30, 90)  # JPEG quality (1-100)
     jpeg_probability: float = 1.0  # share of images that get the JPEG compression
     quantize: bool = True  # round to 8 bits at the end, as a degraded image saved to a PNG is
@@ -57,7 +59,8 @@ class Degradation:
         for k in self.kinds:
             if k not in KINDS:
                 raise ValueError(f"Expected degradation kinds from {KINDS}, but got {k!r} instead.")
-        if self.rain_renderer not in RAIN_RENDERERS:
+        renderers = (self.rain_renderer,) if isinstance(self.rain_renderer, str) else self.rain_renderer
+        if not renderers or any(r not in RAIN_RENDERERS for r in renderers):
             raise ValueError(f"Expected rain_renderer in {RAIN_RENDERERS}, but got {self.rain_renderer!r} instead.")
         for name in (
             "sigma",
@@ -207,6 +210,42 @@ def add_rain_lines(
     return _veil(out, haze, rng)
 
 
+def add_rain_drops(
+    img: np.ndarray,
+    density: float,
+    length: int,
+    angle: float,
+    rng: np.random.Generator,
+    *,
+    width: float = 1.0,
+    brightness: float = 1.0,
+    haze: float = 0.0,
+) -> np.ndarray:
+    """A second training renderer, unlike the other two in shape and in light: falling drops as filled
+    ellipses, elongated along the fall by the exposure, in two layers of their own direction (wind gusts
+    differ near and far), each softened by a motion blur; a drop is not white light added to the scene
+    but a lens of it: it shows the scene around it, blurred and brightened, so streaks take the colours of
+    what they cross. Then the same kind of haze."""
+    import cv2
+
+    h, w = img.shape[:2]
+    lens = np.clip(cv2.GaussianBlur(img, (0, 0), 2.0) * rng.uniform(1.1, 1.5) + rng.uniform(0.05, 0.2), 0, 1)
+    out = img
+    for depth in (1.0, 0.5):
+        mask = np.zeros((h, w), np.float32)
+        a = angle + rng.normal(0, 0.15)
+        n = int(density * h * w * depth * 0.3)
+        for _ in range(n):
+            ln = max(2.0, length * depth * rng.uniform(0.5, 1.3))
+            axes = (int(round(ln / 2)), max(1, int(round(width * depth * rng.uniform(0.4, 0.8)))))
+            centre = (int(rng.uniform(0, w)), int(rng.uniform(0, h)))
+            cv2.ellipse(mask, centre, axes, float(np.degrees(a)), 0, 360, float(rng.uniform(0.3, 1.0)), -1)
+        mask = blur(mask, motion_kernel(max(3, int(length * depth * 0.4)) | 1, a))
+        mask = np.clip(mask * brightness * (0.6 + 0.4 * depth), 0, 1)[..., None]
+        out = out * (1 - mask) + lens * mask
+    return _veil(np.clip(out, 0, 1), haze, rng)
+
+
 def _veil(img: np.ndarray, haze: float, rng: np.random.Generator) -> np.ndarray:
     """Atmospheric veil: a blend towards a bright, slightly blue-grey light."""
     if haze <= 0:
@@ -238,7 +277,10 @@ def rain(img: np.ndarray, spec: Degradation, rng: np.random.Generator) -> np.nda
     downpour's density (:data:`DOWNPOUR`)."""
     density = rng.uniform(*spec.rain_density)
     haze = spec.rain_haze * min(1.0, density / DOWNPOUR)
-    render = add_rain if spec.rain_renderer == "smear" else add_rain_lines
+    name = spec.rain_renderer
+    if not isinstance(name, str):
+        name = name[int(rng.integers(len(name)))] if len(name) > 1 else name[0]
+    render = {"smear": add_rain, "lines": add_rain_lines, "drops": add_rain_drops}[name]
     return render(
         img,
         density,

@@ -12,6 +12,7 @@ from dgunet.degrade import (
     MAX_KERNEL,
     Degradation,
     add_rain,
+    add_rain_drops,
     add_rain_lines,
     blur_kernel,
     degrade,
@@ -84,7 +85,7 @@ def test_blur_with_sensor_noise_and_quantisation():
     assert np.array_equal(b, np.rint(b * 255) / 255)  # 8-bit levels
 
 
-@pytest.mark.parametrize("render", [add_rain, add_rain_lines])
+@pytest.mark.parametrize("render", [add_rain, add_rain_lines, add_rain_drops])
 def test_rain_adds_light_along_the_fall_direction(render):
     rng = np.random.default_rng(11)
     dark = np.full((128, 128, 3), 0.2, np.float32)
@@ -96,7 +97,7 @@ def test_rain_adds_light_along_the_fall_direction(render):
     assert added.mean(axis=0).std() > 2 * added.mean(axis=1).std()
 
 
-@pytest.mark.parametrize("renderer", ["smear", "lines"])
+@pytest.mark.parametrize("renderer", ["smear", "lines", "drops"])
 def test_denser_rain_is_brighter_and_hazier(renderer):
     base = Degradation(kinds=("rain",), rain_renderer=renderer, rain_density=(0.002, 0.02), rain_haze=0.4)
     light = dataclasses.replace(base, rain_density=(0.002, 0.002))
@@ -113,6 +114,31 @@ def test_the_two_rain_renderers_are_independent():
     a = add_rain(dark, rng=np.random.default_rng(2), **kw).mean(axis=2).ravel()
     b = add_rain_lines(dark, rng=np.random.default_rng(2), **kw).mean(axis=2).ravel()
     assert abs(np.corrcoef(a, b)[0, 1]) < 0.3
+
+
+def test_drops_take_the_colours_of_what_they_cross():
+    scene = np.zeros((96, 96, 3), np.float32)
+    scene[:, :48, 0], scene[:, 48:, 2] = 0.5, 0.5  # red on the left, blue on the right
+    out = add_rain_drops(scene, 0.02, 20, np.pi / 2, np.random.default_rng(3), width=2.0, brightness=1.0)
+    lit = out - scene
+    left, right = lit[:, 8:40], lit[:, 56:88]
+    assert left[..., 0].mean() > 0.01 and right[..., 2].mean() > 0.01  # drops shine where they fall
+    # and in its colour, with a little light of their own
+    assert left[..., 0].mean() > 1.5 * left[..., 2].mean() and right[..., 2].mean() > 1.5 * right[..., 0].mean()
+
+
+def test_a_list_of_renderers_draws_one_per_image(monkeypatch):
+    import dgunet.degrade as degrade_module
+
+    calls = []
+    for name in ("add_rain", "add_rain_drops"):
+        monkeypatch.setattr(degrade_module, name, lambda img, *a, _n=name, **k: calls.append(_n) or img)
+    spec = Degradation(kinds=("rain",), rain_renderer=("smear", "drops"))
+    for s in range(40):
+        degrade(CLEAN, spec, np.random.default_rng(s))
+    assert len(calls) == 40 and 10 < calls.count("add_rain") < 30
+    with pytest.raises(ValueError, match="rain_renderer"):
+        Degradation(kinds=("rain",), rain_renderer=("smear", "hail"))
 
 
 def test_probabilities_mix_clean_noisy_and_jpeg_images():
