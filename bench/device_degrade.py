@@ -47,7 +47,8 @@ def loader_cpu_s(spec, images, *, batch: int, patch: int, batches: int, device_o
         if device_ops:
             t0 = time.process_time()
             apply_device_ops(drawn[0], drawn[2], quantize=spec.degradation.quantize)
-            torch.cuda.synchronize() if torch.cuda.is_available() else None
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
             apply += time.process_time() - t0
     return draw / batches, apply / batches
 
