@@ -51,6 +51,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--overlap", type=int, default=32)
     ap.add_argument("--out", type=Path, default=Path("results/eval"))
     ap.add_argument("--save-degraded", action="store_true")
+    ap.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="draws of each case's degradation per image, averaged (seeds 0..N-1; seed 0 is the first tables')",
+    )
     return ap.parse_args(argv)
 
 
@@ -109,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(degraded).save(path.with_suffix(".png"))
 
-    result = ev.evaluate(images, cases, methods, save_degraded=save if args.save_degraded else None)
+    result = ev.evaluate(
+        images, cases, methods, seeds=range(args.seeds), save_degraded=save if args.save_degraded else None
+    )
     md = result.markdown()
     (args.out / "eval.md").write_text(md + "\n")
     (args.out / "eval.json").write_text(result.to_json())

@@ -8,7 +8,8 @@ Writes ``dgunet/weights/<name>.safetensors`` and replaces the entry of ``<name>`
 ``dgunet/weights/index.json`` (a :class:`dgunet.Weights`, written by its ``to_entry``) with: task, arch,
 widths, parameter count, sha256, the default pass-through gate (the task's, ``dgunet.TASK_GATES``, with
 the fields ``--gate`` gives: measure it with ``bench/gate.py``), how it was trained (the spec, the command,
-steps and wall time from the checkpoint's history) and the measured quality.
+steps, wall time and CPU time from the checkpoint's history, and what it started from: bundled weights, or
+a checkpoint described the same way) and the measured quality.
 """
 
 from __future__ import annotations
@@ -72,16 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
 
     history_path = Path(args.history) if args.history else Path(args.checkpoint).with_name("history.jsonl")
-    history = [json.loads(line) for line in history_path.read_text().splitlines() if line.strip()]
-    train_seconds = sum(
-        h["seconds_per_step"] * (h["step"] - (history[i - 1]["step"] if i else 0)) for i, h in enumerate(history)
-    )
+    history = _history(history_path)
     recipe = {
         "command": f"python jobs/train.py --spec {args.spec}",
         "data": "python jobs/prepare_photos.py --debs DEBS --out data/photos (see the README's data credits)",
         "spec": _relative(ckpt["spec"]),
         "steps": ckpt["step"],
-        "train_hours": round(train_seconds / 3600, 2),
+        **_hours(history),
         "machine": args.machine or this_machine(),
         "final_val_psnr": history[-1].get("val_psnr") if history else None,
         "val_sigma": ckpt["spec"]["data"]["val_sigma"],
@@ -89,9 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     index_path = WEIGHTS_DIR / "index.json"
     index = [Weights.from_entry(e) for e in json.loads(index_path.read_text())] if index_path.exists() else []
     init = ckpt["spec"].get("checkpoint", {}).get("init")
-    base = next((w for w in index if init and Path(init).name == w.file), None)
-    if base is not None:  # a fine-tune: keep the lineage of the weights it started from
-        recipe["init"] = {"name": base.name, "sha256": base.sha256, "recipe": base.recipe}
+    if init:  # a fine-tune: keep the lineage of the weights it started from
+        recipe["init"] = _lineage(init, index)
     metrics = {}
     if args.eval:
         metrics = {"command": args.eval_command, "mean": json.loads(Path(args.eval).read_text())["mean"]}
@@ -109,6 +106,47 @@ def main(argv: list[str] | None = None) -> int:
     index_path.write_text(json.dumps([w.to_entry() for w in index], indent=1) + "\n")
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, sha256 {digest[:16]}...) and {index_path}")
     return 0
+
+
+def _history(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def _hours(history: list[dict]) -> dict:
+    """Training time from a checkpoint's history: wall hours from the steps' times, and the process's CPU
+    hours where the run recorded them (CPU runs trained to a budget)."""
+    seconds = sum(
+        h["seconds_per_step"] * (h["step"] - (history[i - 1]["step"] if i else 0)) for i, h in enumerate(history)
+    )
+    hours = {"train_hours": round(seconds / 3600, 2)}
+    if history and "cpu_hours" in history[-1]:
+        hours["cpu_hours"] = round(history[-1]["cpu_hours"], 2)
+    return hours
+
+
+def _lineage(init: str, index: list, depth: int = 0) -> dict:
+    """What a fine-tune started from: bundled weights by name and sha256 with their recipe, or a checkpoint
+    by its path, with its own spec, steps, hours and, in turn, what it started from."""
+    from dgunet.checkpoint import parse_checkpoint, read_bytes
+
+    base = next((w for w in index if Path(init).name == w.file), None)
+    if base is not None:
+        return {"name": base.name, "sha256": base.sha256, "recipe": base.recipe}
+    path = Path(init)
+    if not path.is_file() or depth >= 8:
+        return {"checkpoint": _relative(init)}  # no longer here to describe
+    ckpt = parse_checkpoint(read_bytes(init), name=init)
+    spec = ckpt.get("spec") or {}
+    lineage = {
+        "checkpoint": _relative(str(path.resolve())),
+        "spec": _relative(spec),
+        "steps": ckpt.get("step"),
+        **_hours(_history(path.with_name("history.jsonl"))),
+    }
+    parent = spec.get("checkpoint", {}).get("init")
+    if parent:
+        lineage["init"] = _lineage(parent, index, depth + 1)
+    return lineage
 
 
 def _relative(value):

@@ -120,3 +120,26 @@ def test_evaluate_job_writes_the_mean_and_per_image_tables_for_a_checkpoint(tmp_
     }
     assert "| sigma25 | img1.png |" in (tmp_path / "out" / "eval.md").read_text()
     assert sorted(p.name for p in (tmp_path / "out" / "degraded" / "sigma25").iterdir()) == ["img0.png", "img1.png"]
+
+
+def test_more_seeds_draw_each_case_again_and_average_the_draws():
+    inputs = []
+
+    def ours(degraded, known):
+        inputs.append(degraded)
+        return CLEAN
+
+    cases, images = ["rain-lines", "clean"], {"a.png": CLEAN}
+    one = ev.evaluate(images, cases, {"ours": ours}, log=lambda _: None)
+    first = inputs[0]
+    inputs.clear()
+    three = ev.evaluate(images, cases, {"ours": ours}, seeds=range(3), log=lambda _: None)
+    rain = [r for r in three.per_image if r["case"] == "rain-lines" and r["method"] == "input"]
+    assert [r["seed"] for r in rain] == [0, 1, 2]
+    assert np.array_equal(inputs[0], first)  # seed 0 is the one-draw evaluation's rain
+    assert not np.array_equal(inputs[1], inputs[0]) and not np.array_equal(inputs[2], inputs[1])
+    assert sum(r["case"] == "clean" for r in three.per_image) == 1  # nothing to draw: clean runs once
+    mean = float(np.mean([r["psnr"] for r in rain]))
+    assert three.table()["rain-lines"]["input"]["psnr"] == pytest.approx(mean)
+    assert f"| rain-lines | a.png | {mean:.2f} |" in three.markdown()
+    assert one.table()["rain-lines"]["input"]["psnr"] == pytest.approx(rain[0]["psnr"])
