@@ -73,11 +73,8 @@ def num_params(model: nn.Module) -> int:
 # the pipeline measures them), the level (8-bit levels) below which an image passes through unrestored
 # (None: the model always runs; no blur estimate exists, and deblurring reads the noise level only when a
 # spec sets one), and whether lossy files (JPEG, lossy WebP) are restored whatever their estimate. The
-# denoising level is the bundled denoiser's (its index.json entry says how it was chosen). The deraining
-# level passes 86% of centred 384 px crops of the training photos and restores 91% of them under the
-# evaluation's rain; on the held-out test crops every clean crop (0.26-1.36) passes and every rainy one
-# (2.19-4.93) is restored, where the CPU deraining model takes a clean crop to 35.0 dB
-# (python bench/gate.py --task derain; README, "The CPU deraining model").
+# denoising and deraining levels are the bundled models' (their index.json entries say how each was
+# chosen, with python bench/gate.py; docs/operations.md, "Runs do no harm").
 @dataclass(frozen=True)
 class Gate:
     """Which images a restorer should leave alone: those whose estimated degradation is below a level."""
@@ -95,7 +92,7 @@ class Gate:
 TASK_GATES: dict[str, Gate] = {
     "denoise": Gate("noise", 4.5, False, "the bundled denoiser's level (dgunet.denoise_small)"),
     "deblur": Gate("noise", None, True),
-    "derain": Gate("rain", 1.5, False, "python bench/gate.py --task derain with the CPU deraining model"),
+    "derain": Gate("rain", 1.5, False, "the bundled deraining model's level (dgunet.derain_small)"),
 }
 
 

@@ -46,9 +46,7 @@ def test_a_fine_tune_of_a_checkpoint_records_the_whole_lineage(tmp_path, monkeyp
     }
     for folder, steps, cpu_hours in ((first, 100, 1.0), (second, 40, 0.5)):
         folder.mkdir()
-        save_checkpoint(
-            folder / "last.pth", model, epoch=1, step=steps, config=describe(model.cfg), spec=specs[folder]
-        )
+        save_checkpoint(folder / "last.pth", model, epoch=1, step=steps, config=describe(model.cfg), spec=specs[folder])
         row = {"step": steps, "seconds_per_step": 36.0, "cpu_hours": cpu_hours}
         (folder / "history.jsonl").write_text(json.dumps(row) + "\n")
     monkeypatch.setattr(export, "WEIGHTS_DIR", tmp_path / "weights")

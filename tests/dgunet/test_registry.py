@@ -55,18 +55,39 @@ def test_the_bundled_denoiser_restores_noise():
     assert err(out) < 0.5 * err(noisy)
 
 
+def test_the_bundled_deraining_model_removes_streaks_and_declares_its_rain_gate():
+    import skimage.data
+
+    from dgunet.degrade import Degradation, rain, to_uint8
+
+    model = create_model("derain")
+    assert not model.training and model.weights.name == "dgunet.derain_small"
+    assert model.weights.gate.estimate == "rain" and model.weights.gate.below == 1.5
+    cat = skimage.data.chelsea()[100:228, 100:228]
+    streaks = Degradation(
+        kinds=("rain",), rain_density=(0.01, 0.01), rain_length=(20, 20), rain_width=(1.5, 1.5), rain_haze=0.3
+    )
+    rainy = to_uint8(rain(cat.astype(np.float32) / 255.0, streaks, np.random.default_rng(4)))
+    err = lambda a: np.sqrt(((a.astype(np.float64) - cat) ** 2).mean())  # noqa: E731
+    assert err(restore(model, rainy)) < 0.5 * err(rainy)
+
+
 def test_missing_default_is_a_clear_error():
-    with pytest.raises(LookupError, match="No trained default model for task 'derain'"):
-        default_weights("derain")
+    with pytest.raises(LookupError, match="No trained default model for task 'deblur'"):
+        default_weights("deblur")
 
 
-def test_readme_model_card_matches_the_measured_metrics():
-    """The model card's table for the default denoiser (docs/models.md) holds the numbers of its index.json entry."""
+@pytest.mark.parametrize(
+    "heading, task",
+    [("## The bundled default denoiser", "denoise"), ("## The bundled deraining model", "derain")],
+)
+def test_model_cards_match_the_measured_metrics(heading, task):
+    """A bundled model's card (its section of docs/models.md) holds the numbers of its index.json entry."""
     models = (Path(__file__).resolve().parents[2] / "docs" / "models.md").read_text()
-    card = models[models.index("## The bundled default denoiser") :]
+    card = models[models.index(heading) :]
     card = card[: card.index("\n## ", 1)]  # its own section only: other models' cards have the same cases
     rows = {line.split("|")[1].strip(): line for line in card.splitlines() if line.startswith("| ")}
-    metrics = default_weights("denoise").metrics["mean"]
+    metrics = default_weights(task).metrics["mean"]
     assert set(metrics) <= set(rows)
     for case, methods in metrics.items():
         for method, value in methods.items():

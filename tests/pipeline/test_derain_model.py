@@ -1,5 +1,5 @@
-"""The CPU-trained deraining model (``jobs/specs/derain.yaml``'s weights) through a whole run on S3
-(SeaweedFS) and a local Ray: it removes streaks, and the rain gate passes a photo without rain untouched."""
+"""The bundled deraining model, as ``jobs/specs/derain.yaml`` runs it, through a whole run on S3 (SeaweedFS)
+and a local Ray: it removes streaks, and its rain gate passes a photo without rain untouched."""
 
 from __future__ import annotations
 
@@ -36,9 +36,10 @@ def test_the_spec_s_deraining_model_on_s3(ray_local, s3fs_client, s3_endpoint):
     import yaml
 
     from dgunet.degrade import Degradation, rain, to_uint8
+    from dgunet.registry import default_weights
 
     model = yaml.safe_load(SPEC.read_text())["model"]
-    model["weights"] = str(SPEC.parents[2] / model["weights"])  # the spec's path, from the repository root
+    assert model["weights"] is None  # the bundled model
 
     import skimage.data
 
@@ -64,7 +65,8 @@ def test_the_spec_s_deraining_model_on_s3(ray_local, s3fs_client, s3_endpoint):
         }
     )
     summary = run_restore(spec, run_id="derain")
-    assert (summary.ok, summary.failed) == (2, 0) and summary.model.startswith("dgunet/derain@sha256:")
+    assert (summary.ok, summary.failed) == (2, 0)
+    assert summary.model == f"dgunet/derain@sha256:{default_weights('derain').sha256}"
     rows = {
         r["input_uri"].rsplit("/", 1)[-1]: r
         for r in pads.dataset(f"{bucket}/out/stats", filesystem=fs).to_table().to_pylist()

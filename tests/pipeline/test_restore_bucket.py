@@ -14,15 +14,28 @@ from tests.images import bad_files, photo
 pytestmark = pytest.mark.slow
 
 
-def test_embedded_demo_restores_the_samples(ray_local, tmp_path):
+def test_embedded_demo_routes_and_restores_the_samples(ray_local, tmp_path):
+    from pipeline.stages.quality import rain_level
+
     out = tmp_path / "demo"
     assert main(["--output", str(out), "--run-id", "demo"]) == 0
-    rows = pads.dataset(str(out / "stats"), format="parquet").to_table().to_pylist()
-    assert len(rows) == 4 and {r["status"] for r in rows} == {"ok"}
-    for r in rows:
-        # The bundled denoiser removes most of the samples' noise (sigma 25 added).
-        assert r["noise_after"] < 0.5 * r["noise_before"], r
-    assert len(list((out / "images").rglob("*.png"))) == 4
+    rows = {
+        r["input_uri"].rsplit("/", 1)[-1]: r
+        for r in pads.dataset(str(out / "stats"), format="parquet").to_table().to_pylist()
+    }
+    assert len(rows) == 6 and {r["status"] for r in rows.values()} == {"ok"}
+    noisy = ("astronaut.png", "astronaut_rgba.png", "altai.jpg", "canopee gray 16-bit.png")
+    for name in noisy:
+        # Routed to the bundled denoiser, which removes most of the samples' noise (sigma 25 added).
+        assert rows[name]["task"] == "denoise" and rows[name]["noise_after"] < 0.5 * rows[name]["noise_before"]
+    rainy = rows["coffee_rain.png"]
+    assert (rainy["task"], rainy["action"]) == ("derain", "restored")
+    derained = np.asarray(Image.open(out / "images" / "coffee_rain.png"))
+    assert rain_level(derained) < 0.5 * rainy["rain_before"]
+    shaken = rows["motorcycle_shake.png"]
+    assert shaken["action"] == "passed" and shaken["degradation"].startswith("blur ")
+    assert shaken["passed_because"].startswith("no deblur model")
+    assert len(list((out / "images").rglob("*.png"))) == 6
 
 
 def _spec(tmp_path, weights, **extra):
