@@ -158,7 +158,10 @@ def test_bad_names_are_named():
         create_model("dehaze")
     with pytest.raises(ValueError, match="Expected arch in"):
         create_model("denoise", arch="unet", weights=False)
-    with pytest.raises(FileNotFoundError, match="Expected bundled weights \\(dgunet.denoise_small, dgunet.derain_small\\) or a checkpoint"):
+    with pytest.raises(
+        FileNotFoundError,
+        match="Expected bundled weights \\(dgunet.denoise_small, dgunet.derain_small\\) or a checkpoint",
+    ):
         create_model("denoise", weights="dgunet.denoise_tiny")
     with pytest.raises(TypeError, match="but got int instead"):
         create_model("denoise", weights=3)
