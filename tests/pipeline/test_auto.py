@@ -153,7 +153,11 @@ def weights(tmp_path):
     return {task: _checkpoint(tmp_path / f"{task}.pth", task) for task in ("denoise", "derain")}
 
 
-def test_the_model_stage_hosts_each_task_s_model_and_loads_it_only_when_needed(weights):
+def test_the_model_stage_hosts_each_task_s_model_and_loads_it_only_when_needed(weights, monkeypatch):
+    import dgunet.registry
+
+    no_deblur = {k: w for k, w in dgunet.registry.WEIGHTS.items() if w.task != "deblur"}
+    monkeypatch.setattr(dgunet.registry, "WEIGHTS", no_deblur)  # whatever ships, no deblurring model here
     path = weights["denoise"]
     ref = resolve_auto({"denoise": path, "deblur": None, "derain": weights["derain"]}, Router.load())
     assert set(ref.models) == {"denoise", "derain"} and "auto.deblur_weights" in ref.missing["deblur"]
