@@ -7,8 +7,8 @@ Sources: scikit-image's astronaut (public domain, NASA), coffee (CC0, Rachel Mic
 (the Middlebury 2014 stereo benchmark, Scharstein et al.) and KDE Plasma wallpapers Altai and Canopee
 (Debian plasma-workspace-wallpapers; see its copyright file), as 640 px downscales. The demo exercises
 RGB, grayscale, RGBA, 16-bit and JPEG input in a nested folder, and ``task: auto``'s routes: the noisy
-photos go to the denoiser, the rainy one to the deraining model, and the shaken one to deblurring (which
-passes it, with the reason, while no deblurring model ships). All five photos are in today's training set
+photos go to the denoiser, the rainy one to the deraining model, and the shaken one to the deblurring
+model. All five photos are in today's training set
 (data/photos/train): the demo shows the pipeline, not the models' accuracy (their cards do).
 """
 

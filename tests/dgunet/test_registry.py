@@ -82,7 +82,11 @@ def test_missing_default_is_a_clear_error(monkeypatch):
 
 @pytest.mark.parametrize(
     "heading, task",
-    [("## The bundled default denoiser", "denoise"), ("## The bundled deraining model", "derain")],
+    [
+        ("## The bundled default denoiser", "denoise"),
+        ("## The bundled deraining model", "derain"),
+        ("## The bundled deblurring model", "deblur"),
+    ],
 )
 def test_model_cards_match_the_measured_metrics(heading, task):
     """A bundled model's card (its section of docs/models.md) holds the numbers of its index.json entry."""
