@@ -57,7 +57,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=1,
         help="draws of each case's degradation per image, averaged (seeds 0..N-1; seed 0 is the first tables')",
     )
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if args.seeds < 1:
+        ap.error(f"--seeds: expected at least 1 draw, but got {args.seeds}")
+    return args
 
 
 def load_model(args: argparse.Namespace):
