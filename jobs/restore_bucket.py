@@ -18,6 +18,7 @@ the run (after writing what it had done; see pipeline/shutdown.py).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -112,6 +113,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _exit(code: int) -> None:
+    """End the process with ``code``. A run stopped by a signal ends at once: its stats, summary and lock
+    are done, and the grace period bounds the process, not only the run; Ray's own disconnect at exit took
+    2.3 s on an idle 2-core machine and more under load. The cluster ends the job's actors when the driver's
+    connection drops, as it does for a driver that was killed."""
+    if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    sys.exit(main())
+    _exit(main())
