@@ -68,13 +68,16 @@ class Config:
     tasks: tuple[str, ...] = field(default=("derain", "deblur"))
 
 
+TASKS = ("derain", "deblur", "denoise")
+
 CONFIGS = (
     Config("w8-d1"),  # the cheapest: 8/4/4, three stages, 64 px, constant 1e-3
     Config("w16-d1", widths=(16, 8, 8)),
     Config("w32-d1-p48", widths=(32, 16, 16), patch=48),
-    Config("w8-d2-cos", depth=2, cosine=True),
+    Config("w8-d2-cos", depth=2, cosine=True, tasks=TASKS),
     Config("w8-d1-p96b4", patch=96, batch=4),
-    Config("w16-d5-init-cos", widths=(16, 8, 8), depth=5, lr=5e-4, cosine=True, init=DENOISER),
+    # For the denoiser: its own bundled weights trained on, the candidate that starts where it stands.
+    Config("w16-d5-init-cos", widths=(16, 8, 8), depth=5, lr=5e-4, cosine=True, init=DENOISER, tasks=TASKS),
     # The denoiser's study: the bundled recipe's network (16/8/8, depth 5) from scratch against cheap ones.
     Config("w8-d1", tasks=("denoise",)),
     Config("w16-d1-cos", widths=(16, 8, 8), cosine=True, tasks=("denoise",)),
