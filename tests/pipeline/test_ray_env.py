@@ -8,10 +8,12 @@ started (:mod:`tests.sockets`), sampled while a run goes on, so that workers and
 from __future__ import annotations
 
 import os
+import signal
 import stat
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 from pathlib import Path
 
@@ -280,3 +282,71 @@ def test_turning_auth_off_is_refused_with_its_key_named(
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"{key}: expected") and "\n" not in err
     assert not list((tmp_path / "out").rglob("*"))  # nothing written (storage was only checked)
+
+
+def _processes_with(*entries: str) -> set[int]:
+    """Pids of this user's processes with any of ``entries`` (``NAME=value``) in their environment."""
+    wanted = [e.encode() + b"\0" for e in entries]
+    pids = set()
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            held = environ.read_bytes() + b"\0"
+        except OSError:  # gone, or not ours
+            continue
+        if any(e in held for e in wanted):
+            pids.add(int(environ.parent.name))
+    return pids
+
+
+def test_a_local_run_stopped_by_a_signal_stops_the_ray_it_started(tmp_path, tiny_weights):
+    """SIGTERM to a run that started its own Ray (the demo's way) mid-run: it exits 143, and no process of
+    the Ray it started outlives it (a run that joined a cluster skips Ray's shutdown at exit to end within
+    its grace period; one that started its Ray still stops it)."""
+    import yaml
+    from PIL import Image
+
+    from tests.images import photo
+
+    (tmp_path / "in").mkdir()
+    for i in range(12):
+        Image.fromarray(photo(96, 128, seed=i)).save(tmp_path / "in" / f"img{i:02d}.png")
+    out = {"uri": str(tmp_path / "out"), "report": False}
+    spec_path = write_spec(
+        tmp_path / "spec.yaml",
+        tiny_weights,
+        input_uri=str(tmp_path / "in"),
+        output=out,
+        resources={"cpus_per_actor": 1, "batch_size": 1},
+    )
+    spec = yaml.safe_load(spec_path.read_text())
+    spec["inference"] = {"tile": 64, "overlap": 16, "max_pixels": 4096, "ensemble": True}  # about 6 s an image
+    spec_path.write_text(yaml.safe_dump(spec))
+    home, marker = tmp_path / "home", f"DGUNET_TEST_RUN={tmp_path.name}"
+    tree = (marker,)
+    home.mkdir()
+    env = _without_ray_settings(HOME=str(home), DGUNET_TEST_RUN=tmp_path.name)
+    cmd = [sys.executable, "jobs/restore_bucket.py", "--spec", str(spec_path), "--run-id", "local"]
+    log = tmp_path / "run.log"
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    try:
+        images = tmp_path / "out" / "images"
+        deadline = time.monotonic() + 300
+        while not (images.is_dir() and any(images.iterdir())):
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        # The Ray it started: what inherits the run's environment (GCS, raylet, workers), and the raylet's
+        # agents, which get an environment of their own naming their raylet.
+        argv0 = {p: Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")[0] for p in _processes_with(marker)}
+        raylets = [p for p, name in argv0.items() if name.endswith(b"/raylet")]
+        assert len(raylets) == 1, log.read_text()[-3000:]
+        tree = (marker, f"RAY_RAYLET_PID={raylets[0]}")
+        assert len(_processes_with(*tree)) >= 5  # GCS, raylet, two agents, the model actor, ...
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 143, log.read_text()[-3000:]
+        time.sleep(3)
+        left = _processes_with(*tree)
+        assert not left, [Path(f"/proc/{p}/cmdline").read_bytes()[:100] for p in left if Path(f"/proc/{p}").exists()]
+    finally:
+        proc.kill()
+        for pid in _processes_with(*tree):
+            os.kill(pid, signal.SIGKILL)
