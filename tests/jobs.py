@@ -10,15 +10,23 @@ from PIL import Image
 from tests.images import photo
 
 
-def save_photos(folder: Path, count: int = 3) -> list[str]:
-    """``count`` small noisy photos ``img<i>.png`` in ``folder``; their names."""
+def save_photos(folder: Path, count: int = 3, *, size: tuple[int, int] = (24, 32)) -> list[str]:
+    """``count`` small noisy photos ``img<i>.png`` of ``size`` (height, width) in ``folder``; their names."""
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(count):
-        Image.fromarray(photo(24, 32, seed=i)).save(folder / f"img{i}.png")
+        Image.fromarray(photo(*size, seed=i)).save(folder / f"img{i}.png")
     return [f"img{i}.png" for i in range(count)]
 
 
-def write_spec(path: Path, weights: tuple[str, dict], *, input_uri: str, output: dict, resources: dict) -> Path:
+def write_spec(
+    path: Path,
+    weights: tuple[str, dict],
+    *,
+    input_uri: str,
+    output: dict,
+    resources: dict,
+    inference: dict | None = None,
+) -> Path:
     """A denoising spec at ``path`` for the ``tiny_weights`` fixture's checkpoint and widths."""
     checkpoint, widths = weights
     spec = {
@@ -27,6 +35,7 @@ def write_spec(path: Path, weights: tuple[str, dict], *, input_uri: str, output:
         "input": {"uri": input_uri},
         "output": output,
         "resources": resources,
+        **({"inference": inference} if inference else {}),
     }
     path.write_text(yaml.safe_dump(spec))
     return path

@@ -302,14 +302,7 @@ def test_a_local_run_stopped_by_a_signal_stops_the_ray_it_started(tmp_path, tiny
     """SIGTERM to a run that started its own Ray (the demo's way) mid-run: it exits 143, and no process of
     the Ray it started outlives it (a run that joined a cluster skips Ray's shutdown at exit to end within
     its grace period; one that started its Ray still stops it)."""
-    import yaml
-    from PIL import Image
-
-    from tests.images import photo
-
-    (tmp_path / "in").mkdir()
-    for i in range(12):
-        Image.fromarray(photo(96, 128, seed=i)).save(tmp_path / "in" / f"img{i:02d}.png")
+    save_photos(tmp_path / "in", count=12, size=(96, 128))
     out = {"uri": str(tmp_path / "out"), "report": False}
     spec_path = write_spec(
         tmp_path / "spec.yaml",
@@ -317,10 +310,8 @@ def test_a_local_run_stopped_by_a_signal_stops_the_ray_it_started(tmp_path, tiny
         input_uri=str(tmp_path / "in"),
         output=out,
         resources={"cpus_per_actor": 1, "batch_size": 1},
+        inference={"tile": 64, "overlap": 16, "max_pixels": 4096, "ensemble": True},  # about 6 s an image
     )
-    spec = yaml.safe_load(spec_path.read_text())
-    spec["inference"] = {"tile": 64, "overlap": 16, "max_pixels": 4096, "ensemble": True}  # about 6 s an image
-    spec_path.write_text(yaml.safe_dump(spec))
     home, marker = tmp_path / "home", f"DGUNET_TEST_RUN={tmp_path.name}"
     tree = (marker,)
     home.mkdir()
