@@ -35,8 +35,11 @@ TASK_OF: dict[str, str | None] = {
 INPUTS = (
     "log1p_noise",
     "log1p_rain",
+    "rain_excess",
     "blur",
     "log_blockiness",
+    "jpeg_zeros",
+    "log_jpeg_step",
     "falloff2",
     "falloff4",
     "log_structure",
@@ -44,24 +47,29 @@ INPUTS = (
 )
 
 
-def feature_vector(features: Mapping[str, float]) -> np.ndarray:
-    """The classifier's inputs (:data:`INPUTS`) from :func:`~pipeline.stages.quality.degradation_features`:
-    levels on log scales, an unknown noise level (an image too small or flat to tell) as 0."""
+def _inputs(features: Mapping[str, float]) -> dict[str, float]:
     noise = features["noise"]
     noise = 0.0 if noise is None or not math.isfinite(noise) else noise
-    return np.array(
-        [
-            math.log1p(max(0.0, noise)),
-            math.log1p(max(0.0, features["rain"])),
-            features["blur"],
-            math.log(max(1e-3, features["blockiness"])),
-            features["falloff2"],
-            features["falloff4"],
-            math.log(features["structure"] + 1e-3),
-            math.log(features["contrast"] + 1e-3),
-        ],
-        np.float64,
-    )
+    return {
+        "log1p_noise": math.log1p(max(0.0, noise)),
+        "log1p_rain": math.log1p(max(0.0, features["rain"])),
+        "rain_excess": features["rain_excess"],
+        "blur": features["blur"],
+        "log_blockiness": math.log(max(1e-3, features["blockiness"])),
+        "jpeg_zeros": features["jpeg_zeros"],
+        "log_jpeg_step": math.log(max(1.0, features["jpeg_step"])),
+        "falloff2": features["falloff2"],
+        "falloff4": features["falloff4"],
+        "log_structure": math.log(features["structure"] + 1e-3),
+        "log_contrast": math.log(features["contrast"] + 1e-3),
+    }
+
+
+def feature_vector(features: Mapping[str, float], inputs: tuple[str, ...] = INPUTS) -> np.ndarray:
+    """A classifier's ``inputs`` (of :data:`INPUTS`) from :func:`~pipeline.stages.quality.degradation_features`:
+    levels on log scales, an unknown noise level (an image too small or flat to tell) as 0."""
+    values = _inputs(features)
+    return np.array([values[k] for k in inputs], np.float64)
 
 
 def _relu(x: np.ndarray) -> np.ndarray:
@@ -91,8 +99,9 @@ class Router:
     def __post_init__(self) -> None:
         if self.kind not in ("mlp", "tree"):
             raise ValueError(f"Expected router kind 'mlp' or 'tree', but got {self.kind!r} instead.")
-        if tuple(self.inputs) != INPUTS:
-            raise ValueError(f"Expected router inputs {INPUTS}, but got {tuple(self.inputs)} instead.")
+        unknown_inputs = [k for k in self.inputs if k not in INPUTS]
+        if unknown_inputs or not self.inputs:
+            raise ValueError(f"Expected router inputs from {INPUTS}, but got {tuple(self.inputs)} instead.")
         unknown = set(self.classes) - set(TASK_OF)
         if unknown:
             raise ValueError(f"Expected router classes from {CLASSES}, but got {sorted(unknown)} instead.")
@@ -120,7 +129,7 @@ class Router:
         return cls.from_json(read_bytes(uri, storage))
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
-        """Class probabilities, ``(N, len(classes))``, of inputs ``x`` ``(N, len(INPUTS))``."""
+        """Class probabilities, ``(N, len(classes))``, of inputs ``x`` ``(N, len(self.inputs))``."""
         x = np.atleast_2d(np.asarray(x, np.float64))
         if self.kind == "tree":
             return np.stack([self._leaf(row) for row in x])
@@ -146,6 +155,6 @@ class Router:
         features could not be measured (an image under 32 px: nothing a restorer would change)."""
         if features is None:
             return "clean", float("nan")
-        p = self.probabilities(feature_vector(features))[0]
+        p = self.probabilities(feature_vector(features, self.inputs))[0]
         best = int(np.argmax(p))
         return self.classes[best], float(p[best])

@@ -95,6 +95,12 @@ def test_the_bundled_router_reads_back_and_routes_plain_cases():
     assert router.classify(None) == ("clean", pytest.approx(float("nan"), nan_ok=True))
 
 
+def _features(**given: float) -> dict[str, float]:
+    from pipeline.stages.quality import DEGRADATION_FEATURES
+
+    return {**dict.fromkeys(DEGRADATION_FEATURES, 0.1), "blockiness": 1.0, "jpeg_step": 1.0, **given}
+
+
 def test_a_tree_router_walks_its_thresholds():
     # root: log1p_noise <= 1.0 ? (leaf clean) : (leaf noise, 3 of 4)
     tree = {
@@ -105,10 +111,111 @@ def test_a_tree_router_walks_its_thresholds():
         "value": [[5, 4, 0, 0, 0], [5, 0, 0, 0, 0], [0, 3, 1, 0, 0]],
     }
     router = Router("tree", CLASSES, INPUTS, tree=tree)
-    features = dict.fromkeys(("rain", "blur", "falloff2", "falloff4", "structure", "contrast"), 0.1)
-    assert router.classify({**features, "noise": 0.5, "blockiness": 1.0}) == ("clean", 1.0)
-    assert router.classify({**features, "noise": 20.0, "blockiness": 1.0}) == ("noise", 0.75)
-    assert feature_vector({**features, "noise": float("nan"), "blockiness": 1.0})[0] == 0  # unknown noise
+    assert router.classify(_features(noise=0.5)) == ("clean", 1.0)
+    assert router.classify(_features(noise=20.0)) == ("noise", 0.75)
+    assert feature_vector(_features(noise=float("nan")))[0] == 0  # unknown noise
+
+
+def test_a_router_reads_only_its_own_inputs_so_one_trained_on_fewer_measures_still_loads():
+    # a logistic router over the two JPEG measures alone: the weights pick jpeg_zeros for class jpeg
+    inputs = ("jpeg_zeros", "log_jpeg_step")
+    weight = [[0.0, 0.0, 40.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0]]
+    router = Router.from_json(
+        json.dumps(
+            {
+                "kind": "mlp",
+                "classes": list(CLASSES),
+                "inputs": list(inputs),
+                "mean": [0, 0],
+                "scale": [1, 1],
+                "layers": [{"weight": weight, "bias": [2.0, 0, 0, 0, 0]}],
+            }
+        )
+    )
+    assert router.classify(_features(jpeg_zeros=0.3))[0] == "jpeg"
+    assert router.classify(_features(jpeg_zeros=0.0))[0] == "clean"
+    with pytest.raises(ValueError, match="router inputs"):
+        Router("mlp", CLASSES, ("log1p_noise", "sharpness"))
+
+
+def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=quality)
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+
+
+def test_jpeg_quantization_finds_the_step_of_the_standard_tables_wherever_the_crop_starts():
+    from pipeline.stages.quality import _luma, _unit_color, jpeg_quantization
+
+    photo = _photo()
+    zeros, step = jpeg_quantization(_luma(_unit_color(photo)))
+    assert abs(zeros) < 0.03 and step == 1  # never a JPEG
+    steps, zeros = {}, {}
+    for quality in (30, 60, 90):
+        decoded = _jpeg(photo, quality)
+        for start in (0, 3):  # the grid found wherever the crop starts
+            zeros[quality, start], steps[quality, start] = jpeg_quantization(
+                _luma(_unit_color(decoded[start:, start + 2 :]))
+            )
+    # the luma table's lowest AC steps (11, 12, 12, 14, 12 at quality 50), scaled: x1.4 at 30, x0.8 at 60
+    assert all(16 <= steps[30, start] <= 20 and 9 <= steps[60, start] <= 11 for start in (0, 3)), steps
+    assert all(steps[90, start] <= 3 for start in (0, 3)), steps
+    assert all(zeros[q, start] > 0.1 for q in (30, 60) for start in (0, 3)), zeros
+    noisy = _degraded("noise", photo)  # noise makes no grid
+    assert jpeg_quantization(_luma(_unit_color(noisy)))[1] == 1
+
+
+def test_jpeg_zeros_see_quantization_on_a_flat_sky_where_no_step_can_be_read():
+    from pipeline.stages.quality import _luma, _unit_color, jpeg_quantization
+
+    rows = np.linspace(90, 150, 256)[:, None, None]  # a smooth gradient: every block's AC rounds to zero
+    sky = np.clip(rows + np.linspace(0, 20, 256)[None, :, None] + np.zeros((1, 1, 3)), 0, 255).astype(np.uint8)
+    zeros_clean, _ = jpeg_quantization(_luma(_unit_color(sky)))
+    zeros_jpeg, step = jpeg_quantization(_luma(_unit_color(_jpeg(sky, 60))))
+    assert abs(zeros_clean) < 0.05 and zeros_jpeg > 0.1 and step == 1
+
+
+def test_streaks_along_the_fall_of_rain_and_across_it_score_the_same_level_and_opposite_excess():
+    from pipeline.stages.quality import streaks
+
+    grey = np.full((128, 128), 0.5, np.float32)
+    falling, lying = grey.copy(), grey.copy()
+    falling[:, ::9] = 0.8  # thin bright lines along the fall: rain
+    lying[::9, :] = 0.8  # the same lines across it: ripples, the light between reeds
+    (level_falling, excess_falling), (level_lying, excess_lying) = streaks(falling), streaks(lying)
+    assert level_falling == pytest.approx(level_lying, rel=1e-3) and level_falling > 5  # the level cannot tell
+    assert excess_falling > 5 and excess_lying < -5  # the excess can
+    assert streaks(grey) == (0.0, 0.0)
+    from dgunet.degrade import add_noise
+
+    noisy = add_noise(np.repeat(grey[..., None], 3, axis=2), 25.0, np.random.default_rng(0)).mean(axis=2)
+    assert abs(streaks(noisy.astype(np.float32))[1]) < 0.5  # noise has no direction
+
+
+def test_the_router_s_labels_keep_every_visible_damage_as_its_kind():
+    from pipeline.training.router import CLEAN_DB, relabel
+
+    drawn, db = np.array([0, 1, 2, 3, 4]), np.array([np.inf, 30.0, CLEAN_DB - 1, CLEAN_DB, 60.0])
+    assert relabel(drawn, db).tolist() == [0, 1, 2, 0, 0]
+
+
+def test_router_samples_depend_on_the_seed_and_the_processes_alone():
+    from pipeline.training.router import make_samples
+
+    photos = {"a.png": _photo(), "b.png": skimage_chelsea()}
+    one = make_samples(photos, 2, seed=3, log=lambda _: None, processes=2)  # one of each class per process
+    again = make_samples(photos, 2, seed=3, log=lambda _: None, processes=2)
+    assert all(np.array_equal(a, b) for a, b in zip(one, again))
+    x, drawn, groups, db = one
+    assert x.shape == (10, len(INPUTS)) and sorted(drawn.tolist()) == sorted(list(range(5)) * 2)
+    assert np.isinf(db[drawn == 0]).any() or (db[drawn == 0] > 30).all()  # clean: untouched or nearly
+    assert (db[drawn == 1] < 45).all()  # noise of sigma 3 or more is never invisible
+
+
+def skimage_chelsea() -> np.ndarray:
+    import skimage.data
+
+    return skimage.data.chelsea()[:300, :300].copy()
 
 
 def test_decode_measures_every_feature_once_and_routes():
