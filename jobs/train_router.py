@@ -54,11 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.reuse:
         data = np.load(samples)
         x, drawn, groups, db = data["x"], data["drawn"], data["groups"], data["db"]
+        measured = float(data["seconds"])
     else:
         photos = load_photos(args.photos)
         x, drawn, groups, db = make_samples(photos, args.per_class, args.seed, processes=args.processes)
-        np.savez(samples, x=x, drawn=drawn, groups=groups, db=db)
-    measured = time.perf_counter() - t0  # wall time: with --processes, the CPU time is spread over them
+        measured = time.perf_counter() - t0  # wall time: with --processes, the CPU time is spread over them
+        np.savez(samples, x=x, drawn=drawn, groups=groups, db=db, seconds=measured)
     y = relabel(drawn, db, args.clean_db)
     scores = cross_validate(x, y, groups, args.seed)
     print("| router | accuracy | " + " | ".join(f"{c} recall" for c in CLASSES) + " |")

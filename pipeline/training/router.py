@@ -147,7 +147,7 @@ def candidates(seed: int) -> dict[str, Callable[[], Any]]:
 
     return {
         "logistic": lambda: LogisticRegression(C=10.0, max_iter=5000),
-        "mlp": lambda: MLPClassifier(hidden_layer_sizes=(16,), alpha=1e-3, max_iter=4000, random_state=seed),
+        "mlp": lambda: MLPClassifier(hidden_layer_sizes=(8,), alpha=0.1, max_iter=4000, random_state=seed),
         "tree": lambda: DecisionTreeClassifier(max_depth=6, min_samples_leaf=8, random_state=seed),
     }
 
