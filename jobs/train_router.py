@@ -2,7 +2,7 @@
 logistic regression, a small perceptron and a decision tree by cross-validation grouped by photo, and
 write each as a router JSON; ``--ship NAME`` also installs one as the bundled router.
 
-    python jobs/train_router.py --per-class 600 --processes 2 --out results/router --ship logistic
+    python jobs/train_router.py --per-class 600 --processes 2 --out results/router --ship mlp
 
 The features of every sample are kept in ``OUT/samples.npz`` (with the class each was drawn as and its
 PSNR against its clean crop): ``--reuse`` fits again from them without measuring, ``--clean-db`` relabels.

@@ -158,7 +158,7 @@ def test_driver_stopped_by_a_signal_keeps_what_it_did(ray_local, s3fs_client, s3
     """SIGTERM (Kubernetes) or SIGINT (Ctrl-C) mid-run: within the grace period the driver writes the stats
     of every image it wrote and a summary marked interrupted, releases its lock and exits 128 + signal;
     the next run restores only what is missing."""
-    n = 16
+    n = 28
     fs, spec = s3fs_client, tmp_path / "spec.yaml"
     # The model is the slow stage here, as in real runs (about 6 s an image on one core): a stop finds most
     # images not yet restored.
