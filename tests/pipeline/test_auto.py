@@ -202,7 +202,7 @@ def test_the_router_s_labels_keep_every_visible_damage_as_its_kind():
 def test_router_samples_depend_on_the_seed_and_the_processes_alone():
     from pipeline.training.router import make_samples
 
-    photos = {"a.png": _photo(), "b.png": skimage_chelsea()}
+    photos = {"a.png": _photo(), "b.png": _chelsea()}
     one = make_samples(photos, 2, seed=3, log=lambda _: None, processes=2)  # one of each class per process
     again = make_samples(photos, 2, seed=3, log=lambda _: None, processes=2)
     assert all(np.array_equal(a, b) for a, b in zip(one, again))
@@ -212,7 +212,7 @@ def test_router_samples_depend_on_the_seed_and_the_processes_alone():
     assert (db[drawn == 1] < 45).all()  # noise of sigma 3 or more is never invisible
 
 
-def skimage_chelsea() -> np.ndarray:
+def _chelsea() -> np.ndarray:
     import skimage.data
 
     return skimage.data.chelsea()[:300, :300].copy()
