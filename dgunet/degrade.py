@@ -6,6 +6,10 @@ the ``numpy.random.Generator`` they are given, so that a seed reproduces a data 
 * Blur as a real blurry photo has it: camera shake along a random smooth trajectory
   (:func:`shake_kernel`) or defocus (:func:`disk_kernel`), up to about 31 px, then a little sensor noise
   and 8-bit quantisation.
+* Camera noise (:mod:`dgunet.camera`): shot and read noise in a raw mosaic, developed forward (demosaiced,
+  white-balanced, colour-corrected, gamma and tone curve); the share of noisy images that get it instead
+  of white Gaussian noise is ``camera_probability``. Its reference is the same camera's development without
+  the noise (:func:`degrade_pair`).
 * Rain from two independent renderers, so that a model is not judged only on the one it trained on:
   ``"smear"`` (:func:`add_rain`: sparse seeds smeared along the fall direction, screen-blended, the
   training renderer) and ``"lines"`` (:func:`add_rain_lines`: anti-aliased segments in depth layers,
@@ -39,6 +43,8 @@ class Degradation:
     clean_probability: float = 0.0  # share of images left clean (only quantised): teaches "do no harm"
     noise_probability: float = 1.0  # share of images that get the noise
     sigma: tuple[float, float] = (0.0, 50.0)  # Gaussian noise std, in 8-bit levels (0-255)
+    camera_probability: float = 0.0  # of the noisy images, the share whose noise is a camera's, not AWGN
+    camera_shot: tuple[float, float] = (1e-4, 1.2e-2)  # the camera's shot-noise gain, drawn log-uniform
     blur_size: tuple[int, int] = (7, 21)  # kernel size in pixels (odd)
     blur_motion_probability: float = 0.5  # camera shake (random smooth trajectory), else defocus (disk)
     blur_noise: tuple[float, float] = (0.0, 0.0)  # sensor noise after the blur, sigma in 8-bit levels
@@ -64,6 +70,7 @@ class Degradation:
             raise ValueError(f"Expected rain_renderer in {RAIN_RENDERERS}, but got {self.rain_renderer!r} instead.")
         for name in (
             "sigma",
+            "camera_shot",
             "blur_size",
             "blur_noise",
             "rain_density",
@@ -78,6 +85,7 @@ class Degradation:
         for name in (
             "clean_probability",
             "noise_probability",
+            "camera_probability",
             "blur_motion_probability",
             "jpeg_probability",
             "rain_haze",
@@ -303,11 +311,21 @@ def _happens(probability: float, rng: np.random.Generator) -> bool:
 
 def degrade(clean: np.ndarray, spec: Degradation, rng: np.random.Generator) -> np.ndarray:
     """Apply ``spec`` to ``clean`` (float32 ``(H, W, 3)`` in [0, 1]); returns the same shape and range."""
-    out = clean.astype(np.float32, copy=True)
+    return degrade_pair(clean, spec, rng)[0]
+
+
+def degrade_pair(clean: np.ndarray, spec: Degradation, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``(degraded, target)``: :func:`degrade`'s image and what a restorer should make of it. The target is
+    ``clean`` itself, except after camera noise: then it is the same camera's development of ``clean``
+    without the noise (a camera's photo keeps its demosaicing and colour; the noise alone is the damage)."""
+    out, target = clean.astype(np.float32, copy=True), clean
     kinds = () if _happens(spec.clean_probability, rng) else spec.kinds
     for kind in kinds:
         if kind == "noise" and _happens(spec.noise_probability, rng):
-            out = add_noise(out, rng.uniform(*spec.sigma), rng)
+            if _happens(spec.camera_probability, rng):
+                out, target = _camera(out, target, spec, rng)
+            else:
+                out = add_noise(out, rng.uniform(*spec.sigma), rng)
         elif kind == "blur":
             out = blur(out, blur_kernel(spec, rng))
             if spec.blur_noise[1] > 0:
@@ -318,7 +336,20 @@ def degrade(clean: np.ndarray, spec: Degradation, rng: np.random.Generator) -> n
             out = jpeg(out, int(rng.integers(spec.jpeg_quality[0], spec.jpeg_quality[1] + 1)))
     if spec.quantize:
         out = to_uint8(out).astype(np.float32) / 255.0
-    return out
+    return out, target
+
+
+def _camera(
+    out: np.ndarray, target: np.ndarray, spec: Degradation, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Camera noise on ``out``; ``target`` developed by the same camera without it, in 8 bits."""
+    from .camera import camera_noise, draw_shot, noiseless, random_camera
+
+    cam = random_camera(rng)
+    noisy, clean = camera_noise(out, draw_shot(*spec.camera_shot, rng), rng, camera=cam)
+    if not np.array_equal(out, target):  # damage before the noise: the reference is of the clean image
+        clean = noiseless(target, cam)
+    return noisy, to_uint8(clean).astype(np.float32) / 255.0
 
 
 @dataclass
@@ -352,6 +383,11 @@ def degrade_split(clean: np.ndarray, spec: Degradation, rng: np.random.Generator
     """:func:`degrade`, with the noise and blur that nothing on the CPU follows left undone: they come back
     as :class:`DeviceOps`, for :func:`dgunet.patches.apply_device_ops` to do on the training device, which
     also quantises. The same draws as :func:`degrade` make the same kinds of image, not the same pixels."""
+    if spec.camera_probability > 0:
+        raise ValueError(
+            "Expected no camera noise with device degradations (it has no device form), but got "
+            f"camera_probability={spec.camera_probability} instead."
+        )
     out = clean.astype(np.float32, copy=True)
     pending: list[tuple[str, object]] = []
 

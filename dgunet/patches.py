@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .degrade import Degradation, DeviceOps, augment, degrade, degrade_split
+from .degrade import Degradation, DeviceOps, augment, degrade_pair, degrade_split
 
 
 @dataclass
@@ -134,7 +134,7 @@ class PatchSampler:
                 d, o = degrade_split(c, self.degradation, rng)
                 ops.append(o)
             else:
-                d = degrade(c, self.degradation, rng)
+                d, c = degrade_pair(c, self.degradation, rng)
             clean.append(c)
             degraded.append(d)
         to_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(np.stack(a))).permute(0, 3, 1, 2)  # noqa: E731
