@@ -89,11 +89,9 @@ def _adopted_row(row: dict, *, model: str, run_id: str, storage: StorageOptions,
 
 def _shape(data: bytes) -> tuple[int, int, int, int]:
     """Width, height, channels and bits per sample from the file's header (no pixels decoded)."""
-    import io
+    from .stages.formats import open_image
 
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as img:
+    with open_image(data) as img:
         bands = len(img.getbands())
         bits = 16 if img.mode.startswith("I;16") or img.mode in ("I", "RGB;16", "RGBA;16") else 8
         if img.format == "PNG" and img.info.get("bitdepth"):  # not set by Pillow; kept for clarity

@@ -92,3 +92,18 @@ def bad_files() -> dict[str, bytes]:
         "bad/random.jpg": np.random.default_rng(0).bytes(2048),
         "bad/bomb.png": bomb_png(),
     }
+
+
+def eps_bytes() -> bytes:
+    """An EPS file (PostScript that draws an 8x8 square): Pillow's EPS decoder would run Ghostscript on it."""
+    return (
+        b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n%%EndComments\n"
+        b"0 0 moveto 8 0 lineto 8 8 lineto 0 8 lineto closepath fill\nshowpage\n%%EOF\n"
+    )
+
+
+def psd_bytes(h: int = 8, w: int = 8) -> bytes:
+    """A Photoshop file of ``h`` x ``w`` RGB pixels, raw: a header, three empty sections, the planes."""
+    header = b"8BPS" + struct.pack(">H6xHIIHH", 1, 3, h, w, 8, 3)
+    planes = photo(h, w).transpose(2, 0, 1).tobytes()
+    return header + struct.pack(">III", 0, 0, 0) + struct.pack(">H", 0) + planes

@@ -6,6 +6,8 @@ What :func:`decode_image` guarantees, where ``ray.data.read_images`` does not:
 * 16-bit PNG and TIFF kept at 16 bits (uint16), 8-bit images as uint8;
 * grayscale stays 1 channel, alpha is kept (gray + alpha: 2 channels, RGBA: 4); palette images expand
   to RGB or RGBA; CMYK and other colour spaces convert to RGB; animated images give their first frame;
+* only the formats of :data:`~pipeline.stages.formats.READ_FORMATS` are opened: bytes of any other
+  format (an EPS named ``x.png``) fail with a reason naming what they are, and no other decoder runs;
 * the pixel count is checked from the header before anything is decoded (decompression bombs), and
   truncated or non-image files raise :class:`DecodeError` with the reason; Pillow's own bomb guard stays
   on for every image the process opens (:func:`pillow_limit`).
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..rows import OK, Col, fail
+from .formats import UnreadFormatError, open_image
 from .metadata import Metadata, read_metadata
 from .quality import degradation_features, noise_level, rain_level
 
@@ -125,15 +128,15 @@ def decode_image(data: bytes, *, max_pixels: int) -> Decoded:
     Raises:
         DecodeError: empty, truncated, not an image, or more than ``max_pixels`` pixels.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, ImageOps
 
     if not data:
         raise DecodeError("empty file")
     try:
         with pillow_limit(max_pixels):
-            img = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:
-        raise DecodeError("not a recognised image format") from None
+            img = open_image(data)  # the formats that are read, and no other decoder
+    except UnreadFormatError as exc:
+        raise DecodeError(str(exc)) from None
     except Image.DecompressionBombError as exc:
         raise DecodeError(f"image exceeds the limit of {max_pixels} pixels ({exc})") from None
     except Exception as exc:

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from xml.sax.saxutils import escape
 
 from .encode import Tags
+from .formats import open_image
 from .iptc import PNG_IPTC_KEY, from_raw_profile, photoshop_resource
 
 ORIENTATION, EXIF_IFD, GPS_IFD = 0x0112, 0x8769, 0x8825
@@ -82,10 +83,8 @@ def read_metadata(data: bytes, *, converted: bool) -> Metadata:
         converted: whether the decoder converted the pixels from the file's ICC profile to sRGB (then the
             original profile is only described, not carried).
     """
-    from PIL import Image
-
     try:
-        img = Image.open(io.BytesIO(data))
+        img = open_image(data)
     except Exception as exc:
         return Metadata(problems=(f"unreadable header: {exc}",))
     problems: list[str] = []
@@ -205,12 +204,12 @@ def read_provenance(data: bytes) -> dict[str, str]:
     import re
     from xml.sax.saxutils import unescape
 
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            img = Image.open(io.BytesIO(data))  # reads headers and metadata, not the pixels
+            img = open_image(data)  # reads headers and metadata, not the pixels
             if img.format == "PNG":
                 text = {k: str(v) for k, v in img.info.items() if isinstance(v, str)}
                 record = {k[len("dgunet:") :]: v for k, v in text.items() if k.startswith("dgunet:")}

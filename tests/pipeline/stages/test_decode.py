@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +14,8 @@ from PIL import Image
 
 from pipeline.stages.decode import DecodeError, decode_image
 from pipeline.stages.encode import encode_png
-from tests.images import bad_files, good_files, jpeg_with_orientation, photo
+from pipeline.stages.formats import READ_FORMATS
+from tests.images import bad_files, eps_bytes, good_files, jpeg_with_orientation, photo, psd_bytes
 
 GOOD, BAD = good_files(), bad_files()
 LIMIT = 50_000_000
@@ -78,6 +83,37 @@ def test_palette_transparency_becomes_alpha():
 def test_bad_files_fail_with_reason(name, reason):
     with pytest.raises(DecodeError, match=reason):
         decode_image(BAD[name], max_pixels=LIMIT)
+
+
+@pytest.mark.parametrize(("data", "what"), [(eps_bytes(), "EPS (PostScript)"), (psd_bytes(), "PSD (Photoshop)")])
+def test_a_format_that_is_not_read_fails_naming_what_it_is_and_what_is_read(data, what):
+    with pytest.raises(DecodeError) as err:
+        decode_image(data, max_pixels=LIMIT)
+    assert str(err.value) == (
+        f"Expected an image in a format that is read ({', '.join(READ_FORMATS)}), but got {what} instead."
+    )
+
+
+def test_an_eps_named_png_starts_no_ghostscript(tmp_path):
+    """Pillow would open EPS bytes with its EPS decoder, which runs ``gs`` on load: a ``gs`` on the PATH that
+    leaves a mark shows that nothing started it."""
+    mark = tmp_path / "gs ran"
+    gs = tmp_path / "bin" / "gs"
+    gs.parent.mkdir()
+    gs.write_text(f"#!/bin/sh\ntouch '{mark}'\nexit 1\n")
+    gs.chmod(0o755)
+    (tmp_path / "x.png").write_bytes(eps_bytes())
+    code = (
+        "import sys\nfrom pipeline.stages.decode import DecodeError, decode_image\n"
+        "try:\n    decode_image(open(sys.argv[1], 'rb').read(), max_pixels=10**6)\n"
+        "except DecodeError as exc:\n    print(exc)\n"
+    )
+    root = Path(__file__).resolve().parents[3]
+    env = {**os.environ, "PATH": f"{gs.parent}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(root)}
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "x.png")], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "but got EPS (PostScript) instead" in out.stdout
+    assert not mark.exists()
 
 
 def test_pixel_limit_is_configurable():
