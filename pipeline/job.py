@@ -83,7 +83,12 @@ def _read_and_decode(ds, spec: RestoreSpec, ref: ModelRef | AutoRef, *, one_by_o
     res = spec.resources
     ds = ds.map_batches(
         read_batch,
-        fn_kwargs={"storage": spec.storage.options(), "threads": res.read_threads, "stop": stop},
+        fn_kwargs={
+            "storage": spec.storage.options(),
+            "threads": res.read_threads,
+            "stop": stop,
+            "max_bytes": spec.input.max_bytes,
+        },
         batch_size=1 if one_by_one else 16,
     )
     # One image per decode call: a huge image does not hold up (or share a block with) small ones.

@@ -96,6 +96,9 @@ class InputSpec(StrictModel):
     manifest: str | None = Field(None, description="a text file of input URIs, one per line, instead of listing")
     reference: str | None = Field(None, description="prefix of clean references with the same relative names")
     max_pixels: int = Field(120_000_000, ge=1, description="larger images fail with a reason (bomb guard)")
+    max_bytes: int = Field(
+        512 * 2**20, ge=1, description="larger files fail with a reason, unread; no read takes more than this + 1 bytes"
+    )
 
 
 class OutputSpec(StrictModel):

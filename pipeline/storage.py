@@ -7,9 +7,11 @@ explicit ``endpoint_url`` points at S3-compatible stores.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import posixpath
+import stat
 import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -226,6 +228,57 @@ def describe_many(
 def read_bytes(uri: str, options: StorageOptions | None = None) -> bytes:
     fs, path = filesystem(uri, options)
     return fs.cat_file(path)
+
+
+class ReadRefusedError(ValueError):
+    """An input that is not read: not a regular file, or over the size limit; the message says which."""
+
+
+def read_bounded(uri: str, fs, *, max_bytes: int) -> bytes:
+    """The bytes of ``uri`` (on ``fs``, its filesystem), reading at most ``max_bytes`` + 1 of them.
+
+    A local path is opened without blocking and read only where it is a regular file (a FIFO would block
+    the read forever, ``/dev/zero`` never end); other stores are asked for one range of ``max_bytes`` + 1
+    bytes. So whatever a listing said of its size, a file that grew, or lied, costs no more.
+
+    Raises:
+        ReadRefusedError: not a regular file, or more than ``max_bytes`` bytes.
+    """
+    protocol, path = split_protocol(uri)
+    if protocol == "file":
+        data = _read_regular_file(path, max_bytes + 1)
+    else:
+        try:
+            data = fs.cat_file(path, start=0, end=max_bytes + 1)
+        except OSError as exc:  # S3 answers a range of an empty object 416, which s3fs gives as EINVAL
+            if exc.errno != errno.EINVAL or fs.size(path) != 0:
+                raise
+            data = b""
+    if len(data) > max_bytes:
+        raise ReadRefusedError(
+            f"Expected at most input.max_bytes = {max_bytes} bytes, but got more instead "
+            "(the file is larger than the listing said, or grew)."
+        )
+    return data
+
+
+def _read_regular_file(path: str, limit: int) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))  # a FIFO opens at once
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = {stat.S_IFIFO: "FIFO", stat.S_IFCHR: "character device", stat.S_IFBLK: "block device"}
+            raise ReadRefusedError(
+                f"Expected a regular file, but got a {kind.get(stat.S_IFMT(mode), 'special file')} instead."
+            )
+        os.set_blocking(fd, True)
+        chunks, left = [], limit
+        while left > 0 and (chunk := os.read(fd, min(left, 1 << 22))):
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def write_bytes_atomic(uri: str, data: bytes, options: StorageOptions | None = None) -> None:

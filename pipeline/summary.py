@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
+from .printable import printable
 from .storage import join_uri
 
 
@@ -71,7 +72,7 @@ class RunSummary:
         lines = [
             f"run {self.run_id}  model {self.model}"
             + (f"  INTERRUPTED by {self.interrupted}" if self.interrupted else ""),
-            f"  input    {self.input_uri}  ({self.listed} images listed)"
+            f"  input    {printable(self.input_uri)}  ({self.listed} images listed)"
             + ("  NO IMAGES: nothing there has an image extension" if not self.listed and not self.vanished else ""),
             f"  ok {self.ok}   failed {self.failed}   skipped: {self.skipped} already done, "
             f"{self.still_bad} undecodable before and unchanged; {self.changed} changed since restored, "
@@ -96,7 +97,7 @@ class RunSummary:
         if self.dashboard_url:
             lines.append(f"  Ray dashboard  {self.dashboard_url}")
         for f in self.failures[:10]:
-            lines.append(f"  failed: {f['input_uri']}: {f['error']}")
+            lines.append(f"  failed: {printable(f['input_uri'])}: {printable(f['error'])}")
         if self.failed > 10:
             lines.append(f"  ... {self.failed - 10} more failures in the stats")
         return "\n".join(lines)

@@ -26,13 +26,15 @@ def write_spec(
     output: dict,
     resources: dict,
     inference: dict | None = None,
+    input_keys: dict | None = None,
 ) -> Path:
-    """A denoising spec at ``path`` for the ``tiny_weights`` fixture's checkpoint and widths."""
+    """A denoising spec at ``path`` for the ``tiny_weights`` fixture's checkpoint and widths; ``input_keys``:
+    more keys of its ``input`` section."""
     checkpoint, widths = weights
     spec = {
         "task": "denoise",
         "model": {"arch": "dgunet", "weights": checkpoint, **widths},
-        "input": {"uri": input_uri},
+        "input": {"uri": input_uri, **(input_keys or {})},
         "output": output,
         "resources": resources,
         **({"inference": inference} if inference else {}),

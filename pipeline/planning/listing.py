@@ -8,11 +8,13 @@ is its own shard (``FILE``). Each shard is one :func:`~pipeline.stats.plan_key` 
 
 from __future__ import annotations
 
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 
+from ..printable import printable
 from ..stats import plan_key
 from ..storage import (
     IMAGE_EXTENSIONS,
@@ -28,6 +30,8 @@ from ..storage import (
 )
 from .columns import FILE, FLAT, INPUT_SCHEMA, LISTED, LISTED_SCHEMA, MISSING, SHARD_SCHEMA, TREE, conform
 from .names import relative_key
+
+log = logging.getLogger(__name__)
 
 
 def list_top(roots: pa.Table, *, storage: StorageOptions) -> pa.Table:
@@ -61,17 +65,46 @@ def _list_one(shard: str, mode: str, storage: StorageOptions, images_only: bool,
     fs, root = filesystem(shard, storage)
     protocol, _ = split_protocol(shard)
     if mode == FILE:  # an input that names one file is taken whatever its extension
-        return [StoredObject(shard, 0, "", None) if names_only else describe(protocol, root, fs.info(root))]
+        if names_only:
+            return [StoredObject(shard, 0, "", None)]
+        if protocol == "file" and not os.path.isfile(root):  # named, so a link is followed; a FIFO is not read
+            log.warning("Not listed: %s is not a regular file.", printable(root))
+            return []
+        return [describe(protocol, root, fs.info(root))]
     if mode == FLAT:
         entries = {e["name"]: e for e in fs.ls(root, detail=True) if e.get("type") != "directory"}
     elif names_only:  # no detail: local files are not stat'ed one by one
         entries = dict.fromkeys(fs.find(root, withdirs=False))
     else:
         entries = fs.find(root, detail=True, withdirs=False)
+    if protocol == "file" and not names_only:
+        entries = local_files(entries, root=root if mode == FLAT else os.path.dirname(root.rstrip("/")))
     paths = sorted(p for p in entries if not images_only or os.path.splitext(p)[1].lower() in IMAGE_EXTENSIONS)
     if names_only:
         return [StoredObject(to_uri(protocol, p), 0, "", None) for p in paths]
     return [describe(protocol, p, entries[p]) for p in paths]
+
+
+def local_files(entries: dict[str, dict], *, root: str) -> dict[str, dict]:
+    """The ``entries`` of a local listing (path -> fsspec detail) that are read: regular files, and links
+    whose real path is a regular file under the real path of ``root`` (the input prefix). A FIFO, device
+    or socket, a link to a folder, and a link that leads out of the input are left out, with a warning: an
+    upload could otherwise hang a read, read without end, or have a file from elsewhere restored and shown.
+    fsspec's listing does not descend into linked folders."""
+    real_root = os.path.realpath(root).rstrip("/") + "/"
+    kept = {}
+    for path, info in entries.items():
+        if info.get("type") == "file" and not info.get("islink"):
+            kept[path] = info
+            continue
+        real = os.path.realpath(path)
+        if info.get("islink") and real.startswith(real_root) and os.path.isfile(real):
+            kept[path] = info
+        else:
+            out = info.get("islink") and not real.startswith(real_root)
+            why = "a link that leads out of the input" if out else "not a regular file"
+            log.warning("Not listed: %s is %s.", printable(path), why)
+    return kept
 
 
 def list_shards(
