@@ -43,7 +43,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import faults
-from .planning.names import under
+from .planning.names import inside, under
+from .printable import printable
 from .rows import STATS_SCHEMA
 from .stats import check_parts, plan_key, prefix_id, stats_files, write_stats_part
 from .storage import StorageOptions, filesystem, join_uri, read_bytes, split_protocol, write_bytes_atomic
@@ -155,6 +156,7 @@ def recover(output_uri: str, storage: StorageOptions) -> str | None:
         journal = json.loads(read_bytes(uri, storage))
     except FileNotFoundError:
         return None
+    journal = _own_paths(journal, output_uri)
     if journal.get("state") == WRITTEN:  # every new part is there: the old ones go
         _finish(output_uri, journal, storage)
         done = f"finished compaction {journal['id']}: {len(journal['sources'])} old parts removed"
@@ -164,6 +166,27 @@ def recover(output_uri: str, storage: StorageOptions) -> str | None:
         done = f"undid compaction {journal['id']}: its {len(journal['parts'])} new parts removed"
     log.warning("An earlier compaction did not end: %s.", done)
     return done
+
+
+def _own_paths(journal: dict, output_uri: str) -> dict:
+    """``journal`` with only the paths that lie under ``stats/`` and ``stats-history/`` of ``output_uri``: the
+    journal is a file in the output prefix, which others may write, and a path elsewhere is never deleted
+    (it is left out, with a warning naming it)."""
+    folders = (join_uri(output_uri, "stats"), join_uri(output_uri, HISTORY))
+
+    def own(path) -> bool:
+        ok = isinstance(path, str) and any(inside(path, f) for f in folders)
+        if not ok:
+            log.warning("Ignored a path of the compaction journal outside stats/ and %s/: %s", HISTORY, printable(path))
+        return ok
+
+    history = journal.get("history")
+    return {
+        **journal,
+        "sources": [p for p in journal.get("sources", []) if own(p)],
+        "parts": [p for p in journal.get("parts", []) if own(p)],
+        "history": history if history and own(history) else None,
+    }
 
 
 def latest_rows(table: pa.Table) -> tuple[pa.Table, pa.Table]:

@@ -15,6 +15,8 @@ credentials.
 from __future__ import annotations
 
 import argparse
+import os
+import posixpath
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -294,6 +296,12 @@ class StorageSpec(StrictModel):
         )
 
 
+def _real(uri: str) -> tuple[str, str]:
+    """``uri``'s protocol and path, a local path with its links and ``..`` resolved (compared, not used)."""
+    protocol, path = split_protocol(uri)
+    return protocol, os.path.realpath(path) if protocol == "file" else posixpath.normpath(path)
+
+
 class RestoreSpec(StrictModel):
     """The restore job's spec (jobs/restore_bucket.py)."""
 
@@ -313,14 +321,18 @@ class RestoreSpec(StrictModel):
 
     @model_validator(mode="after")
     def _paths(self) -> RestoreSpec:
-        in_proto, in_path = split_protocol(self.input.uri)
-        out_proto, out_path = split_protocol(self.output.uri)
+        (in_proto, in_path), (out_proto, out_path) = _real(self.input.uri), _real(self.output.uri)
         if in_proto == out_proto:
             a, b = in_path.rstrip("/") + "/", out_path.rstrip("/") + "/"
             if b.startswith(a) or a == b:
                 raise ValueError(
                     f"output.uri ({self.output.uri}) must not be inside input.uri ({self.input.uri}): "
                     "outputs would be listed as inputs by the next run"
+                )
+            if a.startswith(b):
+                raise ValueError(
+                    f"input.uri ({self.input.uri}) must not be inside output.uri ({self.output.uri}): "
+                    "outputs would be written over their own inputs"
                 )
         return self
 

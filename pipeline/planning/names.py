@@ -46,6 +46,20 @@ def under(uri: str, prefix: str) -> bool:
     return p1 == p2 and (path == root or path.startswith(root + "/"))
 
 
+def inside(uri: str, folder: str) -> bool:
+    """Whether ``uri`` lies below ``folder`` (not ``folder`` itself), on the same store, with no empty,
+    ``.`` or ``..`` segment on the way: what the output prefix says of a path is only trusted so.
+
+    >>> inside("s3://b/out/images/a.png", "s3://b/out/images"), inside("s3://b/out/images/../x", "s3://b/out/images")
+    (True, False)
+    """
+    (p1, path), (p2, root) = split_protocol(uri), split_protocol(folder)
+    root = root.rstrip("/") + "/"
+    if p1 != p2 or not path.startswith(root):
+        return False
+    return all(s not in ("", ".", "..") for s in path[len(root) :].split("/"))
+
+
 def output_format_for(rel: str, output_format: str) -> str:
     """The format an input's output is written in: ``output_format``, or with ``"same"`` the input's own
     by its extension (``"a/b.JPEG"`` -> ``"jpeg"``), ``"png"`` for formats that are not written."""

@@ -15,11 +15,13 @@ present in the format asked for, or failed to decode. Every partitioning gives t
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..printable import printable
 from ..stages.encode import format_of
 from ..storage import StorageOptions, StoredObject, content_version, join_uri, read_bytes
 from .columns import (
@@ -37,7 +39,9 @@ from .columns import (
     conform,
 )
 from .earlier import Earlier, same_version
-from .names import name_key, output_format_for, output_names, relative_key, under
+from .names import inside, name_key, output_format_for, output_names, relative_key, under
+
+log = logging.getLogger(__name__)
 
 
 def settle_inputs(
@@ -58,6 +62,7 @@ def settle_inputs(
     that its inputs could have (:func:`~pipeline.planning.colocated.plan_shards`): inputs done are then
     skipped here, as step 2 would skip them."""
     now, earlier = _now_and_earlier(part)
+    earlier = trusted_rows(earlier, output_uri=output_uri)
     content = _hash_unversioned(now, earlier, storage)
     out: dict[str, list] = {name: [] for name in ROUTED_SCHEMA.names}
     counts = dict.fromkeys(COUNTS, 0)
@@ -102,6 +107,25 @@ def _now_and_earlier(part: pa.Table) -> tuple[dict[str, dict], dict[str, Earlier
         for uri, i in latest.items()
     }
     return now, earlier
+
+
+def trusted_rows(earlier: dict[str, Earlier], *, output_uri: str) -> dict[str, Earlier]:
+    """The ``earlier`` rows whose ``output_uri`` is empty or lies under this output's ``images/``. The stats
+    are files in the output prefix, which others may write: a row naming a file elsewhere is ignored, with a
+    warning naming it (else its input's next output would be written there), and its input planned anew."""
+    images = join_uri(output_uri, "images")
+    kept = {}
+    for uri, e in earlier.items():
+        if e.output_uri and not inside(e.output_uri, images):
+            log.warning(
+                "Ignored the earlier stats row of %s: its output_uri %s is not under %s.",
+                printable(uri),
+                printable(e.output_uri),
+                printable(images),
+            )
+            continue
+        kept[uri] = e
+    return kept
 
 
 def _hash_unversioned(now: dict[str, dict], earlier: dict, storage: StorageOptions) -> dict[str, str]:
