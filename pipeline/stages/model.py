@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -231,6 +232,7 @@ class RestoreModel:
         self.failpoints, self.pass_below, self.restore_lossy = failpoints or {}, pass_below, restore_lossy
         self.gate_on = gate_on
         self.stop = stop
+        self.seen = 0  # images this actor has been given to restore (fail point model.hold counts them)
 
     def _model(self, task: str):
         """The model of ``task`` and its inference options, loaded on first use."""
@@ -270,7 +272,19 @@ class RestoreModel:
         y = restore_tensor(model, x, options)
         return [from_model_output(y[i], layout, img) for i, ((_, layout), img) in enumerate(zip(inputs, images))]
 
+    def _hold(self) -> None:
+        """Fail point ``model.hold=k``: past ``k`` images, wait here until the run is stopped."""
+        k = self.failpoints.get("model.hold")
+        if k is None or self.stop is None or self.seen < int(k):
+            return
+        print(f"fail point model.hold: {self.seen} images restored, holding until the run stops", file=sys.stderr)
+        sys.stderr.flush()
+        while not stopped(self.stop):
+            time.sleep(0.05)
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self._hold()
+        self.seen += int(np.sum(batch[Col.STATUS] == OK))
         if stopped(self.stop):
             # Marked rather than dropped: the batch keeps its columns and their types for the next stage.
             batch = {**batch, Col.STATUS: np.full(len(batch[Col.STATUS]), STOPPED, dtype=object)}

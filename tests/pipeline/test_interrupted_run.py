@@ -19,6 +19,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from pipeline.shutdown import GracefulStop
 from pipeline.stages.metadata import read_provenance
 from tests.images import photo
 from tests.servers import S3_ENV
@@ -26,7 +27,8 @@ from tests.servers import S3_ENV
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-N = 150
+N = 30
+HOLD = "fail point model.hold"
 
 
 def _address(ray) -> str:
@@ -37,9 +39,11 @@ def _address(ray) -> str:
     return address
 
 
-def _start(spec: Path, address: str, run_id: str, log: Path) -> subprocess.Popen:
+def _start(spec: Path, address: str, run_id: str, log: Path, *, failpoints: str = "") -> subprocess.Popen:
+    """A run of ``spec``; ``failpoints``: its ``DGUNET_FAILPOINTS`` (see :mod:`pipeline.faults`)."""
     cmd = [sys.executable, "jobs/restore_bucket.py", "--spec", str(spec), "--address", address, "--run-id", run_id]
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=dict(os.environ))
+    env = {**os.environ, "DGUNET_FAILPOINTS": failpoints}
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
 
 
 def _finish(proc: subprocess.Popen, log: Path, timeout: float = 300.0) -> int:
@@ -52,21 +56,21 @@ def _finish(proc: subprocess.Popen, log: Path, timeout: float = 300.0) -> int:
         pytest.fail(f"the run did not end within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
 
 
-def _wait_for(predicate, proc, timeout=180.0):
+def _wait_for(predicate, proc, log: Path, timeout=300.0):
+    """Poll ``predicate`` until it holds. The runs are held at a fail point until the test acts, so the
+    state waited for is reached on any machine; ``timeout`` only bounds a hang, failing with the log."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return
-        assert proc.poll() is None, f"the run ended (rc {proc.returncode}) before it could be interrupted"
+        assert proc.poll() is None, f"the run ended (rc {proc.returncode}):\n{log.read_text()[-3000:]}"
         time.sleep(0.1)
-    raise TimeoutError("the run made no progress")
+    pytest.fail(f"the run did not reach the state waited for within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
 
 
-def _archive(
-    fs, name: str, n: int, s3_endpoint: str, tiny_weights, spec: Path, *, ensemble: bool = False, **output
-) -> str:
-    """A bucket of ``n`` photos under ``in/`` and a spec restoring them to ``out/``; the bucket's name.
-    ``ensemble``: 8 passes per image, so that the model, not writing, is what the run waits for."""
+def _archive(fs, name: str, n: int, s3_endpoint: str, tiny_weights, spec: Path, **output) -> str:
+    """A bucket of ``n`` photos under ``in/`` and a spec restoring them to ``out/`` with one model actor;
+    the bucket's name."""
     bucket = f"{name}-{uuid.uuid4().hex[:8]}"
     fs.mkdir(bucket)
     for i in range(n):
@@ -82,7 +86,7 @@ def _archive(
                 "output": {"uri": f"s3://{bucket}/out", "stats_part_rows": 3, **output},
                 "storage": {"endpoint_url": s3_endpoint},
                 "resources": {"cpus_per_actor": 1, "batch_size": 2},
-                "inference": {"tile": 64, "overlap": 16, "max_pixels": 4096, "ensemble": ensemble},
+                "inference": {"tile": 64, "overlap": 16, "max_pixels": 4096},
             }
         )
     )
@@ -105,13 +109,13 @@ def test_driver_killed_midway_then_restarted_restores_each_image_once(
         fs.invalidate_cache()
         return [p for p in fs.find(f"{bucket}/out/{prefix}")]
 
-    # First run: SIGKILL the driver once some stats parts and images are out, mid-run.
-    first = _start(spec, address, "first", tmp_path / "first.log")
-    _wait_for(lambda: len(listing("stats")) >= 1 and len(listing("images")) >= 6, first)
+    # First run: held after 10 images (fail point model.hold), SIGKILLed once their stats parts are out.
+    log = tmp_path / "first.log"
+    first = _start(spec, address, "first", log, failpoints="model.hold=10")
+    _wait_for(lambda: HOLD in log.read_text() and len(listing("images")) == 10 and listing("stats"), first, log)
     first.send_signal(signal.SIGKILL)
     first.wait()
-    done_before = len(listing("images"))
-    assert done_before < N, "the first run finished before it was killed"
+    assert len(listing("images")) == 10
     assert fs.exists(f"{bucket}/out/runs/LOCK")  # a killed run leaves its lock behind
 
     # Second run, as a scheduler would start it: takes over the dead run's lock and finishes the job.
@@ -158,19 +162,20 @@ def test_driver_stopped_by_a_signal_keeps_what_it_did(ray_local, s3fs_client, s3
     """SIGTERM (Kubernetes) or SIGINT (Ctrl-C) mid-run: within the grace period the driver writes the stats
     of every image it wrote and a summary marked interrupted, releases its lock and exits 128 + signal;
     the next run restores only what is missing."""
-    n = 28
+    n = 16
     fs, spec = s3fs_client, tmp_path / "spec.yaml"
-    # The model is the slow stage here, as in real runs (about 6 s an image on one core): a stop finds most
-    # images not yet restored.
-    bucket = _archive(fs, "stop", n, s3_endpoint, tiny_weights, spec, ensemble=True, shutdown_grace_seconds=GRACE)
+    bucket = _archive(fs, "stop", n, s3_endpoint, tiny_weights, spec, shutdown_grace_seconds=GRACE)
     address = _address(ray_local)
 
     def images():
         fs.invalidate_cache()
         return sorted(f"s3://{p}" for p in fs.find(f"{bucket}/out/images"))
 
-    first = _start(spec, address, "first", tmp_path / "first.log")
-    _wait_for(lambda: len(images()) >= 4, first)
+    # The model actor restores 4 images, then holds its next batch until the run is stopped (fail point
+    # model.hold): the signal comes mid-run, with the same images done, on any machine.
+    log = tmp_path / "first.log"
+    first = _start(spec, address, "first", log, failpoints="model.hold=4")
+    _wait_for(lambda: HOLD in log.read_text() and len(images()) == 4, first, log)
     first.send_signal(sig)
     t0 = time.monotonic()
     rc = first.wait(timeout=GRACE + 60)
@@ -181,7 +186,7 @@ def test_driver_stopped_by_a_signal_keeps_what_it_did(ray_local, s3fs_client, s3
     assert f"INTERRUPTED by {sig.name}" in log and "Traceback" not in log, log[-3000:]
 
     written = images()
-    assert 4 <= len(written) < n, "the run was not stopped midway"
+    assert len(written) == 4, "the held batch and those after it were not left for the next run"
     rows = _stats_rows(fs, bucket)
     assert {r["status"] for r in rows} == {"ok"} and {r["run_id"] for r in rows} == {"first"}
     assert sorted(r["output_uri"] for r in rows) == written  # a row for every image written, and no other
@@ -203,9 +208,12 @@ def test_a_stop_that_cannot_drain_ends_within_the_grace_period(
     ray_local, s3fs_client, s3_endpoint, tiny_weights, tmp_path
 ):
     """A write that hangs (fail point write.stall) keeps the pipeline from draining: the driver gives up
-    waiting at the drain deadline, still writes the stats of what was written and its summary, releases
-    the lock, and exits 143 within the grace period."""
-    n, grace = 30, 12
+    waiting at its drain deadline (the grace less its reserve), still writes the stats of what was written
+    and its summary, releases the lock, and exits 143 within the grace period, on its own path (not the
+    grace period's last-resort exit). The reserve (10 s) is what the test's margin is: the stats, summary
+    and lock take about 1.5 s of it here."""
+    n, grace = 30, 30
+    reserve = GracefulStop(grace).reserve
     fs, spec = s3fs_client, tmp_path / "spec.yaml"
     bucket = _archive(fs, "stall", n, s3_endpoint, tiny_weights, spec, shutdown_grace_seconds=grace)
     address = _address(ray_local)
@@ -213,13 +221,16 @@ def test_a_stop_that_cannot_drain_ends_within_the_grace_period(
     env = {**os.environ, "DGUNET_FAILPOINTS": "write.stall=img004"}
     cmd = [sys.executable, "jobs/restore_bucket.py", "--spec", str(spec), "--address", address, "--run-id", "first"]
     first = subprocess.Popen(cmd, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
-    _wait_for(lambda: b"fail point write.stall" in log.read_bytes(), first)
+    _wait_for(lambda: b"fail point write.stall" in log.read_bytes(), first, log)
     first.send_signal(signal.SIGTERM)
     t0 = time.monotonic()
     rc = first.wait(timeout=grace + 60)
     stopped_in = time.monotonic() - t0
     assert rc == 143, log.read_text()[-3000:]
-    assert grace - 5 <= stopped_in < grace, f"stopping took {stopped_in:.1f} s"  # the drain was cut short
+    # It waited for the drain until its deadline (never less: the stalled write never drains), then ended
+    # by itself before the grace period's end.
+    assert grace - reserve <= stopped_in < grace, f"stopping took {stopped_in:.1f} s"
+    assert "did not finish within" not in log.read_text(), log.read_text()[-3000:]
 
     rows = _stats_rows(fs, bucket)
     fs.invalidate_cache()
