@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 
 import pyarrow as pa
 
+from .printable import printable
 from .rows import ADOPTED, OK, STATS_SCHEMA, Col
 from .storage import StorageOptions, content_version, read_bytes
 
@@ -47,7 +48,7 @@ def adopt(candidates: list[dict], *, model: str, run_id: str, storage: StorageOp
         try:
             return _adopted_row(row, model=model, run_id=run_id, storage=storage, now=now)
         except Exception as exc:  # unreadable: restored as usual
-            log.warning("Could not read the output %s to adopt it: %s", row[Col.OUTPUT_URI], exc)
+            log.warning("Could not read the output %s to adopt it: %s", printable(row[Col.OUTPUT_URI]), printable(exc))
             return None
 
     with ThreadPoolExecutor(max_workers=max(1, min(threads, len(candidates)))) as pool:

@@ -22,6 +22,7 @@ from .adoption import adopt, adoption_candidates
 from .compaction import maybe_compact, recover
 from .lock import RunLock
 from .planning.plan import Plan, make_plan, unfinished_rows
+from .printable import printable
 from .report import ReportCollector, ranking_measure
 from .rows import FAILED, STATS_SCHEMA, STOPPED
 from .shutdown import GracefulStop, Interrupted
@@ -195,9 +196,9 @@ def model_ref(spec: RestoreSpec) -> ModelRef | AutoRef:
 def run_restore(spec: RestoreSpec, *, run_id: str | None = None, ref: ModelRef | AutoRef | None = None) -> RunSummary:
     """Run ``spec`` on the connected Ray cluster; writes images, stats and ``runs/<run_id>.json``.
 
-    On SIGTERM or SIGINT (in the main thread) the run stops within ``output.shutdown_grace_seconds``:
-    no new work starts, the stats of every image written are kept, and the summary it returns (and
-    writes) has ``interrupted`` set to the signal's name; see :mod:`pipeline.shutdown`.
+    On SIGTERM or SIGINT (in the main thread), or when another run takes its lock over (as SIGTERM), the run stops
+    within ``output.shutdown_grace_seconds``: no new work starts, the stats of every image written are kept, and the
+    summary it returns (and writes) has ``interrupted`` set to the signal's name; see :mod:`pipeline.shutdown`.
 
     Args:
         ref: the run's weights as :func:`model_ref` checked them (None: checked here, before the lock).
@@ -209,11 +210,11 @@ def run_restore(spec: RestoreSpec, *, run_id: str | None = None, ref: ModelRef |
     run_id = run_id or new_run_id()
     ref = ref or model_ref(spec)
     lock = RunLock(spec.output.uri, run_id, spec.storage.options(), stale_after=spec.output.lock_stale_minutes * 60)
-    with GracefulStop(spec.output.shutdown_grace_seconds) as stop, lock:
-        return _run_locked(spec, run_id, ref, stop)
+    with GracefulStop(spec.output.shutdown_grace_seconds) as stop, lock.on_loss(stop.request):
+        return _run_locked(spec, run_id, ref, stop, lock)
 
 
-def _run_locked(spec: RestoreSpec, run_id: str, ref: ModelRef | AutoRef, stop: GracefulStop) -> RunSummary:
+def _run_locked(spec: RestoreSpec, run_id: str, ref: ModelRef | AutoRef, stop: GracefulStop, lock: RunLock):
     storage = spec.storage.options()
     summary = RunSummary(
         run_id=run_id,
@@ -258,7 +259,7 @@ def _run_locked(spec: RestoreSpec, run_id: str, ref: ModelRef | AutoRef, stop: G
     summary.metrics = tally.metrics()
     if report is not None and not summary.interrupted:  # a stopping run spends its grace on the stats
         _write_report(spec, report, summary, tally)
-    if not summary.interrupted:
+    if not summary.interrupted and lock.still_held():  # compaction deletes files: only while the lock is ours
         summary.compaction = _compact(spec, run_id)
     write_bytes_atomic(join_uri(spec.output.uri, "runs", f"{run_id}.json"), summary.to_json().encode(), storage)
     return summary
@@ -325,7 +326,7 @@ def _write_report(spec: RestoreSpec, report: ReportCollector, summary: RunSummar
         write_bytes_atomic(uri, page.encode(), storage)
         summary.report_uri = uri
     except Exception:
-        log.exception("Could not write the run report %s.", uri)
+        log.exception("Could not write the run report %s.", printable(uri))
 
 
 def _restore(

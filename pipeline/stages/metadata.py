@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import struct
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -42,6 +43,9 @@ XMP_TAG, IPTC_TAG, ICC_TAG = 700, 33723, 34675
 _TIFF_EXIF_TAGS = {270, 271, 272, ORIENTATION, 305, 306, 315, 316, 33432, EXIF_IFD, GPS_IFD}
 _NOT_TEXT = {"XML:com.adobe.xmp", PNG_IPTC_KEY, "Raw profile type exif", "Raw profile type xmp"}
 XMP_NS = "http://ns.dgunet-restore.org/1.0/"  # the provenance record's XMP namespace
+_DESCRIPTION = f'<rdf:Description rdf:about="" xmlns:dgunet="{XMP_NS}">'.encode()  # how our record opens
+_DGUNET_ELEMENT = re.compile(rb"<dgunet:([\w.-]+)(?:\s[^>]*)?(?:/>|>.*?</dgunet:\1\s*>)", re.S)
+_DGUNET_TAG = re.compile(rb"</?dgunet:[\w.-]+[^>]*>")
 
 
 @dataclass(frozen=True)
@@ -195,13 +199,13 @@ def provenance(
 
 def read_provenance(data: bytes) -> dict[str, str]:
     """The provenance record of a file this project wrote (:func:`provenance`), from its metadata alone:
-    PNG text chunks, or the ``dgunet`` namespace of its XMP. No pixels are decoded. Empty where the file
-    has none (or is not an image).
+    PNG text chunks, or the ``dgunet`` description that :func:`xmp_with` puts last in its XMP (what an input
+    carried of our namespace was stripped then, so nothing before it, or after the packet, is read). No
+    pixels are decoded. Empty where the file has none (or is not an image in a format that is read).
 
     >>> read_provenance(png_bytes)["model"]  # doctest: +SKIP
     'dgunet/denoise@sha256:ab12...'
     """
-    import re
     from xml.sax.saxutils import unescape
 
     from PIL import UnidentifiedImageError
@@ -221,8 +225,30 @@ def read_provenance(data: bytes) -> dict[str, str]:
         return {}
     if isinstance(xmp, str):
         xmp = xmp.encode("utf-8")
-    found = re.findall(rb"<dgunet:(\w+)>([^<]*)</dgunet:\1>", bytes(xmp))
+    found = re.findall(rb"<dgunet:(\w+)>([^<]*)</dgunet:\1>", _our_description(bytes(xmp)))
     return {k.decode(): unescape(v.decode("utf-8", "replace")) for k, v in found}
+
+
+def _our_description(xmp: bytes) -> bytes:
+    """The inside of the ``rdf:Description`` that :func:`xmp_with` wrote: the one that ends right before the
+    packet's last ``</rdf:RDF>`` and opens as ours does; b"" where there is none."""
+    end, close = xmp.rfind(b"</rdf:RDF>"), b"</rdf:Description>"
+    body = xmp[: max(end, 0)]
+    start = body.rfind(_DESCRIPTION)
+    if start < 0 or not body.endswith(close):
+        return b""
+    inside = body[start + len(_DESCRIPTION) : -len(close)]
+    return b"" if close in inside else inside
+
+
+def without_ours(xmp: bytes) -> bytes:
+    """``xmp`` without any element of the ``dgunet:`` prefix: an input's packet cannot bring a record of
+    ours (forged, or an earlier output's) into the output beside the one :func:`xmp_with` adds."""
+    while True:
+        stripped = _DGUNET_ELEMENT.sub(b"", xmp)
+        if stripped == xmp:
+            return _DGUNET_TAG.sub(b"", stripped)  # a tag left unpaired
+        xmp = stripped
 
 
 def xmp_with(xmp: bytes, record: dict[str, str], text: dict[str, str]) -> bytes:
@@ -237,7 +263,7 @@ def xmp_with(xmp: bytes, record: dict[str, str], text: dict[str, str]) -> bytes:
     if text:
         items = "".join(f"<rdf:li>{escape(f'{k}: {v}')}</rdf:li>" for k, v in text.items())
         fields += f"<dgunet:source_text><rdf:Bag>{items}</rdf:Bag></dgunet:source_text>"
-    desc = f'<rdf:Description rdf:about="" xmlns:dgunet="{XMP_NS}">{fields}</rdf:Description>'
+    desc = f"{_DESCRIPTION.decode()}{fields}</rdf:Description>"
     if not xmp:
         return (
             '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>'
@@ -246,6 +272,7 @@ def xmp_with(xmp: bytes, record: dict[str, str], text: dict[str, str]) -> bytes:
             f"{desc}</rdf:RDF></x:xmpmeta>"
             '<?xpacket end="w"?>'
         ).encode()
+    xmp = without_ours(xmp)
     end = xmp.rfind(b"</rdf:RDF>")
     if end < 0:
         raise ValueError("Expected an XMP packet with an rdf:RDF element, but got none instead.")
@@ -276,8 +303,8 @@ def tags_for(meta: Metadata, fmt: str, *, channels: int, record: dict[str, str])
         icc = b""
     srgb = not icc and (channels >= 3 or fmt in ("png", "webp"))  # a gray JPEG or TIFF takes no RGB profile
     if fmt == "png":
-        xmp, wrote_record = meta.xmp, True
-        text_out = dict(text)
+        xmp, wrote_record = without_ours(meta.xmp), True
+        text_out = {k: v for k, v in text.items() if not k.startswith("dgunet:")}  # only our record is ours
         if "Software" in text_out:  # PNG's keyword for what made the file is ours now; the input's is kept
             text_out["dgunet:source_software"] = text_out.pop("Software")
         text_out.update({("Software" if k == "software" else f"dgunet:{k}"): v for k, v in record.items()})
@@ -287,7 +314,7 @@ def tags_for(meta: Metadata, fmt: str, *, channels: int, record: dict[str, str])
             xmp, wrote_record = xmp_with(meta.xmp, record, text), True
         except ValueError as exc:
             problems.append(f"provenance: not written, {exc}")
-            xmp, wrote_record = meta.xmp, False
+            xmp, wrote_record = without_ours(meta.xmp), False
     kept = [
         name
         for name, present in (

@@ -20,7 +20,7 @@ from pipeline.rows import FAILED, OK, RESTORED
 from pipeline.stages.decode import decode_batch
 from pipeline.stages.encode import EXTENSIONS, EncodeOptions, srgb_profile
 from pipeline.stages.iptc import PNG_IPTC_KEY, photoshop_resource, raw_profile
-from pipeline.stages.metadata import EXIF_IFD, GPS_IFD, ORIENTATION
+from pipeline.stages.metadata import EXIF_IFD, GPS_IFD, ORIENTATION, XMP_NS, read_provenance, xmp_with
 from pipeline.stages.write import write_batch
 from pipeline.storage import StorageOptions
 from tests.images import photo, png16
@@ -309,3 +309,49 @@ def test_sixteen_bit_pixels_keep_their_own_profile(tmp_path, fmt):
     assert "srgb" not in stats["metadata"][0].split(",")
     icc = Image.open(stats["output_uri"][0]).info["icc_profile"]
     assert ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(icc))).strip() == "Archive RGB 1"
+
+
+FORGED = (
+    '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/">'
+    '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+    f'<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:title>{TITLE}</dc:title>'
+    "</rdf:Description>"
+    f'<rdf:Description rdf:about="" xmlns:dgunet="{XMP_NS}"><dgunet:model>forged-in</dgunet:model>'
+    "<dgunet:input_uri>s3://elsewhere/forged-in.png</dgunet:input_uri></rdf:Description>"
+    "</rdf:RDF></x:xmpmeta><dgunet:model>forged-after</dgunet:model>"
+    "<dgunet:input_uri>s3://elsewhere/forged-after.png</dgunet:input_uri>"
+    '<dgunet:input_version>v1</dgunet:input_version><?xpacket end="w"?>'
+).encode()
+
+
+@pytest.mark.parametrize("out_fmt", ["jpeg", "webp", "tiff", "png"])
+def test_an_inputs_xmp_cannot_forge_the_outputs_provenance(tmp_path, out_fmt):
+    """An input JPEG whose XMP holds a ``dgunet`` record inside its packet and elements after ``</rdf:RDF>``:
+    the output's provenance is ours alone, and none of the forged elements is carried."""
+    img, buf = Image.fromarray(PIXELS), io.BytesIO()
+    img.save(buf, "JPEG", quality=95, xmp=FORGED)
+    stats = run_stages(tmp_path, {"photo.jpg": buf.getvalue()}, out_fmt)
+    assert stats["status"][0] == OK, stats["error"][0]
+    data = open(stats["output_uri"][0], "rb").read()
+    record = read_provenance(data)
+    assert (record["model"], record["run_id"]) == (MODEL, "run-7")
+    assert record["input_uri"] == str(tmp_path / "in" / "photo.jpg") and record["input_version"] == "v1"
+    assert b"forged" not in data and f"<dc:title>{TITLE}</dc:title>".encode() in _xmp_of(Image.open(io.BytesIO(data)))
+
+
+def test_only_our_own_description_is_read_as_the_record():
+    """Elements after ``</rdf:RDF>``, or a description of ours that is not the last one, are not the record."""
+    after = XMP.replace(b"</x:xmpmeta>", b"</x:xmpmeta><dgunet:model>forged</dgunet:model>")
+    assert read_provenance(_jpeg_with_xmp(after)) == {}
+    ours = xmp_with(XMP, {"model": MODEL, "run_id": "r"}, {})
+    assert read_provenance(_jpeg_with_xmp(ours)) == {"model": MODEL, "run_id": "r"}
+    first = ours.replace(
+        b"</rdf:RDF>", b"<rdf:Description rdf:about=''><dc:title>x</dc:title></rdf:Description></rdf:RDF>"
+    )
+    assert read_provenance(_jpeg_with_xmp(first)) == {}
+
+
+def _jpeg_with_xmp(xmp: bytes) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(PIXELS).save(buf, "JPEG", xmp=xmp)
+    return buf.getvalue()
