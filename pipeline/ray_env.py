@@ -21,15 +21,20 @@ it from ``RAY_AUTH_TOKEN``, the file that ``RAY_AUTH_TOKEN_PATH`` names, or ``~/
 is there, a new token is written to ``~/.ray/auth_token`` readable by its owner only (Ray's own would be
 readable by every local user under the usual umask). Auth is off only for a local Ray, and only when the
 caller says so (``auth=False``: ``--local-ray-no-auth``); an environment or a flag that would turn it off
-for a cluster a job joins is refused with its key named.
+for a cluster a job joins is refused with its key named. A token file that group or others may read is
+refused, with the ``chmod 600`` to run; a local Ray keeps its session (logs, sockets, spilled objects) in
+``<tmp>/ray-<uid>``, readable by its owner only, not in the ``/tmp/ray`` every user shares.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import shlex
 import socket
+import stat
 import sys
+import tempfile
 from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
@@ -150,6 +155,7 @@ def start_local_ray(*, auth: bool = True, **init_kwargs) -> None:
             "anything imports ray."
         )
     init_kwargs.setdefault("include_dashboard", False)
+    init_kwargs.setdefault("_temp_dir", private_temp_dir())
     ray.init(**init_kwargs)
 
 
@@ -169,12 +175,47 @@ def _token_source() -> str | None:
                 f"{TOKEN_PATH_ENV}: expected a file holding a Ray token, but got {configured} (missing or empty) "
                 f"instead; {_FIX}."
             )
+        _check_private(path, TOKEN_PATH_ENV)
         return f"{TOKEN_PATH_ENV} ({configured})"
     if default_token_path().is_file():
+        _check_private(default_token_path(), "the Ray token")
         return str(default_token_path())
     if os.environ.get("RAY_ENABLE_K8S_TOKEN_AUTH", "").lower() in ("1", "true"):
         return "the pod's Kubernetes service account token"
     return None
+
+
+def _check_private(path: Path, key: str) -> None:
+    """Refuse a token file that others than its owner may read: whoever reads it may run code on the cluster.
+
+    Raises:
+        RayAccessError: the file's mode gives group or others any access; one line with the ``chmod`` to run.
+    """
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise RayAccessError(
+            f"{key}: expected a token file readable by its owner only, but got {path} with mode {mode:o} instead; "
+            f"run: chmod 600 {shlex.quote(str(path))}"
+        )
+
+
+def private_temp_dir() -> str:
+    """The local Ray's temp dir, ``<tmp>/ray-<uid>``, made or kept readable by its owner only (0700), instead
+    of the ``/tmp/ray`` that every user of the machine shares (session logs, sockets, spilled objects).
+
+    Raises:
+        RayAccessError: the folder is there and belongs to another user.
+    """
+    path = os.path.join(tempfile.gettempdir(), f"ray-{os.getuid()}")
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    st = os.lstat(path)
+    if st.st_uid != os.getuid() or not stat.S_ISDIR(st.st_mode):
+        raise RayAccessError(
+            f"Expected the local Ray's temp dir {path} to be a folder of this user, but got one of uid {st.st_uid} "
+            "instead: remove it, or set TMPDIR to a folder of your own."
+        )
+    os.chmod(path, 0o700)
+    return path
 
 
 def _ensure_token() -> None:

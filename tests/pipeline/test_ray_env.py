@@ -13,6 +13,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -27,6 +28,7 @@ from pipeline.ray_env import (
     RayAccessError,
     check_auth_settings,
     local_ray_env,
+    private_temp_dir,
 )
 from tests.jobs import save_photos, write_spec
 from tests.servers import RayHead
@@ -142,22 +144,43 @@ def test_ray_train_listens_on_loopback_but_for_torchs_tcpstore(ray_local, tmp_pa
         if ray.train.get_context().get_world_rank() == 0:
             with open(config["port_file"], "w") as f:
                 f.write(os.environ["MASTER_PORT"])  # the TCPStore's
-        time.sleep(3)  # for the sampler
+        deadline = time.monotonic() + 300  # until the test has seen the listeners (the bound catches a hang)
+        while not os.path.exists(config["seen_file"]) and time.monotonic() < deadline:
+            time.sleep(0.1)
 
-    port_file = tmp_path / "master_port"
+    port_file, seen_file = tmp_path / "master_port", tmp_path / "seen"
     trainer = TorchTrainer(
         loop,
-        train_loop_config={"port_file": str(port_file)},
+        train_loop_config={"port_file": str(port_file), "seen_file": str(seen_file)},
         scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
         run_config=RunConfig(storage_path=str(tmp_path)),
     )
     with watching(os.getpid()) as listeners:
+        seen = threading.Thread(target=_release_when_seen, args=(listeners, port_file, seen_file), daemon=True)
+        seen.start()
         result = trainer.fit()
     assert result.error is None
     assert len({x.pid for x in listeners if x.process.startswith("ray::RayTrainWorker")}) == 2, listeners
     beyond = {x for x in listeners if not x.loopback}
     assert {x.port for x in beyond} == {int(port_file.read_text())}, sorted(map(str, listeners))
     assert {x.host for x in beyond} <= {"::", "0.0.0.0"}
+
+
+def _release_when_seen(listeners: set, port_file: Path, seen_file: Path, timeout: float = 300.0) -> None:
+    """Touch ``seen_file`` once the sampler has seen both training workers and the TCPStore's port, so that
+    the workers keep their sockets open until then, however slowly the machine samples."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            now = list(listeners)  # the sampler's thread adds to the set while this copies it
+        except RuntimeError:
+            continue
+        workers = {x.pid for x in now if x.process.startswith("ray::RayTrainWorker")}
+        if port_file.exists() and port_file.read_text() and len(workers) == 2:
+            if int(port_file.read_text()) in {x.port for x in now}:
+                break
+        time.sleep(0.1)
+    seen_file.touch()
 
 
 _GCS_CALL = """
@@ -334,10 +357,42 @@ def test_a_local_run_stopped_by_a_signal_stops_the_ray_it_started(tmp_path, tiny
         assert len(_processes_with(*tree)) >= 5  # GCS, raylet, two agents, the model actor, ...
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 143, log.read_text()[-3000:]
-        time.sleep(3)
-        left = _processes_with(*tree)
+        deadline = time.monotonic() + 60  # processes take a moment to exit; the bound only catches those that stay
+        while (left := _processes_with(*tree)) and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert not left, [Path(f"/proc/{p}/cmdline").read_bytes()[:100] for p in left if Path(f"/proc/{p}").exists()]
     finally:
         proc.kill()
         for pid in _processes_with(*tree):
             os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("via", ["default", TOKEN_PATH_ENV])
+def test_a_token_file_others_may_read_is_refused_with_the_chmod_to_run(tmp_path, tiny_weights, via):
+    """Before a local Ray starts: whoever may read the token may run code as its owner."""
+    token = tmp_path / ".ray" / "auth_token"
+    token.parent.mkdir()
+    token.write_text("a" * 64)
+    token.chmod(0o640)
+    spec = _empty_input_spec(tmp_path, tiny_weights)
+    setting = {TOKEN_PATH_ENV: str(token)} if via == TOKEN_PATH_ENV else {}
+    run = subprocess.run(
+        [sys.executable, "jobs/restore_bucket.py", "--spec", str(spec)],
+        cwd=REPO,
+        env=_without_ray_settings(HOME=str(tmp_path), **setting),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert run.returncode == 2, run.stdout[-2000:] + run.stderr[-2000:]
+    assert run.stderr.strip().splitlines() == [
+        f"{'the Ray token' if via == 'default' else TOKEN_PATH_ENV}: expected a token file readable by its owner only, "
+        f"but got {token} with mode 640 instead; run: chmod 600 {token}"
+    ]
+    assert stat.S_IMODE(token.stat().st_mode) == 0o640  # refused, not changed behind the owner's back
+
+
+def test_the_local_rays_session_is_readable_by_its_owner_only(ray_local):
+    session = Path(ray_local._private.worker._global_node.get_session_dir_path())
+    assert session.parent == Path(private_temp_dir())
+    assert session.parent.stat().st_uid == os.getuid() and stat.S_IMODE(session.parent.stat().st_mode) == 0o700
