@@ -76,6 +76,47 @@ def _relu(x: np.ndarray) -> np.ndarray:
     return np.maximum(x, 0)
 
 
+MAX_TREE_DEPTH = 64  # a decision tree of the router deeper than this is refused
+
+
+def _check_tree(tree: Mapping[str, list], *, n_inputs: int, n_classes: int) -> None:
+    """Refuse a tree that classifying could not walk to a leaf of: node indices out of range, a feature or
+    a leaf's class counts that do not fit, a cycle (or a node reached twice), or more than
+    :data:`MAX_TREE_DEPTH` levels. A router JSON is an operator's input; a cycle would hang every decode.
+
+    Raises:
+        ValueError: what is wrong, and where.
+    """
+    try:
+        left, right, feature, value = (list(tree[k]) for k in ("left", "right", "feature", "value"))
+        n = len(tree["threshold"])
+    except (KeyError, TypeError) as exc:
+        raise ValueError(
+            f"Expected a router tree with left, right, feature, threshold and value, but got {exc!r} instead."
+        ) from None
+    if n < 1 or any(len(a) != n for a in (left, right, feature, value)):
+        raise ValueError(f"Expected router tree arrays of one length (at least 1), but got {n} thresholds instead.")
+    seen, stack = set(), [(0, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if node in seen or depth > MAX_TREE_DEPTH:
+            why = "a cycle, or a node reached twice" if node in seen else f"more than {MAX_TREE_DEPTH} levels"
+            raise ValueError(f"Expected a router tree, but got {why} at node {node} instead.")
+        seen.add(node)
+        if left[node] == -1:
+            counts = np.asarray(value[node], np.float64).ravel()
+            if counts.size != n_classes or not counts.sum() > 0:
+                raise ValueError(f"Expected {n_classes} class counts at leaf {node}, but got {value[node]} instead.")
+            continue
+        children = (left[node], right[node])
+        if not all(isinstance(c, int) and 0 < c < n for c in children) or not 0 <= feature[node] < n_inputs:
+            raise ValueError(
+                f"Expected node {node}'s children in 1..{n - 1} and feature in 0..{n_inputs - 1}, "
+                f"but got {children} and {feature[node]} instead."
+            )
+        stack += [(c, depth + 1) for c in children]
+
+
 @dataclass(frozen=True)
 class Router:
     """A classifier over :func:`feature_vector`: a small multilayer perceptron (``kind: "mlp"``; no hidden
@@ -105,6 +146,8 @@ class Router:
         unknown = set(self.classes) - set(TASK_OF)
         if unknown:
             raise ValueError(f"Expected router classes from {CLASSES}, but got {sorted(unknown)} instead.")
+        if self.kind == "tree":
+            _check_tree(self.tree, n_inputs=len(self.inputs), n_classes=len(self.classes))
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Router:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import numpy as np
 import pyarrow.dataset as pads
@@ -114,6 +115,34 @@ def test_a_tree_router_walks_its_thresholds():
     assert router.classify(_features(noise=0.5)) == ("clean", 1.0)
     assert router.classify(_features(noise=20.0)) == ("noise", 0.75)
     assert feature_vector(_features(noise=float("nan")))[0] == 0  # unknown noise
+
+
+@pytest.mark.parametrize(
+    ("left", "right", "says"),
+    [
+        ([1, 1, -1], [2, 2, -1], "a cycle, or a node reached twice"),  # node 1 leads back to itself
+        ([1, -1, -1], [7, -1, -1], "children in 1..2"),
+        ([1, 2, 3, -1], [3, 3, 3, -1], "a cycle, or a node reached twice"),  # shared, not a tree
+        ([1, -1, -1], [0, -1, -1], "children in 1..2"),  # back to the root
+    ],
+)
+def test_a_router_tree_that_would_not_end_in_a_leaf_is_refused_on_load(left, right, says):
+    n = len(left)
+    tree = {"left": left, "right": right, "feature": [0] * n, "threshold": [1.0] * n, "value": [[1, 0, 0, 0, 0]] * n}
+    text = json.dumps({"kind": "tree", "classes": list(CLASSES), "inputs": list(INPUTS), "tree": tree, "card": {}})
+    with pytest.raises(ValueError, match=re.escape(says)):
+        Router.from_json(text)
+
+
+def test_a_router_tree_deeper_than_the_bound_is_refused():
+    from pipeline.routing import MAX_TREE_DEPTH
+
+    d = MAX_TREE_DEPTH  # a chain of d nodes: node i's left child is i + 1 (node d a leaf), its right a leaf of its own
+    left, right = [*range(1, d + 1), *[-1] * (d + 1)], [*range(d + 1, 2 * d + 1), *[-1] * (d + 1)]
+    n = len(left)
+    tree = {"left": left, "right": right, "feature": [0] * n, "threshold": [1.0] * n, "value": [[1, 0, 0, 0, 0]] * n}
+    with pytest.raises(ValueError, match=f"more than {MAX_TREE_DEPTH} levels"):
+        Router("tree", CLASSES, INPUTS, tree=tree)
 
 
 def test_a_router_reads_only_its_own_inputs_so_one_trained_on_fewer_measures_still_loads():
