@@ -81,7 +81,14 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.lock import LockedError
     from pipeline.preflight import StorageAccessError, check_storage
     from pipeline.ray_env import RayAccessError, init_ray
+    from pipeline.summary import check_run_id
 
+    try:
+        if args.run_id is not None:
+            check_run_id(args.run_id)  # it names files under the output
+    except ValueError as err:
+        print(err, file=sys.stderr)
+        return 2
     try:
         ref = model_ref(spec)  # before Ray, the listing and the lock: a wrong spec fails in a second
     except (CheckpointMismatchError, NoBundledModelError) as err:

@@ -31,7 +31,7 @@ from .stages.model import AutoRef, ModelRef, RestoreModel, resolve_auto, resolve
 from .stages.stop import close_and_take, start_flag
 from .stats import StatsFileError, StatsWriter
 from .storage import join_uri, write_bytes_atomic
-from .summary import RunSummary
+from .summary import RunSummary, check_run_id
 from .tally import RunTally
 
 log = logging.getLogger(__name__)
@@ -81,15 +81,10 @@ def _read_and_decode(ds, spec: RestoreSpec, ref: ModelRef | AutoRef, *, one_by_o
     from .stages.decode import decode_batch
     from .stages.read import read_batch
 
-    res = spec.resources
+    res, mb = spec.resources, spec.input.max_bytes
     ds = ds.map_batches(
         read_batch,
-        fn_kwargs={
-            "storage": spec.storage.options(),
-            "threads": res.read_threads,
-            "stop": stop,
-            "max_bytes": spec.input.max_bytes,
-        },
+        fn_kwargs={"storage": spec.storage.options(), "threads": res.read_threads, "stop": stop, "max_bytes": mb},
         batch_size=1 if one_by_one else 16,
     )
     # One image per decode call: a huge image does not hold up (or share a block with) small ones.
@@ -207,7 +202,7 @@ def run_restore(spec: RestoreSpec, *, run_id: str | None = None, ref: ModelRef |
         CheckpointMismatchError: the weights do not fit the spec's model; nothing was listed or written.
         LockedError: another run is writing to the same output prefix.
     """
-    run_id = run_id or new_run_id()
+    run_id = check_run_id(run_id) if run_id is not None else new_run_id()
     ref = ref or model_ref(spec)
     lock = RunLock(spec.output.uri, run_id, spec.storage.options(), stale_after=spec.output.lock_stale_minutes * 60)
     with GracefulStop(spec.output.shutdown_grace_seconds) as stop, lock.on_loss(stop.request):

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 
 from .printable import printable
@@ -101,3 +102,17 @@ class RunSummary:
         if self.failed > 10:
             lines.append(f"  ... {self.failed - 10} more failures in the stats")
         return "\n".join(lines)
+
+
+def check_run_id(run_id: str) -> str:
+    """``run_id``, if it is a name that stays one path segment under the output (``runs/<run_id>.json``,
+    ``reports/<run_id>.html``, stats parts): letters, digits, ``.``, ``_`` and ``-``, and not ``.`` or ``..``.
+
+    Raises:
+        ValueError: any other name.
+    """
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", run_id) or run_id in (".", ".."):
+        raise ValueError(
+            f"--run-id: expected letters, digits, '.', '_' and '-' (not '.' or '..'), but got {run_id!r} instead."
+        )
+    return run_id

@@ -104,3 +104,13 @@ def test_a_forged_stats_row_cannot_send_a_write_out_of_the_output(ray_local, tmp
     assert [(Path(r["input_uri"]).name, r["output_uri"]) for r in rows] == [
         ("img0.png", str(out / "images" / "img0.png"))
     ]
+
+
+@pytest.mark.parametrize("run_id", ["../../x", "..", ".", "a/b", "evil\nline", ""])
+def test_a_run_id_that_is_not_one_plain_name_exits_2_before_anything_starts(tmp_path, tiny_weights, capsys, run_id):
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    save_photos(inputs, 1)
+    assert main(["--spec", str(_spec(tmp_path, tiny_weights, inputs, out)), "--run-id", run_id]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("--run-id: expected letters, digits") and len(err.splitlines()) == 1, err
+    assert not out.exists()
