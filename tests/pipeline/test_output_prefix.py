@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import stat
 from pathlib import Path
 
 import pyarrow as pa
@@ -114,3 +116,18 @@ def test_a_run_id_that_is_not_one_plain_name_exits_2_before_anything_starts(tmp_
     err = capsys.readouterr().err
     assert err.startswith("--run-id: expected letters, digits") and len(err.splitlines()) == 1, err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o077, 0o600), (0o022, 0o644)])
+def test_outputs_are_created_as_the_process_umask_says(tmp_path, umask, mode):
+    """Every output (images, stats parts, summaries, reports) is written by ``write_bytes_atomic``: run with
+    ``umask 077`` and restored copies of private images stay private."""
+    from pipeline.storage import write_bytes_atomic
+
+    old = os.umask(umask)
+    try:
+        write_bytes_atomic(str(tmp_path / "out" / "images" / "a.png"), b"restored")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "out" / "images" / "a.png").stat().st_mode) == mode
+    assert stat.S_IMODE((tmp_path / "out" / "images").stat().st_mode) == 0o777 & ~umask
