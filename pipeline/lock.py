@@ -1,14 +1,21 @@
-"""One run at a time per output prefix: a lock object created with an exclusive write.
+"""One run at a time per output prefix: a lock object that only one run can create or take over.
 
 Scheduled clean-ups (cron, a Kubernetes CronJob, KubeRay's RayCronJob) may start a run while the last
 one is still going. Both would plan the same inputs and restore them twice, so a run first creates
-``<output>/runs/LOCK``: on S3 with a conditional PUT (``If-None-Match: *``, which S3 and SeaweedFS
-honour), locally with a hard link. Exactly one creator wins; the other stops with :class:`LockedError`.
+``<output>/runs/LOCK``, and every change to it is conditional on the version last read
+(:mod:`pipeline.conditional`: ``If-None-Match: *`` and ``If-Match: <ETag>`` on S3, an exclusive ``flock``
+locally). Of any number of runs that create the lock, or take over the same stale one, exactly one wins;
+the others stop with :class:`LockedError`.
 
 A killed run cannot remove its lock, so a lock is taken over when its holder is known to be dead: it ran
-on this machine (same host name and boot) and its process is gone, as after a driver that was killed and
-restarted on the same head node; or it has not renewed its ``heartbeat`` (a live holder renews it every
+on this machine (same host name, boot and pid namespace: a container that shares the host name but not
+the pids is another machine here) and its process is gone, as after a driver that was killed and restarted
+on the same head node; or it has not renewed its ``heartbeat`` (a live holder renews it every
 ``heartbeat_every`` seconds) for ``stale_after`` seconds, whatever machine it ran on.
+
+A run whose heartbeat finds the lock taken over (it was silent too long: a paused VM, a partitioned node)
+has lost it: the lock calls ``on_lost`` (the job raises its graceful stop there), and :meth:`RunLock.still_held`
+says so to whatever would delete files (compaction). Release deletes the lock only while it is this run's.
 """
 
 from __future__ import annotations
@@ -16,13 +23,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import socket
 import threading
 import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .storage import StorageOptions, filesystem, join_uri, split_protocol, write_bytes_atomic
+from .conditional import ConditionalObject, Version
+from .storage import StorageOptions, join_uri
 
 log = logging.getLogger(__name__)
 
@@ -33,137 +42,178 @@ class LockedError(RuntimeError):
 
 @dataclass
 class RunLock:
+    """The lock of ``output_uri`` for the run ``run_id``; a context manager that acquires and releases it.
+
+    Args:
+        output_uri: the output prefix; the lock is ``<output_uri>/runs/LOCK``.
+        run_id: the run's name, recorded in the lock.
+        storage: how to reach the store.
+        stale_after: seconds without a heartbeat after which another run takes the lock over.
+        heartbeat_every: seconds between renewals of a held lock (default: a minute, or a quarter of
+            ``stale_after`` where that is shorter, so that a live run is never stale).
+        on_lost: called once, with a line that says so, when another run has taken this run's lock over (on
+            the heartbeat's thread, or in :meth:`still_held`).
+    """
+
     output_uri: str
     run_id: str
     storage: StorageOptions
     stale_after: float = 15 * 60.0
-    heartbeat_every: float = 60.0
+    heartbeat_every: float | None = None
+    on_lost: Callable[[str], None] | None = None
     _started: float = field(default=0.0, init=False, repr=False)
+    _token: str = field(default="", init=False, repr=False)  # this acquisition's, unique: run ids may repeat
+    _version: Version | None = field(default=None, init=False, repr=False)
+    _lost: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
     _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
     _beat: threading.Thread | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.heartbeat_every is None:
+            self.heartbeat_every = min(60.0, max(self.stale_after / 4, 0.1))
 
     @property
     def uri(self) -> str:
         return join_uri(self.output_uri, "runs", "LOCK")
 
-    def _create(self, data: bytes) -> bool:
-        """Create the lock object if it does not exist; True when this call created it."""
-        protocol, path = split_protocol(self.uri)
-        if protocol == "file":
-            # Written whole under a private name, then hard-linked into place: link() fails if the lock
-            # exists, and a reader never sees a lock without its content.
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = f"{path}.{self.run_id}.{os.getpid()}.tmp"
-            with open(tmp, "wb") as f:
-                f.write(data)
-            try:
-                os.link(tmp, path)
-                return True
-            except FileExistsError:
-                return False
-            finally:
-                os.unlink(tmp)
-        fs, path = filesystem(self.uri, self.storage)
-        for attempt in range(8):
-            try:
-                fs.pipe_file(path, data, mode="create")  # a conditional PUT, If-None-Match: *
-                return True
-            except OSError as exc:
-                if isinstance(exc, FileExistsError) or _precondition_failed(exc):
-                    return False
-                # Racing conditional PUTs can fail with a server error (409 on S3, 500 on SeaweedFS)
-                # whose outcome is unknown: the lock's content says who, if anyone, got it.
-                holder = self.holder()
-                if holder is not None:
-                    return holder.get("run_id") == self.run_id
-                if attempt == 7:
-                    raise
-                time.sleep(random.uniform(0.1, 0.5) * (attempt + 1))  # jitter: racers do not collide again
-        return False
+    @property
+    def _object(self) -> ConditionalObject:
+        return ConditionalObject(self.uri, self.storage)
 
     def holder(self) -> dict | None:
         """The lock's content, or None when there is no lock."""
-        fs, path = filesystem(self.uri, self.storage)
-        try:
-            return json.loads(fs.cat_file(path))
-        except FileNotFoundError:
-            return None
+        current = self._object.read()
+        return None if current is None else _parse(current.data)
 
     def _record(self) -> bytes:
         now = time.time()
         return json.dumps(
             {
                 "run_id": self.run_id,
-                "host": socket.gethostname(),
-                "boot_id": _boot_id(),
+                "token": self._token,
+                **_identity(),
                 "pid": os.getpid(),
                 "started": self._started or now,
                 "heartbeat": now,
             }
         ).encode()
 
+    def _ours(self, version: Version | None) -> bool:
+        return version is not None and _parse(version.data).get("token") == self._token
+
     def dead_reason(self, holder: dict) -> str | None:
         """Why the run holding the lock is known to be dead, or None while it may be alive."""
-        same_machine = holder.get("host") == socket.gethostname() and holder.get("boot_id") == _boot_id()
-        if same_machine and holder.get("boot_id") and not _alive(int(holder.get("pid", 0))):
+        here = _identity()
+        same_machine = all(here.values()) and all(holder.get(key) == value for key, value in here.items())
+        if same_machine and not _alive(int(holder.get("pid") or 0)):
             return f"its process {holder.get('pid')} on this machine is gone"
-        silent = time.time() - float(holder.get("heartbeat", holder.get("started", 0)))
+        try:
+            silent = time.time() - float(holder.get("heartbeat", holder.get("started", 0)))
+        except (TypeError, ValueError):
+            silent = float("inf")  # not a lock this code wrote: nobody renews it
         if silent >= self.stale_after:
             return f"it has not renewed the lock for {silent / 60:.0f} min"
         return None
 
     def acquire(self) -> None:
-        self._started = time.time()
-        if not self._create(self._record()):
-            other = self.holder()
-            if other is None or other.get("run_id") != self.run_id:  # else: a retried PUT of ours went through
-                self._take_over(other)
+        """Create the lock, or take it over from a dead holder; start the heartbeat.
+
+        Raises:
+            LockedError: another run holds the lock and may be alive, or took it first.
+        """
+        self._started, self._token = time.time(), uuid.uuid4().hex
+        self._lost.clear()
+        obj = self._object
+        self._version = obj.create(self._record())
+        if self._version is None:
+            self._version = self._take_over(obj, obj.read())
         self._stop.clear()
         self._beat = threading.Thread(target=self._heartbeat, name="run-lock-heartbeat", daemon=True)
         self._beat.start()
 
-    def _take_over(self, other: dict | None) -> None:
-        """Take the lock from a holder known to be dead; raise :class:`LockedError` while it may live."""
-        reason = self.dead_reason(other) if other is not None else "it was released meanwhile"
+    def _take_over(self, obj: ConditionalObject, current: Version | None) -> Version:
+        """Replace the lock ``current`` of a holder known to be dead, if nobody changed it since it was read;
+        raise :class:`LockedError` while its holder may live, or when another run changed it first."""
+        if current is None:  # released since: created anew, unless another run was first
+            if (created := obj.create(self._record())) is not None:
+                return created
+            raise LockedError(f"Another run took the lock {self.uri} first.")
+        other = _parse(current.data)
+        reason = self.dead_reason(other)
         if reason is None:
-            started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(other.get("started", 0)))
+            started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(other.get("started") or 0)))
             raise LockedError(
                 f"Another run ({other.get('run_id')} on {other.get('host')}, pid {other.get('pid')}, started "
                 f"{started}) is writing to {self.output_uri}; remove {self.uri} if it is known to be dead."
             )
-        log.warning("Taking over the run lock of %s: %s.", other and other.get("run_id"), reason)
-        if other is not None:
-            self._remove()
-        if not self._create(self._record()):
+        log.warning("Taking over the run lock of %s: %s.", other.get("run_id"), reason)
+        taken = obj.replace(self._record(), current)  # only if still the dead holder's lock
+        if taken is None:
             raise LockedError(f"Another run took the lock {self.uri} first.")
+        return taken
 
     def _heartbeat(self) -> None:
-        """Renew the lock while the run lives; stop renewing if another run has taken it over."""
+        """Renew the lock while the run lives; once another run has taken it over, say so and stop."""
         while not self._stop.wait(self.heartbeat_every):
             try:
-                holder = self.holder()
-                if holder is None or holder.get("run_id") != self.run_id:
-                    log.error("The run lock %s is no longer ours (now %s).", self.uri, holder and holder.get("run_id"))
+                if not self._renew():
                     return
-                write_bytes_atomic(self.uri, self._record(), self.storage)  # readers never see half a lock
             except Exception as exc:  # a missed beat is retried at the next one
                 log.warning("Could not renew the run lock %s: %s", self.uri, exc)
 
+    def _renew(self) -> bool:
+        """One heartbeat: the lock rewritten if it is as this run last wrote it; False once it is lost."""
+        obj = self._object
+        renewed = obj.replace(self._record(), self._version) if self._version is not None else None
+        if renewed is not None:
+            self._version = renewed
+            return True
+        current = obj.read()
+        if self._ours(current):  # ours still, at a version not known here (a write whose answer was lost)
+            self._version = current
+            return True
+        self._lose(None if current is None else _parse(current.data))
+        return False
+
+    def on_loss(self, callback: Callable[[str], None]) -> RunLock:
+        """Call ``callback`` when another run takes this lock over (see ``on_lost``); the lock, to enter."""
+        self.on_lost = callback
+        return self
+
+    def _lose(self, holder: dict | None) -> None:
+        if self._lost.is_set():
+            return
+        self._lost.set()
+        now = "no run" if holder is None else f"run {holder.get('run_id')} on {holder.get('host')}"
+        reason = f"The run lock {self.uri} is no longer this run's (now {now})"
+        log.error("%s: stopping; what is written stays.", reason)
+        if self.on_lost is not None:
+            try:
+                self.on_lost(reason)
+            except Exception:
+                log.exception("Stopping the run after losing its lock failed.")
+
+    def still_held(self) -> bool:
+        """Whether the lock is still this run's, as storage says now: check it before deleting anything."""
+        if self._lost.is_set() or not self._token:
+            return False
+        current = self._object.read()
+        if not self._ours(current):
+            self._lose(None if current is None else _parse(current.data))
+            return False
+        return True
+
     def release(self) -> None:
+        """Stop the heartbeat and delete the lock, if (and only as long as) it is this run's."""
         self._stop.set()
         if self._beat is not None:
             self._beat.join()
             self._beat = None
-        holder = self.holder()
-        if holder is not None and holder.get("run_id") == self.run_id:
-            self._remove()
-
-    def _remove(self) -> None:
-        fs, path = filesystem(self.uri, self.storage)
-        try:
-            fs.rm_file(path)
-        except FileNotFoundError:
-            pass
+        obj = self._object
+        current = obj.read()
+        if self._token and self._ours(current) and not obj.delete(current):
+            log.warning("The run lock %s changed while it was released; left to its new holder.", self.uri)
+        self._token = ""
 
     def __enter__(self) -> RunLock:
         self.acquire()
@@ -173,21 +223,34 @@ class RunLock:
         self.release()
 
 
-def _precondition_failed(exc: BaseException) -> bool:
-    """Whether an S3 error (or one it was raised from) is HTTP 412 Precondition Failed."""
-    while exc is not None:
-        response = getattr(exc, "response", None)
-        if isinstance(response, dict) and response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
+def _parse(data: bytes) -> dict:
+    """A lock's record; ``{}`` for bytes that are not one (nobody renews such a lock: it is stale)."""
+    try:
+        record = json.loads(data)
+    except ValueError:
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _identity() -> dict[str, str | None]:
+    """What tells this machine from another for a pid: the host name, this boot (a pid of an earlier boot is
+    gone) and the pid namespace (a container that shares the host name may not share the pids)."""
+    return {"host": socket.gethostname(), "boot_id": _boot_id(), "pid_ns": _pid_namespace()}
 
 
 def _boot_id() -> str | None:
-    """This boot of this machine (Linux); tells a dead pid from one of an earlier boot or another box."""
+    """This boot of this machine (Linux)."""
     try:
         with open("/proc/sys/kernel/random/boot_id") as f:
             return f.read().strip()
+    except OSError:
+        return None
+
+
+def _pid_namespace() -> str | None:
+    """This process's pid namespace, as ``pid:[4026531836]`` (Linux)."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
     except OSError:
         return None
 

@@ -84,6 +84,17 @@ class GracefulStop:
         if self.requested:
             self._run_callback(callback)
 
+    def request(self, reason: str) -> None:
+        """Stop the run as SIGTERM would (the same steps, exit code and summary), for a reason of the
+        program's own: the run's lock taken over by another run (see :mod:`pipeline.lock`). Callable from any
+        thread; nothing more happens when a stop was already requested."""
+        if self.signum is not None:
+            return
+        self.signum, self.received_at = signal.SIGTERM, time.monotonic()
+        self._requested.set()
+        log.warning("%s: taking no new work; writing what is done and stopping within %.0f s.", reason, self.grace)
+        threading.Thread(target=self._after_signal, name="graceful-stop", daemon=True).start()
+
     @contextmanager
     def region(self, kind: str) -> Iterator[None]:
         """Mark what a signal may interrupt while the block runs: ``"any"`` or ``"wait"``."""
@@ -142,6 +153,8 @@ class GracefulStop:
         if self._closed.wait(max(0.0, self.grace - self.reserve)):
             return
         self._drain_over.set()
+        if not self._previous:  # no handlers of ours (not the main thread; a stop by request): no nudge, no exit
+            return
         # Wake the main thread wherever it waits (a blocked lock or queue wakes on a signal): its handler
         # now raises Interrupted inside a region.
         signal.pthread_kill(threading.main_thread().ident, self.signum)
