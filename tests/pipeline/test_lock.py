@@ -215,3 +215,45 @@ def test_a_run_whose_lock_is_taken_over_stops_and_leaves_the_new_holders_lock(tm
             assert not paused.still_held()  # so compaction deletes nothing
     assert RunLock(out, "x", LOCAL).holder()["run_id"] == "next"  # the paused run's release left it alone
     taker.release()
+
+
+@pytest.mark.slow
+def test_a_real_run_that_loses_its_lock_stops_and_keeps_what_it_wrote(ray_local, tmp_path, tiny_weights, monkeypatch):
+    """A run whose lock is taken over while its model works (held after two images by a fail point) stops as on
+    SIGTERM: the images written and their stats rows stay, nothing more is restored, and the new holder's lock
+    is left in place."""
+    from pipeline.job import run_restore
+    from pipeline.spec import parse_spec
+    from tests.jobs import save_photos
+
+    save_photos(tmp_path / "in", 6)
+    out = tmp_path / "out"
+    path, widths = tiny_weights
+    spec = parse_spec(
+        {
+            "model": {"weights": path, **widths},
+            "input": {"uri": str(tmp_path / "in")},
+            "output": {"uri": str(out), "report": False, "lock_stale_minutes": 0.05},  # a heartbeat every 0.75 s
+            "resources": {"cpus_per_actor": 1, "batch_size": 1},
+        }
+    )
+    monkeypatch.setenv("DGUNET_FAILPOINTS", "model.hold=2")
+    taker = RunLock(str(out), "taker", LOCAL, stale_after=0, heartbeat_every=60)
+
+    def take_over_once_two_images_are_written():
+        deadline = time.monotonic() + 300
+        while len(list((out / "images").glob("*.png"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        taker.acquire()
+
+    thread = threading.Thread(target=take_over_once_two_images_are_written, daemon=True)
+    thread.start()
+    summary = run_restore(spec, run_id="loser")
+    thread.join()
+    try:
+        assert summary.interrupted == "SIGTERM" and summary.compaction is None
+        assert 2 <= summary.ok < 6 and summary.ok == len(list((out / "images").glob("*.png")))
+        assert json.loads((out / "runs" / "loser.json").read_text())["ok"] == summary.ok
+        assert RunLock(str(out), "x", LOCAL).holder()["run_id"] == "taker"
+    finally:
+        taker.release()
