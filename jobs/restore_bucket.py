@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.lock import LockedError
     from pipeline.preflight import StorageAccessError, check_storage
     from pipeline.ray_env import RayAccessError, init_ray
+    from pipeline.ray_version import RayVersionError, check_ray_version
     from pipeline.summary import check_run_id
 
     try:
@@ -100,8 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         print(err, file=sys.stderr)
         return 2
     try:
+        check_ray_version()  # a Ray without token auth would start or join a cluster without it
         started_ray = init_ray(args.address, auth=not args.local_ray_no_auth)
-    except RayAccessError as err:
+    except (RayAccessError, RayVersionError) as err:
         print(err, file=sys.stderr)
         return 2
     if args.local_ray_no_auth:

@@ -58,8 +58,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"done: {metrics}; checkpoint at {spec.checkpoint.uri}/last.pth")
         return 0
     from pipeline.ray_env import init_ray
+    from pipeline.ray_version import RayVersionError, check_ray_version
     from pipeline.training.loop import run_training
 
+    try:
+        check_ray_version()  # a Ray without token auth would start or join a cluster without it
+    except RayVersionError as err:
+        print(err, file=sys.stderr)
+        return 2
     init_ray(args.address)
     result = run_training(spec)
     if result.error:
