@@ -1,8 +1,11 @@
-"""cluster.yaml passes Ray's own cluster-config validation, and starts every node with Ray's token auth."""
+"""cluster.yaml passes Ray's own cluster-config validation, starts every node with Ray's token auth, copies
+only what git tracks, and keeps the nodes' metadata service and SSH to their own."""
 
 from __future__ import annotations
 
 import shlex
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -46,7 +49,7 @@ def test_cluster_yaml_validates_against_rays_schema():
     config = _load()
     validate_config(prepare_config(config))  # what `ray up` does: fill in defaults, then check the schema
     assert config["available_node_types"]["gpu_worker"]["min_workers"] == 0
-    assert any("pip install -e" in c for c in config["setup_commands"])
+    assert any("pip install -c /home/ubuntu/dgunet-restore/constraints.txt -e" in c for c in config["setup_commands"])
 
 
 def test_validation_catches_a_bad_key():
@@ -94,3 +97,87 @@ def test_the_check_names_what_turns_auth_off_or_opens_the_dashboard(change, key)
     problems = auth_problems(config)
     where = key.split(": ")[0]  # every problem is of the changed place, the first the one expected
     assert problems and problems[0].startswith(key) and all(p.startswith(where) for p in problems), problems
+
+
+def node_problems(config: dict) -> list[str]:
+    """What would hand a node's role credentials to a container or a forwarded request (IMDSv1, or IMDSv2
+    more than one hop away), or let Ray make a security group that opens SSH to 0.0.0.0/0 (it does, for every
+    node type without SecurityGroupIds); each problem names its key."""
+    problems = []
+    for name, node_type in config["available_node_types"].items():
+        key = f"available_node_types.{name}.node_config"
+        node = node_type["node_config"]
+        metadata = node.get("MetadataOptions") or {}
+        for field, wanted in (("HttpTokens", "required"), ("HttpPutResponseHopLimit", 1)):
+            if metadata.get(field) != wanted:
+                got = metadata.get(field)
+                problems.append(f"{key}.MetadataOptions.{field}: expected {wanted!r}, but got {got!r} instead")
+        if not node.get("SecurityGroupIds"):
+            problems.append(f"{key}.SecurityGroupIds: none, so Ray makes a group with SSH open to 0.0.0.0/0")
+    for rule in (config["provider"].get("security_group") or {}).get("IpPermissions", []):
+        if any(r.get("CidrIp") == "0.0.0.0/0" for r in rule.get("IpRanges", [])):
+            problems.append("provider.security_group.IpPermissions: a rule open to 0.0.0.0/0")
+    return problems
+
+
+def test_nodes_require_imdsv2_one_hop_and_a_security_group_of_the_users():
+    config = _load()
+    assert node_problems(config) == []
+    comments = CLUSTER.read_text()
+    assert "--port 22 --cidr 203.0.113.0/24" in comments and "the CIDR to set" in comments  # named, to be set
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        (lambda n: n["MetadataOptions"].update(HttpTokens="optional"), "MetadataOptions.HttpTokens"),
+        (lambda n: n["MetadataOptions"].update(HttpPutResponseHopLimit=2), "MetadataOptions.HttpPutResponseHopLimit"),
+        (lambda n: n.pop("MetadataOptions"), "MetadataOptions.HttpTokens"),
+        (lambda n: n.pop("SecurityGroupIds"), "SecurityGroupIds"),
+    ],
+    ids=["imdsv1", "two-hops", "no-metadata-options", "rays-own-group"],
+)
+def test_the_node_check_names_what_opens_the_node(change, key):
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = _load()
+    change(config["available_node_types"]["gpu_worker"]["node_config"])
+    validate_config(prepare_config(yaml.safe_load(yaml.safe_dump(config))))  # Ray itself would take it
+    problems = node_problems(config)
+    assert problems and problems[0].startswith(f"available_node_types.gpu_worker.node_config.{key}"), problems
+
+
+@pytest.mark.skipif(shutil.which("rsync") is None or shutil.which("git") is None, reason="needs rsync and git")
+def test_ray_up_copies_what_git_tracks_and_nothing_else(tmp_path):
+    """rsync with the very arguments Ray's launcher gives it for this config's filters, over a checkout with
+    this repository's .gitignore, a virtualenv, outputs, checkpoints (ignored and kept) and a .git: what arrives
+    is what git tracks."""
+    from ray.autoscaler._private.command_runner import SSHCommandRunner
+
+    config = _load()
+    src, dst = tmp_path / "checkout", tmp_path / "node"
+    files = [
+        "pipeline/job.py", ".venv/lib/site.py", "outputs/demo/a.png", "checkpoints/cpu/run/last.pth",
+        "checkpoints/gpu/last.pth", "runs/r.json", "train.log", "pipeline/__pycache__/job.cpython-311.pyc",
+        "jobs/specs/demo.yaml", "data/photos/a.png",
+    ]  # fmt: skip
+    for name in files:
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_text(name)
+    shutil.copy(CLUSTER.parent / ".gitignore", src / ".gitignore")
+    git = ["git", "-C", str(src), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    tracked = set(subprocess.run([*git, "ls-files"], capture_output=True, text=True, check=True).stdout.split())
+    options = {"rsync_exclude": config.get("rsync_exclude"), "rsync_filter": config.get("rsync_filter")}
+    runner = SSHCommandRunner.__new__(SSHCommandRunner)  # only its filter arguments: no node, no SSH
+    args = runner._create_rsync_filter_args(options)
+    project = "/home/ubuntu/dgunet-restore"
+    for remote, local in config["file_mounts"].items():  # in order, as `ray up` syncs them
+        if remote == project or remote.startswith(f"{project}/"):
+            target = dst / remote[len(project) :].lstrip("/")
+            target.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["rsync", "-a", *args, f"{src / local}/", f"{target}/"], check=True)
+    copied = {str(p.relative_to(dst)) for p in dst.rglob("*") if p.is_file()}
+    assert copied == tracked and "checkpoints/cpu/run/last.pth" in copied and ".venv/lib/site.py" not in copied
