@@ -235,7 +235,9 @@ def test_manifests_run_the_image_the_dockerfile_builds():
     from packaging.requirements import Requirement
 
     dockerfile = (ROOT / "Dockerfile").read_text()
-    base = re.search(r"^FROM\s+rayproject/ray:(\d+\.\d+\.\d+)(-py3\d+)?-gpu\s*$", dockerfile, re.M)
+    base = re.search(
+        r"^FROM\s+rayproject/ray:(\d+\.\d+\.\d+)(-py3\d+)?-gpu(@sha256:[0-9a-f]{64})?\s*$", dockerfile, re.M
+    )
     assert base, "the Dockerfile must build on rayproject/ray:<version>[-pyXY]-gpu"
     images, versions = set(), set()
     for name in MANIFESTS:
@@ -262,3 +264,135 @@ def test_vendored_crds_name_their_release():
     assert KUBERAY in readme
     for name in ("ray.io_rayjobs.yaml", "ray.io_rayclusters.yaml", "ray.io_raycronjobs.yaml"):
         assert (CRDS / name).exists() and name in readme
+
+
+APP = {"app.kubernetes.io/name": "dgunet-restore"}  # the Ray pods' label, which the NetworkPolicy selects
+POLICY = "networkpolicy.yaml"
+
+
+def _groups(doc: dict):
+    """``(dotted path, group)`` of the head group and each worker group."""
+    base = "spec.jobTemplate.rayClusterSpec" if doc["kind"] == "RayCronJob" else "spec.rayClusterSpec"
+    cluster = _job_spec(doc)["rayClusterSpec"]
+    yield f"{base}.headGroupSpec", cluster["headGroupSpec"]
+    for i, group in enumerate(cluster["workerGroupSpecs"]):
+        yield f"{base}.workerGroupSpecs[{i}]", group
+
+
+def hardening_problems(doc: dict) -> list[str]:
+    """What would let a process in a Ray pod do more than Ray needs: a pod that may run as root, a container
+    that may gain privileges or capabilities or write its root filesystem (Ray gets an emptyDir at /tmp), a
+    pod without the label the NetworkPolicy selects. Each problem names its key."""
+    problems = []
+    for where, group in _groups(doc):
+        template = group["template"]
+        labels = (template.get("metadata") or {}).get("labels") or {}
+        if any(labels.get(k) != v for k, v in APP.items()):
+            problems.append(f"{where}.template.metadata.labels: expected {APP}, so that the NetworkPolicy applies")
+        pod = template["spec"]
+        if (pod.get("securityContext") or {}).get("runAsNonRoot") is not True:
+            problems.append(f"{where}.template.spec.securityContext.runAsNonRoot: expected true")
+        empty = {v["name"] for v in pod.get("volumes", []) if "emptyDir" in v}
+        for i, container in enumerate(pod["containers"]):
+            key = f"{where}.template.spec.containers[{i}]"
+            context = container.get("securityContext") or {}
+            if context.get("allowPrivilegeEscalation") is not False:
+                problems.append(f"{key}.securityContext.allowPrivilegeEscalation: expected false")
+            if context.get("readOnlyRootFilesystem") is not True:
+                problems.append(f"{key}.securityContext.readOnlyRootFilesystem: expected true")
+            if "ALL" not in (context.get("capabilities") or {}).get("drop", []):
+                problems.append(f"{key}.securityContext.capabilities.drop: expected [ALL]")
+            if not any(m["mountPath"] == "/tmp" and m["name"] in empty for m in container.get("volumeMounts", [])):
+                problems.append(f"{key}.volumeMounts: expected an emptyDir at /tmp, where Ray writes")
+    autoscaler = _job_spec(doc)["rayClusterSpec"].get("autoscalerOptions") or {}
+    if (autoscaler.get("securityContext") or {}).get("allowPrivilegeEscalation") is not False:
+        problems.append("autoscalerOptions.securityContext.allowPrivilegeEscalation: expected false")
+    return problems
+
+
+def network_policy_problems(policy: dict) -> list[str]:
+    """What would let pods other than the Ray cluster's own reach its ports: a policy that selects other pods
+    or not Ingress, a rule open to every source or to addresses, or a rule for other pods on more than the
+    job API's port (8265). Each problem names its key."""
+    problems = []
+    spec = policy["spec"]
+    if policy["kind"] != "NetworkPolicy" or spec.get("podSelector") != {"matchLabels": APP}:
+        problems.append(f"spec.podSelector: expected {{'matchLabels': {APP}}}, but got {spec.get('podSelector')!r}")
+    if "Ingress" not in spec.get("policyTypes", []):
+        problems.append("spec.policyTypes: expected Ingress")
+    for i, rule in enumerate(spec.get("ingress", [])):
+        sources = rule.get("from") or []
+        if not sources:
+            problems.append(f"spec.ingress[{i}].from: none, so every source may connect")
+        for j, source in enumerate(sources):
+            if "ipBlock" in source or "podSelector" not in source:
+                problems.append(f"spec.ingress[{i}].from[{j}]: expected pods, but got {sorted(source)}")
+        own = sources == [{"podSelector": {"matchLabels": APP}}]
+        ports = sorted(p.get("port") for p in rule.get("ports") or [{"port": "every"}])
+        if not own and ports != [8265]:
+            problems.append(f"spec.ingress[{i}].ports: expected [8265] for pods not of the cluster, but got {ports}")
+    return problems
+
+
+@pytest.mark.parametrize("name", MANIFESTS)
+def test_ray_pods_run_unprivileged_with_a_read_only_root(name):
+    assert hardening_problems(_load(name)) == []
+
+
+def test_the_network_policy_lets_in_the_clusters_own_pods_only():
+    policy = _load(POLICY)
+    assert network_policy_problems(policy) == []
+    for name in MANIFESTS:  # it selects the pods the manifests make, and nothing in them is left out
+        for _, group in _groups(_load(name)):
+            labels = group["template"]["metadata"]["labels"]
+            assert all(labels.get(k) == v for k, v in policy["spec"]["podSelector"]["matchLabels"].items())
+
+
+def test_the_hardening_checks_name_what_kubernetes_would_let_through():
+    def head(doc):
+        return doc["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]
+
+    def context(doc):
+        return head(doc)["spec"]["containers"][0]["securityContext"]
+
+    cases = {
+        "spec.rayClusterSpec.headGroupSpec.template.metadata.labels": lambda d: head(d).pop("metadata"),
+        "spec.rayClusterSpec.headGroupSpec.template.spec.securityContext.runAsNonRoot": lambda d: head(d)["spec"][
+            "securityContext"
+        ].update(runAsNonRoot=False),
+        "spec.rayClusterSpec.headGroupSpec.template.spec.containers[0].securityContext.allowPrivilegeEscalation": (
+            lambda d: context(d).pop("allowPrivilegeEscalation")
+        ),
+        "spec.rayClusterSpec.headGroupSpec.template.spec.containers[0].securityContext.readOnlyRootFilesystem": (
+            lambda d: context(d).update(readOnlyRootFilesystem=False)
+        ),
+        "spec.rayClusterSpec.headGroupSpec.template.spec.containers[0].securityContext.capabilities": (
+            lambda d: context(d).pop("capabilities")
+        ),
+        "spec.rayClusterSpec.headGroupSpec.template.spec.containers[0].volumeMounts": lambda d: head(d)["spec"][
+            "containers"
+        ][0].pop("volumeMounts"),
+        "autoscalerOptions.securityContext": lambda d: d["spec"]["rayClusterSpec"]["autoscalerOptions"].pop(
+            "securityContext"
+        ),
+    }
+    for key, change in cases.items():
+        bad = copy.deepcopy(_load("rayjob.yaml"))
+        change(bad)
+        assert validate_object(bad, _schemas()) == [], key
+        problems = hardening_problems(bad)
+        assert len(problems) == 1 and problems[0].startswith(key), (key, problems)
+
+    open_rules = {
+        "spec.podSelector": lambda p: p["spec"].update(podSelector={}),
+        "spec.policyTypes": lambda p: p["spec"].update(policyTypes=["Egress"]),
+        "spec.ingress[0].from: none": lambda p: p["spec"]["ingress"][0].pop("from"),
+        "spec.ingress[1].from[1]": lambda p: p["spec"]["ingress"][1]["from"][1].pop("podSelector"),
+        "spec.ingress[1].from[2]": lambda p: p["spec"]["ingress"][1]["from"].append({"ipBlock": {"cidr": "0.0.0.0/0"}}),
+        "spec.ingress[1].ports": lambda p: p["spec"]["ingress"][1]["ports"].append({"protocol": "TCP", "port": 6379}),
+    }
+    for key, change in open_rules.items():
+        bad = copy.deepcopy(_load(POLICY))
+        change(bad)
+        problems = network_policy_problems(bad)
+        assert problems and problems[0].startswith(key), (key, problems)  # an empty `from` is also any port
