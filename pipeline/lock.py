@@ -211,8 +211,11 @@ class RunLock:
             self._beat = None
         obj = self._object
         current = obj.read()
-        if self._token and self._ours(current) and not obj.delete(current):
-            log.warning("The run lock %s changed while it was released; left to its new holder.", self.uri)
+        try:
+            if self._token and self._ours(current) and not obj.delete(current):
+                log.warning("The run lock %s changed while it was released; left to its new holder.", self.uri)
+        except OSError as exc:  # e.g. a store that refuses a conditional DELETE
+            log.warning("Could not remove the run lock %s (%s); the next run takes it over once stale.", self.uri, exc)
         self._token = ""
 
     def __enter__(self) -> RunLock:
