@@ -10,9 +10,10 @@ contains the substring (a compaction's, for the step whose name contains it):
   ``written`` or ``source``; see :mod:`pipeline.compaction`), as under SIGKILL;
 * ``write.stall``: writing the image hangs (for :data:`STALL_SECONDS`), as a write to a store that stopped
   answering does; it announces itself on the worker's stderr first;
-* ``model.hold``: the model actor, once it has restored the number of images given (``model.hold=4``),
+* ``model.hold``: the model actor, once it has been given the number of images named (``model.hold=4``),
   holds its next batch until the run is stopped (its stop flag raised), then goes on as a stopped run does;
-  it announces the hold on the worker's stderr. A test stops a run at a point of its choosing this way,
+  with ``model.hold=4@/path``, also until that file exists (for a run that is not stopped). It announces
+  the hold on the worker's stderr. A test stops or kills a run at a point of its choosing this way,
   whatever the machine's speed;
 * ``train.compile``: the first compiled training step fails, as a CUDA graph capture that torch refuses
   does, for the training runs whose task contains the substring (training then goes on eagerly).
@@ -37,8 +38,8 @@ def from_env(environ=os.environ) -> dict[str, str]:
         name, _, needle = item.partition("=")
         if name not in KNOWN or not needle:
             raise ValueError(f"{ENV}: expected name=substring with a name in {sorted(KNOWN)}, but got {item!r}.")
-        if name in COUNTS and not needle.isdigit():
-            raise ValueError(f"{ENV}: expected {name}=<number of images>, but got {item!r}.")
+        if name in COUNTS and not needle.partition("@")[0].isdigit():
+            raise ValueError(f"{ENV}: expected {name}=<number of images>[@<release file>], but got {item!r}.")
         points[name] = needle
     return points
 

@@ -273,13 +273,17 @@ class RestoreModel:
         return [from_model_output(y[i], layout, img) for i, ((_, layout), img) in enumerate(zip(inputs, images))]
 
     def _hold(self) -> None:
-        """Fail point ``model.hold=k``: past ``k`` images, wait here until the run is stopped."""
-        k = self.failpoints.get("model.hold")
-        if k is None or self.stop is None or self.seen < int(k):
+        """Fail point ``model.hold=k[@file]``: past ``k`` images, wait here until the run is stopped (or
+        the file exists)."""
+        point = self.failpoints.get("model.hold")
+        if point is None:
             return
-        print(f"fail point model.hold: {self.seen} images restored, holding until the run stops", file=sys.stderr)
+        k, _, release = point.partition("@")
+        if self.seen < int(k) or (release and os.path.exists(release)):
+            return
+        print(f"fail point model.hold: {self.seen} images given, holding until the run stops", file=sys.stderr)
         sys.stderr.flush()
-        while not stopped(self.stop):
+        while not stopped(self.stop) and not (release and os.path.exists(release)):
             time.sleep(0.05)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

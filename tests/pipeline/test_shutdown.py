@@ -27,8 +27,8 @@ def test_planning_stops_at_once_and_the_exit_code_names_the_signal(sig):
         with pytest.raises(Interrupted):
             with stop.region("any"):
                 _send_soon(sig)
-                time.sleep(10)
-        assert time.monotonic() - t0 < 5
+                time.sleep(120)
+        assert time.monotonic() - t0 < 60  # stopped at once, not at the sleep's end (a bound no load reaches)
         assert stop.requested and stop.signal_name == sig.name and stop.exit_code == 128 + sig
         assert called.wait(5)  # the callbacks (raising the stages' stop flag) ran, off the handler
         with pytest.raises(Interrupted):  # once stopping, no new planning starts
@@ -39,8 +39,9 @@ def test_planning_stops_at_once_and_the_exit_code_names_the_signal(sig):
 
 def test_waiting_for_results_goes_on_until_the_drain_deadline():
     """A signal does not cut the wait for the stats of work in flight; the drain deadline (the grace less
-    its reserve) does, even where the main thread is blocked on a queue."""
-    with GracefulStop(3.0, reserve=1.0) as stop:
+    its reserve) does, even where the main thread is blocked on a queue. The reserve is long, so that the
+    grace period's last-resort exit (which would end this process) cannot come first on a loaded machine."""
+    with GracefulStop(32.0, reserve=30.0) as stop:
         t0 = time.monotonic()
         _send_soon(signal.SIGTERM)
         with pytest.raises(Interrupted):
@@ -48,7 +49,7 @@ def test_waiting_for_results_goes_on_until_the_drain_deadline():
                 queue.Queue().get()  # blocks until the signal's handler raises
         waited = time.monotonic() - t0
         assert stop.requested and stop.drain_over
-        assert 2.0 <= waited < 3.0, waited
+        assert 2.0 <= waited < 32.0, waited  # never before the deadline; the upper bound only catches a hang
         with pytest.raises(Interrupted):  # past the deadline, no new wait starts
             with stop.region("wait"):
                 pass

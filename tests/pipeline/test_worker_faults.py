@@ -136,17 +136,22 @@ def _actor_pids() -> list[int]:
 
 
 @pytest.mark.slow
-def test_a_worker_killed_mid_run_is_replaced_and_its_images_retried(ray_local, tmp_path, tiny_weights):
+def test_a_worker_killed_mid_run_is_replaced_and_its_images_retried(ray_local, tmp_path, tiny_weights, monkeypatch):
     _inputs(tmp_path, 24, size=(96, 96))
+    # The actor holds after 8 images (fail point model.hold) until the release file exists: the run cannot
+    # end before the kill, however fast the machine; the replacement actor finds the file and goes on.
+    release = tmp_path / "release"
+    monkeypatch.setenv("DGUNET_FAILPOINTS", f"model.hold=8@{release}")
     killed, ended = [], threading.Event()
 
-    def kill_once_outputs_appear():  # however late the first output comes on a loaded machine
+    def kill_once_outputs_appear():
         while not killed and not ended.is_set():
             images = tmp_path / "out" / "images"
             pids = _actor_pids()
             if pids and images.exists() and any(images.iterdir()):
                 os.kill(pids[0], signal.SIGKILL)
                 killed.append(pids[0])
+                release.touch()
             time.sleep(0.05)
 
     killer = threading.Thread(target=kill_once_outputs_appear)
