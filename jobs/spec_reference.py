@@ -70,12 +70,15 @@ JOBS = [
 
 
 def _flags(script: str) -> dict[str, str]:
-    """``dotted key -> --flag`` of a job script's ``FLAGS``, read from its source (nothing is imported)."""
+    """``dotted key -> --flag`` of a job script's ``FLAGS``, read from its source (nothing is imported); a
+    script that imports its ``FLAGS`` (``from pipeline.cli import FLAGS``) is followed to that module."""
     tree = ast.parse((ROOT / script).read_text())
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "FLAGS" for t in node.targets):
             flags = ast.literal_eval(node.value)
             return {dotted: "--" + flag.replace("_", "-") for flag, dotted in flags.items()}
+        if isinstance(node, ast.ImportFrom) and node.module and any(a.name == "FLAGS" for a in node.names):
+            return _flags(node.module.replace(".", "/") + ".py")
     return {}
 
 
