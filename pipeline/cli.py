@@ -4,6 +4,7 @@
     dgunet-restore --input s3://bucket/scans --output s3://bucket/restored
     dgunet-restore --spec jobs/specs/denoise.yaml --max-actors 8
     dgunet-restore --input s3://bucket/scans --output s3://bucket/webp --format webp --quality 90
+    dgunet-restore --spec jobs/specs/denoise.yaml --dry-run --price-per-hour 0.90
     RAY_AUTH_MODE=token ray job submit --address http://127.0.0.1:8265 --working-dir . -- python jobs/restore_bucket.py
 
 ``dgunet-restore`` (the console script) and ``python jobs/restore_bucket.py`` (for ``ray job submit
@@ -14,7 +15,8 @@ given, and weights whose keys or shapes do not fit its arch and widths included:
 listed, locked or written; storage that cannot be used; and a Ray that cannot be started or joined with
 token auth: a missing or refused token, auth turned off for a cluster), 3 when another run is writing to
 the same output (a scheduled run that overlaps the previous one), 130 or 143 when SIGINT or SIGTERM stopped
-the run (after writing what it had done; see pipeline/shutdown.py).
+the run (after writing what it had done; see pipeline/shutdown.py). --dry-run plans as a run would and
+says what it would do and cost, writing nothing under the output and taking no lock (pipeline/dry_run.py).
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ def version() -> str:
 
 
 def parse_args(argv: list[str] | None, *, prog: str | None = None) -> argparse.Namespace:
-    """The command's flags: the spec's (:data:`FLAGS`), Ray's and the run's name."""
+    """The command's flags: the spec's (:data:`FLAGS`), Ray's, the run's name and the dry run's."""
     ap = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--version", action="version", version=version())
     ap.add_argument("--spec", type=Path, default=None, help="job spec YAML (default: the demo, jobs/specs/demo.yaml)")
@@ -80,6 +82,10 @@ def parse_args(argv: list[str] | None, *, prog: str | None = None) -> argparse.N
         "(see docs/security.md); refused with --address or RAY_ADDRESS",
     )
     ap.add_argument("--run-id", help="name of this run (default: UTC time and a random suffix)")
+    dry = ap.add_argument_group("dry run: plan and estimate, write nothing under the output, take no lock")
+    dry.add_argument("--dry-run", action="store_true", help="print what a run would do, and stop there")
+    dry.add_argument("--dry-run-json", metavar="PATH", help="also write it as JSON to PATH ('-': stdout)")
+    dry.add_argument("--price-per-hour", type=float, help="price of one model actor's machine an hour, for the cost")
     return ap.parse_args(argv)
 
 
@@ -110,11 +116,16 @@ def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
     except SpecError as err:
         print(err, file=sys.stderr)
         return 2
+    if args.dry_run or args.dry_run_json:
+        from .dry_run import dry_run_main
+
+        return dry_run_main(spec, args)
     return _restore(spec, args)
 
 
-def _checked(spec: RestoreSpec, args: argparse.Namespace):
-    """The run's weights, after the checks that come before any work; an exit code (2) where one fails."""
+def checked_ref(spec: RestoreSpec, args: argparse.Namespace, *, write: bool = True):
+    """The run's weights, after the checks that come before any work (``write``: probe the output with a
+    write; a dry run only lists it); an exit code (2) where one fails, with its line printed."""
     from dgunet.checkpoint import CheckpointMismatchError
     from dgunet.registry import NoBundledModelError
 
@@ -134,7 +145,7 @@ def _checked(spec: RestoreSpec, args: argparse.Namespace):
         print(err if spec.task == "auto" else f"model.weights: {err}", file=sys.stderr)
         return 2
     try:
-        check_storage(spec)  # a wrong path, bucket, credential or endpoint: one line, before any work
+        check_storage(spec, write=write)  # a wrong path, bucket, credential or endpoint: one line, before any work
     except StorageAccessError as err:
         print(err, file=sys.stderr)
         return 2
@@ -147,7 +158,7 @@ def _restore(spec: RestoreSpec, args: argparse.Namespace) -> int:
     from .ray_env import RayAccessError, init_ray
     from .ray_version import RayVersionError, check_ray_version
 
-    ref = _checked(spec, args)
+    ref = checked_ref(spec, args)
     if isinstance(ref, int):
         return ref
     try:

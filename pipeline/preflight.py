@@ -22,15 +22,20 @@ class StorageAccessError(Exception):
     """The spec's storage cannot be used as it stands; the message is one line a person can act on."""
 
 
-def check_storage(spec: RestoreSpec) -> None:
+def check_storage(spec: RestoreSpec, *, write: bool = True) -> None:
     """Raise :class:`StorageAccessError` unless the input can be listed (or the manifest read) and the output
-    written. An input prefix that exists and holds no images is not an error (the run says so)."""
+    written. An input prefix that exists and holds no images is not an error (the run says so).
+
+    Args:
+        write: probe the output with a write (a run); False: only list it (a dry run, which writes nothing
+            under the output: a bucket that is missing or may not be listed is seen, a denied write is not).
+    """
     options = spec.storage.options()
     if spec.input.manifest:
         _check("input.manifest", spec.input.manifest, options, _read_one)
     else:
         _check("input.uri", spec.input.uri, options, _list_one)
-    _check("output.uri", spec.output.uri, options, _write_and_delete)
+    _check("output.uri", spec.output.uri, options, _write_and_delete if write else _list_output)
 
 
 def _check(key: str, uri: str, options: StorageOptions, probe) -> None:
@@ -67,6 +72,16 @@ def _list_one(uri: str, options: StorageOptions) -> None:
         fs.call_s3("list_objects_v2", Bucket=bucket, Prefix=prefix, MaxKeys=1)
     elif not fs.exists(path):
         raise StorageAccessError(f"{uri} does not exist")
+
+
+def _list_output(uri: str, options: StorageOptions) -> None:
+    """One object or none under the output: its bucket exists and may be listed (a local output that does
+    not exist yet is made by the run)."""
+    protocol, path = split_protocol(uri)
+    if protocol in ("s3", "s3a"):
+        fs, _ = _filesystem(uri, options)
+        bucket, _, prefix = path.partition("/")
+        fs.call_s3("list_objects_v2", Bucket=bucket, Prefix=prefix, MaxKeys=1)
 
 
 def _read_one(uri: str, options: StorageOptions) -> None:

@@ -262,6 +262,25 @@ def read_bounded(uri: str, fs, *, max_bytes: int) -> bytes:
     return data
 
 
+def read_head(uri: str, fs, size: int) -> bytes:
+    """The first ``size`` bytes of ``uri`` (on ``fs``, its filesystem; all of it where it is shorter): a
+    header, read as :func:`read_bounded` reads (a local path only where it is a regular file, one range
+    request elsewhere).
+
+    Raises:
+        ReadRefusedError: a local path that is not a regular file.
+    """
+    protocol, path = split_protocol(uri)
+    if protocol == "file":
+        return _read_regular_file(path, size)
+    try:
+        return fs.cat_file(path, start=0, end=size)
+    except OSError as exc:  # an empty object's range: 416, EINVAL in s3fs
+        if exc.errno != errno.EINVAL or fs.size(path) != 0:
+            raise
+        return b""
+
+
 def _read_regular_file(path: str, limit: int) -> bytes:
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))  # a FIFO opens at once
     try:

@@ -39,7 +39,8 @@ INPUT_SCHEMA = pa.schema(
 
 # Rows of the second settling step.
 RECORD, CLAIM, PRESENT, TALLY = 0, 1, 2, 3  # an input to decide; an earlier row's name; an output; counts
-COUNTS = ("listed", "skipped", "still_bad", "changed", "vanished", "reformatted", "todo")
+# new: no earlier row; retried: the same version failed before (not to decode): both restored, in todo
+COUNTS = ("listed", "skipped", "still_bad", "changed", "vanished", "reformatted", "todo", "new", "retried")
 COUNT_FIELDS = [(f"n_{c}", pa.int64()) for c in COUNTS]
 ROUTED_SCHEMA = pa.schema(
     [

@@ -71,6 +71,8 @@ class Plan:
     changed: int = 0  # in todo because the input changed since it was restored (or failed to decode)
     vanished: int = 0  # inputs with earlier rows that are gone now (their outputs stay)
     reformatted: int = 0  # in todo because their output is in another format than the one asked for now
+    new: int = 0  # in todo with no earlier row of the model
+    retried: int = 0  # in todo because this version failed before (not to decode): tried again
     rows: list[dict] | None = field(default=None, repr=False)  # the rows to restore, when planned without Ray
     blocks: list[Any] | None = field(default=None, repr=False)  # else the plan's blocks in Ray's object store
     adopted: frozenset[str] = frozenset()  # inputs whose output was adopted (pipeline.adoption): not restored
@@ -157,6 +159,8 @@ def make_plan(
         changed=counts["changed"],
         vanished=counts["vanished"],
         reformatted=counts["reformatted"],
+        new=counts["new"],
+        retried=counts["retried"],
         **({"blocks": rows} if distributed else {"rows": rows}),
     )
 

@@ -151,7 +151,8 @@ def _emit(out: dict[str, list], **row) -> None:
 
 def _records(out, counts, now, earlier, content, input_uri, output_uri, output_format, reference, present) -> None:
     """A record per input found now, appended to ``out`` a column at a time (the hot loop of a first
-    run), with the counts of what changed, what was reformatted, what vanished or is still bad."""
+    run), with the counts of what is new, what changed, what was reformatted or failed before and is tried
+    again, what vanished or is still bad."""
     images = join_uri(output_uri, "images").rstrip("/") + "/"  # + a safe relative key: join_uri, faster
     cols = [out[name] for name in ("name_key", "kind", "input_uri", "order", "size", "version", "output_uri")]
     cols += [out[name] for name in ("same", "rel", "format", "reference_uri")]
@@ -168,6 +169,7 @@ def _records(out, counts, now, earlier, content, input_uri, output_uri, output_f
         fmt = output_format_for(rel, output_format)
         if e is None:
             same = same_format = False
+            counts["new"] += 1
         else:
             obj = StoredObject(uri, r["size"] or 0, r["version"] or "", r["modified"])
             same = same_version(e, obj, content=content.get(uri))
@@ -178,6 +180,7 @@ def _records(out, counts, now, earlier, content, input_uri, output_uri, output_f
             # Neither counts an input that is skipped: skipping takes the same version in the same format.
             counts["changed"] += (e.ok or e.undecodable) and not same
             counts["reformatted"] += same and e.ok and not same_format
+            counts["retried"] += not e.ok and not e.undecodable  # failed before, not to decode: tried again
         keep = e.output_uri if same_format else None  # re-doing a changed input or a missing output: its name
         if present is not None and keep is not None and same and keep in present:
             counts["skipped"] += 1  # done: its claim keeps the name

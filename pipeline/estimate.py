@@ -1,0 +1,99 @@
+"""What restoring so many megapixels would take: seconds per megapixel measured for the bundled models, by
+device kind, each with where it was measured.
+
+A figure is the model's time alone on one actor, from a benchmark that this repository ran and quotes
+(docs/performance.md, docs/device-kit.md); reading, decoding and writing run beside it on other CPUs, and
+starting Ray and the actors is left out. The dry run (:mod:`pipeline.dry_run`) divides by the actors the
+spec asks for and multiplies by a price per hour where one is given.
+
+    >>> est = estimate(megapixels=120.0, task="denoise", gpus_per_actor=0, actors=4, price_per_hour=0.2)
+    >>> round(est.seconds), round(est.cost, 2)
+    (737, 0.16)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Figure:
+    """Seconds of one model actor per megapixel, and where that was measured."""
+
+    seconds_per_megapixel: float
+    source: str
+
+
+# The bundled denoiser (16/8/8, depth 5, 609k parameters), the largest bundled network.
+FIGURES = {
+    "cpu": Figure(
+        804.8 / 32.77,  # 24.6 s/MP
+        "measured on this project's 2-core CPU: the bundled denoiser's model actor (1 CPU, float32) was busy "
+        "804.8 s for 500 crops of 256x256 (32.8 MP) in bench/pipeline_overhead.py --images 500 "
+        "(docs/performance.md, 'The pipeline against a plain loop')",
+    ),
+    "gpu": Figure(
+        1 / 14.0,  # 0.071 s/MP
+        "measured by the device kit on one NVIDIA H100 80GB: the bundled denoiser, 256x256 crops in batches of 16, "
+        "float32 (TF32), 14.0 MP/s, the forward pass alone (docs/device-kit.md; results/device_kit/2026-11-26-h100/)",
+    ),
+}
+
+# Why a task's figure is the denoiser's.
+TASK_NOTES = {
+    "denoise": "",
+    "deblur": "no figure measured for the bundled deblurring model (8/4/4, depth 1, 170k parameters): the "
+    "denoiser's, an upper bound",
+    "derain": "no figure measured for the bundled deraining model (8/4/4, depth 1, 170k parameters): the "
+    "denoiser's, an upper bound",
+    "auto": "task auto: each image's route is unknown until the run decodes it; the denoiser's figure (the "
+    "largest bundled network) for every image, an upper bound",
+}
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The model's time for a dry run's megapixels, on ``actors`` actors, and its cost where priced."""
+
+    device: str  # "cpu" or "gpu"
+    seconds_per_megapixel: float
+    source: str
+    note: str
+    actors: int
+    seconds: float
+    actor_hours: float
+    price_per_hour: float | None
+    cost: float | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def estimate(
+    *, megapixels: float, task: str, gpus_per_actor: float, actors: int, price_per_hour: float | None = None
+) -> Estimate:
+    """The model's wall time for ``megapixels`` spread over ``actors`` actors, and (``price_per_hour``: of
+    one actor's share of a machine) the cost of the actor-hours.
+
+    Raises:
+        ValueError: ``actors`` below 1, or a negative ``price_per_hour``.
+    """
+    if actors < 1:
+        raise ValueError(f"Expected at least 1 actor, but got {actors} instead.")
+    if price_per_hour is not None and price_per_hour < 0:
+        raise ValueError(f"Expected --price-per-hour >= 0, but got {price_per_hour} instead.")
+    device = "gpu" if gpus_per_actor > 0 else "cpu"
+    figure = FIGURES[device]
+    actor_seconds = megapixels * figure.seconds_per_megapixel
+    hours = actor_seconds / 3600
+    return Estimate(
+        device=device,
+        seconds_per_megapixel=figure.seconds_per_megapixel,
+        source=figure.source,
+        note=TASK_NOTES.get(task, ""),
+        actors=actors,
+        seconds=actor_seconds / actors,
+        actor_hours=hours,
+        price_per_hour=price_per_hour,
+        cost=None if price_per_hour is None else hours * price_per_hour,
+    )
