@@ -3,7 +3,8 @@
 What :func:`decode_image` guarantees, where ``ray.data.read_images`` does not:
 
 * EXIF orientation applied; ICC-tagged colour converted to sRGB;
-* 16-bit PNG and TIFF kept at 16 bits (uint16), 8-bit images as uint8;
+* 16-bit PNG and TIFF, and 10 and 12-bit HEIF (HEIC), kept at 16 bits (uint16), 8-bit images as uint8;
+  AVIF is read by Pillow's plugin at 8 bits, whatever its depth;
 * grayscale stays 1 channel, alpha is kept (gray + alpha: 2 channels, RGBA: 4); palette images expand
   to RGB or RGBA; CMYK and other colour spaces convert to RGB; animated images give their first frame;
 * only the formats of :data:`~pipeline.stages.formats.READ_FORMATS` are opened: bytes of any other
@@ -54,11 +55,13 @@ def _is_16bit(img, data: bytes) -> bool:
     if img.format == "TIFF":
         bits = img.tag_v2.get(258, (8,))
         return max(bits if isinstance(bits, tuple) else (bits,)) == 16
+    if img.format == "HEIF":  # 10 and 12 bits, as pillow-heif says (its Pillow image is 8-bit)
+        return int(img.info.get("bit_depth") or 8) > 8
     return False
 
 
 def _is_lossy(img, data: bytes) -> bool:
-    if img.format in ("JPEG", "MPO"):
+    if img.format in ("JPEG", "MPO", "HEIF", "AVIF"):  # phones' HEIC and AVIF are lossy (HEVC, AV1)
         return True
     return img.format == "WEBP" and data[12:16] == b"VP8 "  # "VP8L" is lossless, "VP8X" may be either
 
@@ -89,6 +92,17 @@ def _decode_16bit(data: bytes, orientation: int) -> np.ndarray:
         arr = arr[..., ::-1]  # BGR -> RGB
     elif arr.shape[2] == 4:
         arr = arr[..., [2, 1, 0, 3]]  # BGRA -> RGBA
+    return _apply_orientation(np.ascontiguousarray(arr.astype(np.uint16, copy=False)), orientation)
+
+
+def _decode_heif_16bit(data: bytes, orientation: int) -> np.ndarray:
+    """A 10 or 12-bit HEIF's pixels as uint16 (libheif scales them to 16 bits), the container's rotation and
+    mirroring applied by libheif (pillow-heif then resets EXIF's orientation to 1)."""
+    from pillow_heif import open_heif
+
+    heif = open_heif(data, convert_hdr_to_8bit=False)
+    arr = np.asarray(heif)
+    arr = arr[..., None] if arr.ndim == 2 else arr
     return _apply_orientation(np.ascontiguousarray(arr.astype(np.uint16, copy=False)), orientation)
 
 
@@ -154,7 +168,8 @@ def decode_image(data: bytes, *, max_pixels: int) -> Decoded:
         orientation = 1
     try:
         if _is_16bit(img, data) and mode not in ("I;16", "I;16B", "I;16L", "I"):
-            return Decoded(_decode_16bit(data, orientation), mode, frames, lossy)
+            decode16 = _decode_heif_16bit if img.format == "HEIF" else _decode_16bit
+            return Decoded(decode16(data, orientation), mode, frames, lossy)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             img.load()
@@ -246,7 +261,7 @@ def decode_batch(
             features = _estimate(degradation_features, d.pixels)
             if isinstance(features, dict):
                 noise[i], streaks[i], blur[i], blocks[i] = (
-                    features[k] for k in ("noise", "rain", "blur", "blockiness")
+                    features[k] for k in ("noise_level", "rain", "blur", "blockiness")
                 )
             else:  # too small to tell: a restorer would change nothing worth it
                 features, noise[i] = None, _estimate(noise_level, d.pixels)

@@ -15,10 +15,12 @@ other decoder, nor any external program, runs.
 
 from __future__ import annotations
 
+import functools
 import io
 
-# Pillow's names of the formats every stage reads; MPO is a JPEG with more frames (phone cameras).
-READ_FORMATS = ("PNG", "JPEG", "MPO", "TIFF", "WEBP", "BMP", "GIF")
+# Pillow's names of the formats every stage reads; MPO is a JPEG with more frames (phone cameras); HEIF
+# (iPhones' HEIC) through pillow-heif's opener, whose wheels carry libheif; AVIF through Pillow's own plugin.
+READ_FORMATS = ("PNG", "JPEG", "MPO", "TIFF", "WEBP", "BMP", "GIF", "HEIF", "AVIF")
 
 # What Pillow is asked to try: an MPO opens through JPEG's opener (it has none of its own).
 _OPENERS = tuple(f for f in READ_FORMATS if f != "MPO")
@@ -61,9 +63,17 @@ class UnreadFormatError(ValueError):
     """The bytes are not an image in one of :data:`READ_FORMATS`; the message names what they look like."""
 
 
+# ISO base media files (HEIF, AVIF) say what they are in their ftyp box's major brand.
+_FTYP_BRANDS = {b"heic": "HEIF", b"heix": "HEIF", b"heim": "HEIF", b"heis": "HEIF", b"mif1": "HEIF", b"msf1": "HEIF"}
+_FTYP_BRANDS.update({b"avif": "AVIF", b"avis": "AVIF"})
+
+
 def describe_format(data: bytes) -> str:
     """What ``data`` looks like, by its first bytes (for a reason, never to pick a decoder)."""
     head = bytes(data[:16])
+    if head[4:8] == b"ftyp":
+        name = _FTYP_BRANDS.get(head[8:12])
+        return f"a {name} whose header is damaged" if name else f"an ISO media file ({head[8:12]!r}, not HEIF or AVIF)"
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "a WEBP whose header is damaged"
     for magic, name in _READ_SIGNATURES:
@@ -88,6 +98,7 @@ def open_image(data: bytes):
     """
     from PIL import Image, UnidentifiedImageError
 
+    _register_heif()
     try:
         img = Image.open(io.BytesIO(data), formats=_OPENERS)
     except UnidentifiedImageError:
@@ -98,3 +109,15 @@ def open_image(data: bytes):
             f"but got {describe_format(data)} instead."
         )
     return img
+
+
+@functools.cache
+def _register_heif() -> None:
+    """pillow-heif's HEIF opener, registered with Pillow once (its AVIF opener is not: Pillow's own reads
+    AVIF). Without pillow-heif installed, HEIF files fail as a format that is not read."""
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return
+    # Thumbnails are not wanted, and orientation is the container's (applied by libheif, EXIF's reset to 1).
+    register_heif_opener(thumbnails=False)
