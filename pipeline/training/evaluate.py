@@ -28,10 +28,15 @@ import numpy as np
 
 METHODS = (
     *("input", "nlm", "cbm3d", "ffdnet", "unsharp", "wiener", "richardson_lucy"),
-    *("median", "bilateral", "guided", "ours"),
+    *("median", "bilateral", "guided", "cbm3d_estimated", "ffdnet_estimated", "ours"),
 )
-KIND_OF = {"nlm": "noise", "cbm3d": "noise", "ffdnet": "noise", "unsharp": "blur", "wiener": "blur"}
-KIND_OF.update(richardson_lucy="blur", median="rain", bilateral="rain", guided="rain")
+# The cases each baseline runs on, by kind; "ours" and "input" run on every case.
+KIND_OF = {"nlm": {"noise"}, "cbm3d": {"noise", "camera"}, "ffdnet": {"noise"}, "unsharp": {"blur"}}
+KIND_OF.update(wiener={"blur"}, richardson_lucy={"blur"}, median={"rain"}, bilateral={"rain"}, guided={"rain"})
+KIND_OF.update(cbm3d_estimated={"camera"}, ffdnet_estimated={"camera"})
+# Camera cases (``camera2``, ``camera2-jpeg90``): the shot-noise gain of each level (dgunet.camera); the read
+# noise follows from it. Levels 1-3 come out at about 8, 14 and 22 levels of residual noise.
+CAMERA_SHOT = {1: 1e-3, 2: 3e-3, 3: 6e-3}
 # Blur cases: (share of camera shake against defocus, range of the sensor noise's sigma in 8-bit levels).
 BLUR_CASES = {"blur": (0.7, (0, 5)), "blur-shake": (1.0, (1, 3)), "blur-defocus": (0.0, (1, 3))}
 TEST_SEED = 10_000  # test degradations draw from here on; training draws [seed, rank, step]
@@ -39,16 +44,20 @@ TEST_SEED = 10_000  # test degradations draw from here on; training draws [seed,
 
 @dataclass(frozen=True)
 class Known:
-    """What a non-blind baseline is told about a degraded image: the true sigma or the true kernel."""
+    """What a non-blind baseline is told about a degraded image: the true sigma or the true kernel; and
+    the image a restorer should return where it is not the clean photo (camera noise: the same camera's
+    development without the noise)."""
 
     sigma: float | None = None
     kernel: np.ndarray | None = None
+    reference: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
 class Case:
     """One degradation: ``sigma25``, ``jpeg60``, ``clean``, ``blur``, ``blur-shake``, ``blur-defocus``,
-    ``rain-smear`` or ``rain-lines``."""
+    ``rain-smear``, ``rain-lines``, or camera noise at level 1-3 (``camera2``), also saved as a JPEG
+    (``camera2-jpeg90``)."""
 
     name: str
 
@@ -71,6 +80,8 @@ class Case:
             out = to_uint8(jpeg(u, int(self.name[4:])))
         elif self.kind == "clean":
             out = clean
+        elif self.kind == "camera":
+            out, known = _camera_case(self.name, u, rng)
         elif self.name in BLUR_CASES:
             motion, noise = BLUR_CASES[self.name]
             spec = Degradation(kinds=("blur",), blur_size=(5, 31), blur_motion_probability=motion)
@@ -88,10 +99,25 @@ class Case:
             out = to_uint8(rain(u, spec, rng))
         else:
             raise ValueError(
-                f"Expected a case sigmaN, jpegQ, clean, {', '.join(BLUR_CASES)}, rain-smear or rain-lines, but got "
+                f"Expected a case sigmaN, jpegQ, clean, cameraN[-jpegQ], {', '.join(BLUR_CASES)}, rain-smear or "
+                f"rain-lines, but got "
                 f"{self.name!r} instead."
             )
         return _through_png(out), known
+
+
+def _camera_case(name: str, u: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, Known]:
+    """``camera<level>[-jpeg<quality>]``: a camera drawn from ``rng`` develops ``u`` with sensor noise; the
+    baselines are told the true level (the residual's standard deviation, 8-bit levels)."""
+    from dgunet.camera import camera_noise
+    from dgunet.degrade import jpeg, to_uint8
+
+    level, _, after = name[len("camera") :].partition("-")
+    noisy, noiseless = camera_noise(u, CAMERA_SHOT[int(level)], rng)
+    reference = to_uint8(noiseless)
+    out = to_uint8(jpeg(noisy, int(after[4:])) if after else noisy)
+    sigma = float(np.std(out.astype(np.float64) - reference))
+    return out, Known(sigma=sigma, reference=reference)
 
 
 def _through_png(img: np.ndarray) -> np.ndarray:
@@ -169,6 +195,18 @@ def cbm3d(noisy: np.ndarray, known: Known) -> np.ndarray:
     import bm3d
 
     return _to_uint8(bm3d.bm3d_rgb(noisy.astype(np.float64) / 255.0, known.sigma / 255.0))
+
+
+def estimated_sigma(noisy: np.ndarray) -> float:
+    """scikit-image's wavelet estimate of the noise level (8-bit levels): what a baseline that is not told
+    the level would be given."""
+    from skimage.restoration import estimate_sigma
+
+    return float(estimate_sigma(noisy.astype(np.float64) / 255.0, channel_axis=-1, average_sigmas=True)) * 255
+
+
+def cbm3d_estimated(noisy: np.ndarray, known: Known) -> np.ndarray:
+    return cbm3d(noisy, Known(sigma=estimated_sigma(noisy)))
 
 
 def _to_uint8(unit: np.ndarray) -> np.ndarray:
@@ -260,6 +298,12 @@ def ffdnet() -> Callable[[np.ndarray, Known], np.ndarray]:
     return run
 
 
+def ffdnet_estimated() -> Callable[[np.ndarray, Known], np.ndarray]:
+    """FFDNet given the estimated level rather than the true one."""
+    run = ffdnet()
+    return lambda noisy, known: run(noisy, Known(sigma=estimated_sigma(noisy)))
+
+
 def evaluate(
     images: dict[str, np.ndarray],
     cases: Sequence[str],
@@ -290,7 +334,8 @@ def _evaluate_draw(result, images, cases, methods, seed, save_degraded, log) -> 
             if save_degraded:
                 save_degraded(image, name, degraded)
             todo = {"input": lambda x, k: x, **methods}
-            todo = {m: fn for m, fn in todo.items() if KIND_OF.get(m, case.kind) == case.kind}
+            todo = {m: fn for m, fn in todo.items() if case.kind in KIND_OF.get(m, {case.kind})}
+            reference = clean if known.reference is None else known.reference
             if case.kind == "clean":  # a clean input is trivially perfect
                 todo.pop("input")
             start = len(result.per_image)
@@ -298,7 +343,7 @@ def _evaluate_draw(result, images, cases, methods, seed, save_degraded, log) -> 
                 t0 = time.perf_counter()
                 out = fn(degraded, known)
                 seconds = time.perf_counter() - t0
-                p, s = psnr_ssim(clean, out)
+                p, s = psnr_ssim(reference, out)
                 result.per_image.append(
                     {
                         "image": image,
