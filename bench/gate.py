@@ -24,7 +24,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 CASES = {
-    "denoise": ("clean", "sigma1", "sigma2", "sigma3", "sigma4", "sigma6", "jpeg60", "jpeg90"),
+    "denoise": (
+        *("clean", "sigma1", "sigma2", "sigma3", "sigma4", "sigma6", "jpeg60", "jpeg90"),
+        *("camera1", "camera2", "camera2-jpeg90", "camera3-jpeg90"),
+    ),
     "derain": ("clean", "rain-smear", "rain-lines", "jpeg60"),
 }
 
@@ -78,9 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     for c_i, name in enumerate(CASES[args.task]):
         gains, levels = [], []
         for i_i, (image, clean) in enumerate(sorted(images.items())):
-            degraded, _ = Case(name).degrade(clean, seed=c_i * 100 + i_i)
-            after = psnr_ssim(clean, restore(model, degraded, **tiling))[0]
-            before = psnr_ssim(clean, degraded)[0] if name != "clean" else None  # a clean input is perfect
+            degraded, known = Case(name).degrade(clean, seed=c_i * 100 + i_i)
+            reference = clean if known.reference is None else known.reference  # camera: its noiseless development
+            after = psnr_ssim(reference, restore(model, degraded, **tiling))[0]
+            before = psnr_ssim(reference, degraded)[0] if name != "clean" else None  # a clean input is perfect
             level = estimate(degraded)
             rows.append(
                 {

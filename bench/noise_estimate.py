@@ -75,7 +75,7 @@ def samples(images: list[np.ndarray], n: int, crop: int, seed: int):
         yield kind, scales, float(scales[0]), true
 
 
-def fit(rows, ridge: float = 1e-3) -> np.ndarray:
+def fit(rows, ridge: float = 1e-2) -> np.ndarray:
     from pipeline.stages.quality import noise_design
 
     x = np.array([noise_design(r[1]) for r in rows])

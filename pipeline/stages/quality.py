@@ -79,7 +79,36 @@ def noise_design(scales: np.ndarray) -> np.ndarray:
 # noise_level's fit: log(1 + level) = NOISE_FIT . noise_design(noise_scales), ridge least squares over
 # white and camera noise (with and without JPEG) and clean crops of the training photos; measured on
 # held-out photos in results/noise_estimate/README.md (python bench/noise_estimate.py).
-NOISE_FIT = (0.0, 1.0, *[0.0] * 26)
+NOISE_FIT = (
+    -0.03316,
+    0.02003,
+    0.64151,
+    0.6815,
+    0.10177,
+    -0.1446,
+    0.47175,
+    0.07369,
+    -0.23351,
+    -0.05658,
+    0.09288,
+    0.19159,
+    -0.06621,
+    -0.05306,
+    0.18999,
+    0.18136,
+    -0.09294,
+    0.10162,
+    -0.12017,
+    -0.21932,
+    0.02953,
+    0.2135,
+    -0.31374,
+    0.03215,
+    0.0642,
+    0.05299,
+    -0.22608,
+    -0.12069,
+)
 
 
 def noise_level(img: np.ndarray) -> float | None:
