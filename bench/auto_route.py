@@ -27,6 +27,7 @@ CASES = {
     "clean": None,
     **{f"sigma{s}": "denoise" for s in (5, 15, 25, 50)},
     **{f"jpeg{q}": "denoise" for q in (30, 60)},
+    **{c: "denoise" for c in ("camera1", "camera2", "camera3", "camera2-jpeg90")},
     "blur-shake": "deblur",
     "blur-defocus": "deblur",
     "rain-smear": "derain",
@@ -90,7 +91,8 @@ def run(args: argparse.Namespace) -> list[dict]:
         for i, path in enumerate(files):
             clean = np.asarray(Image.open(path).convert("RGB"))
             for draw in range(1 if right is None else args.draws):  # a clean photo is one image, not many
-                degraded, _ = Case(name).degrade(clean, seed=50_000 + draw * 10_000 + c_i * 1000 + i)
+                degraded, known = Case(name).degrade(clean, seed=50_000 + draw * 10_000 + c_i * 1000 + i)
+                reference = clean if known.reference is None else known.reference  # camera: noiseless development
                 t0 = time.process_time()
                 route, score = router.classify(degradation_features(degraded))
                 estimate_s = time.process_time() - t0
@@ -99,7 +101,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                 for t in {task, right} - {None}:
                     run = t in models and not args.route_only
                     outputs[t] = restore(models[t], degraded, max_pixels=args.max_pixels) if run else degraded
-                p = {k: psnr(clean, v, data_range=255) for k, v in outputs.items()}
+                p = {k: psnr(reference, v, data_range=255) for k, v in outputs.items()}
                 records.append(
                     {
                         "image": path.name,
