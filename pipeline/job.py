@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 from .adoption import adopt, adoption_candidates
 from .compaction import maybe_compact, recover
 from .lock import RunLock
+from .metrics import RunMetrics, tag_dataset
 from .planning.plan import Plan, make_plan, unfinished_rows
 from .printable import printable
 from .report import ReportCollector, ranking_measure
@@ -60,7 +61,7 @@ def build_dataset(
     ds = _source(rows, one_by_one)
     ds = _read_and_decode(ds, spec, ref, one_by_one=one_by_one, stop=stop)
     ds = _model_stage(ds, spec, ref, one_by_one=one_by_one, stop=stop, failpoints=failpoints)
-    return _write(ds, spec, ref, run_id, stop=stop, failpoints=failpoints)
+    return tag_dataset(_write(ds, spec, ref, run_id, stop=stop, failpoints=failpoints), run_id)
 
 
 def _source(rows, one_by_one: bool):
@@ -230,6 +231,7 @@ def _run_locked(spec: RestoreSpec, run_id: str, ref: ModelRef | AutoRef, stop: G
         part_rows=spec.output.stats_part_rows,
         # Parts record the input prefix they were planned from (not a manifest's), for the next plan.
         input_uri=None if spec.input.manifest else spec.input.uri,
+        on_rows=RunMetrics(run_id, task=spec.task).record,  # every row recorded, counted once for Ray's metrics
     )
     tally, report = RunTally(), None
     if spec.output.report:

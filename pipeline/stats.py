@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
@@ -149,16 +150,28 @@ class StatsWriter:
         part_rows: rows per part (one is also cut every :data:`FLUSH_SECONDS`).
         input_uri: the input prefix the run was planned from, recorded in each part for the next plan
             (None: a manifest run's parts, which plan through the shuffles).
+        on_rows: called with every table of rows added, once (the run's metrics, :mod:`pipeline.metrics`).
     """
 
-    def __init__(self, output_uri: str, run_id: str, *, storage: StorageOptions, part_rows: int, input_uri: str | None):
+    def __init__(
+        self,
+        output_uri: str,
+        run_id: str,
+        *,
+        storage: StorageOptions,
+        part_rows: int,
+        input_uri: str | None,
+        on_rows: Callable[[pa.Table], None] | None = None,
+    ):
         self.base, self.run_id, self.storage = join_uri(output_uri, "stats"), run_id, storage
-        self.part_rows, self.input_uri = part_rows, input_uri
+        self.part_rows, self.input_uri, self.on_rows = part_rows, input_uri, on_rows
         self.pending: list[pa.Table] = []
         self.rows, self.parts, self.last = 0, [], time.monotonic()
 
     def add(self, table: pa.Table) -> None:
         """``table``: rows in :data:`~pipeline.rows.STATS_SCHEMA`."""
+        if self.on_rows is not None:
+            self.on_rows(table)
         self.pending.append(table)
         self.rows += table.num_rows
         if self.rows >= self.part_rows or time.monotonic() - self.last >= FLUSH_SECONDS:
