@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.spec import SpecError, StatsSpec, StorageSpec, add_spec_flags, flag_overrides, load_spec
+from pipeline.spec import RestoreSpec, SpecError, StatsSpec, StorageSpec, add_spec_flags, flag_overrides, load_spec
 from pipeline.storage import metadata_service_host
 
 FLAGS = {
@@ -40,7 +40,7 @@ FLAGS = {
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--spec", type=Path, help="a restore job spec: its output, input, storage and stats keys")
-    add_spec_flags(ap, FLAGS)
+    add_spec_flags(ap, FLAGS, RestoreSpec)
     return ap.parse_args(argv)
 
 

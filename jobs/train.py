@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipeline.spec import SpecError, add_spec_flags, flag_overrides
+from pipeline.spec_loader import SpecError, add_spec_flags, flag_overrides
 from pipeline.training.loop import fit
 from pipeline.training.spec import TrainSpec
 

@@ -73,7 +73,7 @@ def parse_args(argv: list[str] | None, *, prog: str | None = None) -> argparse.N
     ap = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--version", action="version", version=version())
     ap.add_argument("--spec", type=Path, default=None, help="job spec YAML (default: the demo, jobs/specs/demo.yaml)")
-    add_spec_flags(ap, FLAGS)
+    add_spec_flags(ap, FLAGS, RestoreSpec)
     ap.add_argument("--address", help="Ray address (default: RAY_ADDRESS, else start a local Ray)")
     ap.add_argument(
         "--local-ray-no-auth",

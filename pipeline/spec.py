@@ -1,10 +1,11 @@
 """Job specs: YAML validated into frozen schemas before any work starts.
 
 The restore job's schema (:class:`RestoreSpec`) is here, with what every spec shares: the strict base
-model, the network's architecture section, and one loader (:func:`validate_spec`, :func:`read_yaml`) that
-applies dotted-key overrides, refuses credentials, makes local paths absolute (Ray workers run
-elsewhere) and reports every problem with the dotted key it concerns. The training job's schema
-(:mod:`pipeline.training.spec`) is built from the same parts.
+model and the network's architecture section. The loader that every spec goes through (dotted-key
+overrides, credentials refused, local paths made absolute since Ray workers run elsewhere, every problem
+reported with the dotted key it concerns) is :mod:`pipeline.spec_loader`; :func:`parse_spec` and
+:func:`load_spec` hand it this schema, and its names are importable from here too. The training job's
+schema (:mod:`pipeline.training.spec`) is built from the same parts.
 
 An unknown key or a bad value is an error that names it. Credentials never belong in a spec: they come
 from the environment, a profile or an instance role, and a spec that holds one is refused; so is a URI
@@ -14,20 +15,21 @@ credentials.
 
 from __future__ import annotations
 
-import argparse
 import os
 import posixpath
-import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from types import UnionType
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Any, Literal, get_args
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .spec_loader import SpecError as SpecError
+from .spec_loader import add_spec_flags as add_spec_flags
+from .spec_loader import flag_overrides as flag_overrides
+from .spec_loader import read_yaml, validate_spec
+from .spec_loader import spec_field as spec_field
 from .stages.encode import EncodeOptions
-from .storage import StorageOptions, metadata_service_host, split_protocol
+from .storage import StorageOptions, split_protocol
 
 # The names a spec may give, as :mod:`dgunet` declares them (``dgunet.model.ARCHS``, ``dgunet.registry.TASKS``,
 # ``dgunet.inference.PRECISIONS``; tests/pipeline/test_spec.py checks that they agree). Spelled here so
@@ -37,15 +39,6 @@ Task = Literal["denoise", "deblur", "derain"]
 AUTO = "auto"  # a restore job's task that routes each image to the task it needs (pipeline.routing)
 RestoreTask = Literal["denoise", "deblur", "derain", "auto"]
 Precision = Literal["float32", "bfloat16", "float16"]
-
-_SECRET_KEYS = re.compile(r"(secret|password|token|credential|access_key|session_key)", re.IGNORECASE)
-
-
-M = TypeVar("M", bound=BaseModel)
-
-
-class SpecError(ValueError):
-    """A job spec that cannot run; the message names the offending key."""
 
 
 class StrictModel(BaseModel):
@@ -355,138 +348,11 @@ class RestoreSpec(StrictModel):
         return self
 
 
-def _strings(obj: Any, path: str = "") -> Iterator[tuple[str, str]]:
-    """``(dotted key, value)`` of every string in a spec."""
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            yield from _strings(v, f"{path}.{k}" if path else str(k))
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            yield from _strings(v, f"{path}[{i}]")
-    elif isinstance(obj, str):
-        yield path, obj
-
-
-def _find_secrets(obj: Any, path: str = "") -> list[str]:
-    found = []
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            where = f"{path}.{k}" if path else str(k)
-            if _SECRET_KEYS.search(str(k)):
-                found.append(where)
-            found.extend(_find_secrets(v, where))
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            found.extend(_find_secrets(v, f"{path}[{i}]"))
-    return found
-
-
 _PATH_KEYS = (
     *(("input", "uri"), ("input", "manifest"), ("input", "reference"), ("output", "uri"), ("model", "weights")),
     *(("auto", f"{task}_weights") for task in get_args(Task)),
     ("auto", "router"),
 )
-
-
-def _absolute_local_paths(data: dict[str, Any], keys: tuple[tuple[str, str], ...]) -> dict[str, Any]:
-    """Local paths made absolute against the driver's working directory: Ray workers run elsewhere."""
-    import os
-
-    out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
-    for section, key in keys:
-        value = out.get(section, {}).get(key) if isinstance(out.get(section), dict) else None
-        if isinstance(value, str) and value and "://" not in value:
-            out[section][key] = os.path.abspath(os.path.expanduser(value))
-    return out
-
-
-def validate_spec(
-    schema: type[M], data: dict[str, Any], *, source: str = "spec", path_keys: tuple[tuple[str, str], ...] = ()
-) -> M:
-    """Validate a spec dict into ``schema``; every problem is reported with the dotted key it concerns.
-
-    ``path_keys``: the ``(section, key)`` pairs that hold local paths, made absolute here.
-    """
-    secrets = _find_secrets(data)
-    if secrets:
-        raise SpecError(
-            f"{source}: refusing credentials in a job spec ({', '.join(secrets)}). Use the environment "
-            "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY), a profile (AWS_PROFILE) or an instance role."
-        )
-    for key, value in _strings(data):
-        host = metadata_service_host(value)
-        if host:
-            raise SpecError(
-                f"{source}: {key}: refusing {value!r}: {host} is a cloud metadata service, which hands out the "
-                "machine's own credentials. Give a URI of the storage that holds the data."
-            )
-    data = _absolute_local_paths(data, path_keys)
-    try:
-        return schema.model_validate(data)
-    except ValidationError as err:
-        lines = []
-        for e in err.errors():
-            key = ".".join(str(p) for p in e["loc"]) or "(top level)"
-            msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-            lines.append(f"  {key}: {msg}")
-        raise SpecError(f"{source} is not a valid job spec:\n" + "\n".join(lines)) from None
-
-
-def spec_field(dotted: str, schema: type[BaseModel] | None = None) -> Any:
-    """The pydantic field of a dotted key, e.g. ``spec_field("resources.batch_size")``."""
-    model: Any = schema or RestoreSpec
-    *sections, leaf = dotted.split(".")
-    for name in sections:
-        model = model.model_fields[name].annotation
-    return model.model_fields[leaf]
-
-
-def _flag_kind(annotation: Any) -> tuple[type, tuple[Any, ...] | None]:
-    """``(type, choices)`` of a flag for a field of type ``annotation`` (``X | None`` is ``X``)."""
-    args = [a for a in get_args(annotation) if a is not type(None)]
-    if get_origin(annotation) in (Union, UnionType) and len(args) == 1:
-        annotation = args[0]
-    if get_origin(annotation) is Literal:
-        choices = get_args(annotation)
-        return type(choices[0]), choices
-    return annotation, None
-
-
-def add_spec_flags(
-    parser: argparse.ArgumentParser, flags: dict[str, str], schema: type[BaseModel] | None = None
-) -> None:
-    """A ``--flag`` for each ``flag: dotted key`` of ``flags``, typed, limited and described by its field.
-
-    Parsed values are ``None`` where a flag is not given; :func:`flag_overrides` turns the rest into
-    overrides for :func:`load_spec`.
-    """
-    for flag, dotted in flags.items():
-        field = spec_field(dotted, schema)
-        kind, choices = _flag_kind(field.annotation)
-        name, help = "--" + flag.replace("_", "-"), f"{field.description or ''} (spec: {dotted})".lstrip()
-        if kind is bool:
-            parser.add_argument(name, dest=flag, action="store_true", default=None, help=help)
-        else:
-            parser.add_argument(name, dest=flag, type=kind, choices=choices, help=help)
-
-
-def flag_overrides(args: argparse.Namespace, flags: dict[str, str]) -> dict[str, Any]:
-    """The dotted-key overrides of the flags given on the command line."""
-    return {dotted: getattr(args, flag) for flag, dotted in flags.items() if getattr(args, flag) is not None}
-
-
-def read_yaml(path: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A YAML spec as a dict, with ``overrides`` (dotted keys, e.g. ``{"input.uri": "s3://b/p"}``) applied."""
-    data = yaml.safe_load(Path(path).read_text()) or {}
-    if not isinstance(data, dict):
-        raise SpecError(f"{path}: expected a mapping at the top level, but got {type(data).__name__} instead.")
-    for dotted, value in (overrides or {}).items():
-        node = data
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return data
 
 
 def parse_spec(data: dict[str, Any], *, source: str = "spec") -> RestoreSpec:

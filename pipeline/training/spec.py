@@ -1,7 +1,7 @@
 """The training job's spec, built from the restore spec's parts (:mod:`pipeline.spec`).
 
-The same strict sections, architecture section and loader: dotted-key overrides, credentials refused,
-local paths made absolute, every problem named by its dotted key.
+The same strict sections and architecture section, and the same loader (:mod:`pipeline.spec_loader`):
+dotted-key overrides, credentials refused, local paths made absolute, every problem named by its dotted key.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from pydantic import Field
 from dgunet.degrade import Degradation
 from dgunet.registry import Task
 
-from ..spec import ArchSpec, StrictModel, read_yaml, validate_spec
+from ..spec import ArchSpec, StrictModel
+from ..spec_loader import read_yaml, validate_spec
 
 _PATH_KEYS = (("data", "train"), ("checkpoint", "uri"), ("checkpoint", "init"))
 

@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TORCH_FREE = [
     "pipeline.storage",
     "pipeline.spec",
+    "pipeline.spec_loader",
     "pipeline.stats",
     "pipeline.stages.read",
     "pipeline.stages.decode",
