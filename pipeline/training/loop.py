@@ -9,51 +9,22 @@ metrics to Ray Train.
 
 :func:`fit` is the loop itself and needs no Ray: the device kit (``bench/device_kit.py``) trains on a
 lent GPU with it; :func:`run_training` runs it on every Ray Train worker.
+The images and batches it trains on come from :mod:`pipeline.training.data`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import io
 import json
-import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from .data import Batches, TrainingData, load_training_data
+from .data import load_rgb as load_rgb  # where jobs/evaluate.py and bench/gate.py import it from
 from .schedule import Budget, lr_at
 from .spec import OptimSpec, TrainSpec
-
-
-def source_of(uri: str) -> str:
-    """Files of one source share the name part before the last ``__`` (``<source>__<variant>.png``);
-    a name without ``__`` is a source of its own."""
-    stem = os.path.basename(uri).rsplit(".", 1)[0]
-    return stem.rsplit("__", 1)[0]
-
-
-def split_sources(uris: list[str], val_fraction: float) -> tuple[list[str], list[str]]:
-    """Hold out whole sources, chosen by a hash of their name (stable across machines)."""
-    sources = sorted({source_of(u) for u in uris}, key=lambda s: hashlib.sha256(s.encode()).hexdigest())
-    n_val = round(len(sources) * val_fraction)
-    val = set(sources[:n_val])
-    return [u for u in uris if source_of(u) not in val], [u for u in uris if source_of(u) in val]
-
-
-def load_rgb(uri: str, *, max_side: int | None = None) -> np.ndarray:
-    from PIL import Image, ImageOps
-
-    from ..storage import read_bytes
-
-    img = ImageOps.exif_transpose(Image.open(io.BytesIO(read_bytes(uri)))).convert("RGB")
-    if max_side and max(img.size) > max_side:
-        s = max_side / max(img.size)
-        img = img.resize((round(img.width * s), round(img.height * s)), Image.Resampling.BOX)
-    return np.asarray(img)
 
 
 def crops_drawn(optim: OptimSpec, steps: int, *, workers: int = 1) -> int:
@@ -78,96 +49,6 @@ def psnr(x, y) -> float:
     from ..stages.quality import psnr as psnr_of
 
     return psnr_of(y.detach().float().cpu().numpy(), x.detach().clamp(0, 1).float().cpu().numpy(), data_range=1.0)
-
-
-@dataclass
-class TrainingData:
-    """What a worker trains and validates on: clean images (and their real degraded pairs, if any)."""
-
-    train: list[np.ndarray]
-    pairs: list[np.ndarray] | None
-    val: list[tuple]  # (degraded, clean) batches, one per validation image, fixed for the whole run
-
-
-def load_training_data(spec: TrainSpec) -> TrainingData:
-    """Read the spec's images; validation holds out whole sources (see :func:`split_sources`)."""
-    from dgunet.patches import fixed_validation_set
-
-    from ..storage import join_uri, list_images
-
-    d = spec.data
-    if d.paired:
-        targets = [u for u, _ in list_images(join_uri(d.train, "target"))]
-        train_uris, val_uris = split_sources(targets, d.val_fraction)
-        pairs = [load_rgb(u.replace("/target/", "/input/"), max_side=d.max_side) for u in train_uris]
-    else:
-        train_uris, val_uris = split_sources([u for u, _ in list_images(d.train)], d.val_fraction)
-        pairs = None
-    train = [load_rgb(u, max_side=d.max_side) for u in train_uris]
-    val_degradation = spec.degradation
-    if "noise" in val_degradation.kinds:  # a fixed noise level alone, so that runs compare
-        val_degradation = dataclasses.replace(
-            val_degradation,
-            kinds=("noise",),
-            sigma=(d.val_sigma, d.val_sigma),
-            clean_probability=0.0,
-            noise_probability=1.0,
-        )
-    val = fixed_validation_set(
-        [load_rgb(u, max_side=d.max_side) for u in val_uris],
-        patch=d.val_patch,
-        per_image=d.val_per_image,
-        degradation=val_degradation,
-        seed=spec.seed,
-    )
-    return TrainingData(train, pairs, val)
-
-
-class _Batches:
-    """Training batches drawn ahead of the model on a few threads (numpy, OpenCV and Pillow release the
-    GIL). A generator per ``(seed, rank, step)``: a resumed run draws the batches an uninterrupted one
-    would, whatever the number of threads."""
-
-    def __init__(self, spec: TrainSpec, data: TrainingData, *, rank: int, threads: int):
-        from concurrent.futures import ThreadPoolExecutor
-
-        self.spec, self.data, self.rank = spec, data, rank
-        self.samplers: dict[tuple[int, int], Any] = {}
-        self.pool = ThreadPoolExecutor(max(1, threads)) if threads > 0 else None
-        self.pending: dict[int, Any] = {}
-        self.ahead = 2 * max(1, threads)
-
-    def _sampler(self, step: int):
-        from dgunet.patches import PatchSampler
-
-        patch, batch = self.spec.optim.phase(step)
-        if (patch, batch) not in self.samplers:
-            self.samplers[(patch, batch)] = PatchSampler(
-                self.data.train,
-                patch=patch,
-                batch=batch,
-                degradation=self.spec.degradation,
-                pairs=self.data.pairs,
-                scale=self.spec.data.scale,
-                device_ops=self.spec.data.device_degradations,
-            )
-        return self.samplers[(patch, batch)]
-
-    def _draw(self, step: int):
-        return self._sampler(step).sample(np.random.default_rng([self.spec.seed, self.rank, step]))
-
-    def get(self, step: int):
-        if self.pool is None:
-            return self._draw(step)
-        for s in range(step, min(step + self.ahead, self.spec.optim.steps)):
-            if s not in self.pending:
-                self._sampler(s)  # built here, not on two threads at once
-                self.pending[s] = self.pool.submit(self._draw, s)
-        return self.pending.pop(step).result()
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=False, cancel_futures=True)
 
 
 class _Run:
@@ -373,7 +254,7 @@ def fit(
     run = _Run(spec, data, device=device, rank=rank, world_size=world_size, log=log)
     start_step = run.resume()
     run.place(prepare_model)
-    batches = _Batches(spec, data, rank=rank, threads=loader_threads)
+    batches = Batches(spec, data, rank=rank, threads=loader_threads)
     run.model.train()
     metrics: dict[str, Any] = run.history[-1] if run.history else {}
     if cpu_limit_s is not None and run.cpu_s >= cpu_limit_s:
@@ -386,7 +267,7 @@ def fit(
         batches.close()
 
 
-def _train(run: _Run, batches: _Batches, start_step: int, budget: Budget, *, report, log) -> dict[str, Any]:
+def _train(run: _Run, batches: Batches, start_step: int, budget: Budget, *, report, log) -> dict[str, Any]:
     """Steps from ``start_step`` until ``optim.steps`` or the budget; validates and saves as :func:`fit`
     says. Returns the last metrics saved (empty: none)."""
     spec, metrics = run.spec, {}

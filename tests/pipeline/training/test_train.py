@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from dgunet import create_model, load_checkpoint
-from pipeline.training.loop import crops_drawn, lr_at, run_training, split_sources
+from pipeline.training.data import split_sources
+from pipeline.training.loop import crops_drawn, lr_at, run_training
 from pipeline.training.spec import OptimSpec, TrainSpec
 from tests.images import photo
 
