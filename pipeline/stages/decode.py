@@ -22,7 +22,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -233,62 +233,100 @@ def decode_batch(
     its own row only.
     """
     n = len(batch[Col.INPUT_URI])
-    pixels, shapes, dtypes, modes = [b""] * n, np.zeros((n, 3), np.int64), [""] * n, [""] * n
-    metadata = [""] * n
+    columns = _empty_columns(n)
     status, error = list(batch[Col.STATUS]), list(batch[Col.ERROR])
-    seconds, noise, streaks, lossy = np.zeros(n), np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, bool)
-    blur, blocks, route, score = np.full(n, np.nan), np.full(n, np.nan), [""] * n, np.full(n, np.nan)
     for i in range(n):
         if status[i] != OK:
             continue
         t0 = time.perf_counter()
         try:
-            d = decode_image(batch[Col.DATA][i], max_pixels=max_pixels)
+            pixels, values = _decode_row(batch[Col.DATA][i], max_pixels=max_pixels)
         except DecodeError as exc:
             status[i], error[i] = fail(f"decode: {exc}")
             continue
-        pixels[i], shapes[i], dtypes[i], modes[i] = d.pixels.tobytes(), d.pixels.shape, d.pixels.dtype.name, d.mode
-        lossy[i] = d.lossy
-        # The decoder converts 8-bit colour with an ICC profile to sRGB; 16-bit and gray pixels stay in theirs.
-        converted = d.pixels.dtype == np.uint8 and d.pixels.shape[2] >= 3
-        try:
-            with pillow_limit(max_pixels):  # the same image, opened again for its metadata
-                meta = read_metadata(batch[Col.DATA][i], converted=converted)
-        except Exception as exc:  # metadata never fails an image; the stats say what was lost
-            meta = Metadata(problems=(f"metadata: unreadable ({type(exc).__name__}: {exc})"[:200],))
-        metadata[i] = meta.to_json()
-        if router is not None:
-            features = _estimate(degradation_features, d.pixels)
-            if isinstance(features, dict):
-                noise[i], streaks[i], blur[i], blocks[i] = (
-                    features[k] for k in ("noise_level", "rain", "blur", "blockiness")
-                )
-            else:  # too small to tell: a restorer would change nothing worth it
-                features, noise[i] = None, _estimate(noise_level, d.pixels)
-            route[i], score[i] = router.classify(features)
-        else:
-            noise[i] = _estimate(noise_level, d.pixels)
-            if rain:
-                streaks[i] = _estimate(rain_level, d.pixels)
-        seconds[i] = time.perf_counter() - t0
+        values.update(_measures(pixels, rain=rain, router=router))
+        values[Col.DECODE_SECONDS] = time.perf_counter() - t0
+        for col, value in values.items():
+            columns[col][i] = value
     out = {k: v for k, v in batch.items() if k != Col.DATA}
-    out.update(
-        {
-            Col.PIXELS: np.array(pixels, dtype=object),
-            Col.SHAPE: shapes,
-            Col.DTYPE: np.array(dtypes, dtype=object),
-            Col.MODE: np.array(modes, dtype=object),
-            Col.STATUS: np.array(status, dtype=object),
-            Col.ERROR: np.array(error, dtype=object),
-            Col.DECODE_SECONDS: seconds,
-            Col.LOSSY: lossy,
-            Col.NOISE_BEFORE: noise,
-            Col.RAIN_BEFORE: streaks,
-            Col.BLUR_BEFORE: blur,
-            Col.BLOCKINESS_BEFORE: blocks,
-            Col.ROUTE: np.array(route, dtype=object),
-            Col.ROUTE_SCORE: score,
-            Col.METADATA: np.array(metadata, dtype=object),
-        }
-    )
+    out.update({col: np.array(v, dtype=object) if isinstance(v, list) else v for col, v in columns.items()})
+    out.update({Col.STATUS: np.array(status, dtype=object), Col.ERROR: np.array(error, dtype=object)})
     return out
+
+
+def _empty_columns(n: int) -> dict[str, Any]:
+    """The columns this stage adds, for ``n`` rows, as a row that does not decode leaves them (lists become
+    object arrays)."""
+    return {
+        Col.PIXELS: [b""] * n,
+        Col.SHAPE: np.zeros((n, 3), np.int64),
+        Col.DTYPE: [""] * n,
+        Col.MODE: [""] * n,
+        Col.DECODE_SECONDS: np.zeros(n),
+        Col.LOSSY: np.zeros(n, bool),
+        Col.NOISE_BEFORE: np.full(n, np.nan),
+        Col.RAIN_BEFORE: np.full(n, np.nan),
+        Col.BLUR_BEFORE: np.full(n, np.nan),
+        Col.BLOCKINESS_BEFORE: np.full(n, np.nan),
+        Col.ROUTE: [""] * n,
+        Col.ROUTE_SCORE: np.full(n, np.nan),
+        Col.METADATA: [""] * n,
+    }
+
+
+def _decode_row(data: bytes, *, max_pixels: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """One file's pixels ``(H, W, C)``, and its row's values of ``pixels`` (raw bytes), ``shape``, ``dtype``,
+    ``mode``, ``lossy`` and ``metadata``.
+
+    Raises:
+        DecodeError: as :func:`decode_image`.
+    """
+    d = decode_image(data, max_pixels=max_pixels)
+    # The decoder converts 8-bit colour with an ICC profile to sRGB; 16-bit and gray pixels stay in theirs.
+    converted = d.pixels.dtype == np.uint8 and d.pixels.shape[2] >= 3
+    return d.pixels, {
+        Col.PIXELS: d.pixels.tobytes(),
+        Col.SHAPE: d.pixels.shape,
+        Col.DTYPE: d.pixels.dtype.name,
+        Col.MODE: d.mode,
+        Col.LOSSY: d.lossy,
+        Col.METADATA: _metadata_json(data, converted=converted, max_pixels=max_pixels),
+    }
+
+
+def _metadata_json(data: bytes, *, converted: bool, max_pixels: int) -> str:
+    """The file's metadata (:meth:`~pipeline.stages.metadata.Metadata.to_json`); metadata that cannot be read
+    is a problem named in it, never a failure of the image."""
+    try:
+        with pillow_limit(max_pixels):  # the same image, opened again for its metadata
+            meta = read_metadata(data, converted=converted)
+    except Exception as exc:  # metadata never fails an image; the stats say what was lost
+        meta = Metadata(problems=(f"metadata: unreadable ({type(exc).__name__}: {exc})"[:200],))
+    return meta.to_json()
+
+
+# The columns of degradation_features' measures that task: auto records, and the measure each holds.
+_FEATURE_COLUMNS = {
+    Col.NOISE_BEFORE: "noise_level",
+    Col.RAIN_BEFORE: "rain",
+    Col.BLUR_BEFORE: "blur",
+    Col.BLOCKINESS_BEFORE: "blockiness",
+}
+
+
+def _measures(pixels: np.ndarray, *, rain: bool, router: Router | None) -> dict[str, Any]:
+    """One image's row values of the measures that the gate reads and the stats keep (a column left out
+    stays NaN): ``noise_before`` and, with ``rain``, ``rain_before``; with ``router``, the measures of
+    :func:`~pipeline.stages.quality.degradation_features` in one pass, ``route`` and ``route_score``."""
+    if router is None:
+        values = {Col.NOISE_BEFORE: _estimate(noise_level, pixels)}
+        if rain:
+            values[Col.RAIN_BEFORE] = _estimate(rain_level, pixels)
+        return values
+    features = _estimate(degradation_features, pixels)
+    if isinstance(features, dict):
+        values = {col: features[key] for col, key in _FEATURE_COLUMNS.items()}
+    else:  # too small to tell: a restorer would change nothing worth it
+        features, values = None, {Col.NOISE_BEFORE: _estimate(noise_level, pixels)}
+    values[Col.ROUTE], values[Col.ROUTE_SCORE] = router.classify(features)
+    return values
