@@ -94,7 +94,8 @@ def run(args: argparse.Namespace) -> list[dict]:
                 degraded, known = Case(name).degrade(clean, seed=50_000 + draw * 10_000 + c_i * 1000 + i)
                 reference = clean if known.reference is None else known.reference  # camera: noiseless development
                 t0 = time.process_time()
-                route, score = router.classify(degradation_features(degraded))
+                features = degradation_features(degraded)
+                route, score = router.classify(features)
                 estimate_s = time.process_time() - t0
                 task = TASK_OF[route]
                 outputs: dict[str | None, np.ndarray] = {None: degraded}
@@ -116,6 +117,8 @@ def run(args: argparse.Namespace) -> list[dict]:
                         "psnr_auto": p[task] if task in models else p[None],
                         "psnr_right": p[right] if right in models else p[None],
                         "estimate_cpu_s": estimate_s,
+                        "noise_level": features["noise_level"] if features else None,
+                        "white_noise": features["noise"] if features else None,
                     }
                 )
         done = [r for r in records if r["case"] == name]

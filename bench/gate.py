@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clean", default="data/photos/test")
     ap.add_argument("--task", choices=sorted(CASES), default="denoise")
     ap.add_argument("--crop", type=int, help="take the centred crop of this side of each image")
+    ap.add_argument("--cases", nargs="+", help="a subset of the task's cases (each keeps its own seeds)")
     ap.add_argument("--checkpoint", help="weights: a checkpoint or a bundled name (default: the task's bundled)")
     ap.add_argument("--arch", choices=("dgunet", "dgunet_plus"), help="default: the weights' (else dgunet)")
     ap.add_argument("--n-feat", type=int, help="widths and depth: default the weights' (else the task preset's)")
@@ -79,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     estimate = rain_level if args.task == "derain" else noise_level
     rows = []
     for c_i, name in enumerate(CASES[args.task]):
+        if args.cases and name not in args.cases:
+            continue
         gains, levels = [], []
         for i_i, (image, clean) in enumerate(sorted(images.items())):
             degraded, known = Case(name).degrade(clean, seed=c_i * 100 + i_i)

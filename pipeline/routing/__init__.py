@@ -44,6 +44,7 @@ INPUTS = (
     "falloff4",
     "log_structure",
     "log_contrast",
+    "log1p_noise_level",
 )
 
 
@@ -62,7 +63,12 @@ def _inputs(features: Mapping[str, float]) -> dict[str, float]:
         "falloff4": features["falloff4"],
         "log_structure": math.log(features["structure"] + 1e-3),
         "log_contrast": math.log(features["contrast"] + 1e-3),
+        "log1p_noise_level": math.log1p(max(0.0, _finite(features.get("noise_level", noise)))),
     }
+
+
+def _finite(value: float | None) -> float:
+    return 0.0 if value is None or not math.isfinite(value) else value
 
 
 def feature_vector(features: Mapping[str, float], inputs: tuple[str, ...] = INPUTS) -> np.ndarray:
@@ -125,6 +131,11 @@ class Router:
     ``mlp``: ``mean`` and ``scale`` standardise the inputs, then ``layers`` (``weight``: inputs x outputs,
     ``bias``), ReLU between them, softmax at the end. ``tree``: scikit-learn's node arrays (``left``,
     ``right``, ``feature``, ``threshold``, ``value``: class counts), a leaf where ``left`` is -1.
+
+    ``noise_floor``: an image the classifier calls clean whose ``noise_level`` (the estimate that sees a
+    camera's noise as well as white noise) reaches this level is noisy after all, and goes to the denoiser
+    (None: the classifier's word is final). A router trained before ``noise_level`` existed reads only the
+    white-noise estimate, blind to a camera's noise; the floor is how it sees it.
     """
 
     kind: str
@@ -135,6 +146,7 @@ class Router:
     layers: tuple[dict[str, Any], ...] = ()
     tree: dict[str, list] = field(default_factory=dict)
     card: dict[str, Any] = field(default_factory=dict)  # how it was trained, and what it scored
+    noise_floor: float | None = None  # see above; chosen on held-out photos (docs/models.md, the router)
     sha256: str = ""  # of the JSON it was read from
 
     def __post_init__(self) -> None:
@@ -159,7 +171,8 @@ class Router:
         return cls(**data, sha256=digest)
 
     def to_json(self) -> str:
-        data = {k: getattr(self, k) for k in ("kind", "classes", "inputs", "mean", "scale", "layers", "tree", "card")}
+        keys = ("kind", "classes", "inputs", "mean", "scale", "layers", "tree", "card", "noise_floor")
+        data = {k: getattr(self, k) for k in keys}
         return json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}, indent=1)
 
     @classmethod
@@ -200,4 +213,8 @@ class Router:
             return "clean", float("nan")
         p = self.probabilities(feature_vector(features, self.inputs))[0]
         best = int(np.argmax(p))
+        if self.classes[best] == "clean" and self.noise_floor is not None and "noise" in self.classes:
+            level = _finite(features.get("noise_level"))
+            if level >= self.noise_floor:
+                return "noise", float(p[self.classes.index("noise")])
         return self.classes[best], float(p[best])

@@ -6,7 +6,9 @@ downscale of 1 to 3, 256 to 768 px a side, given one kind of degradation by the 
 
 * ``clean``: left alone, or with what no restorer should touch: sensor noise of sigma up to 2, or JPEG at
   quality 90 to 97;
-* ``noise``: Gaussian noise of sigma 3 to 55 (log-uniform, so that faint noise is as common as strong);
+* ``noise``: Gaussian noise of sigma 3 to 55 (log-uniform, so that faint noise is as common as strong), or
+  for half of them a camera's noise (:mod:`dgunet.camera`, the shot gain log-uniform from 3e-4 to 1.2e-2:
+  about 4 to 30 levels), sometimes saved as a camera JPEG (quality 80 to 95);
 * ``jpeg``: JPEG at quality 15 to 75;
 * ``blur``: camera shake (60%) or defocus, 5 to 31 px, then sensor noise of sigma up to 3;
 * ``rain``: the training renderer (``smear``) only: the independent ``lines`` renderer stays unseen, for
@@ -50,6 +52,11 @@ def degrade_as(kind: str, clean: np.ndarray, rng: np.random.Generator) -> np.nda
             clean = jpeg(clean, int(rng.integers(90, 98)))
         return to_uint8(clean)
     if kind == "noise":
+        if rng.random() < 0.5:
+            from dgunet.camera import camera_noise, draw_shot
+
+            noisy = camera_noise(clean, draw_shot(3e-4, 1.2e-2, rng), rng)[0]
+            return to_uint8(jpeg(noisy, int(rng.integers(80, 96))) if rng.random() < 0.3 else noisy)
         return to_uint8(add_noise(clean, float(np.exp(rng.uniform(np.log(3), np.log(55)))), rng))
     if kind == "jpeg":
         return to_uint8(jpeg(clean, int(rng.integers(15, 76))))
