@@ -24,7 +24,7 @@ from pipeline.stages.metadata import read_provenance
 from tests.images import photo
 from tests.servers import S3_ENV
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]  # bounds a hang only: two runs, each held
 
 ROOT = Path(__file__).resolve().parents[2]
 N = 30
@@ -56,15 +56,20 @@ def _finish(proc: subprocess.Popen, log: Path, timeout: float = 300.0) -> int:
         pytest.fail(f"the run did not end within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
 
 
-def _wait_for(predicate, proc, log: Path, timeout=300.0):
+def _wait_for(predicate, proc, log: Path, timeout=480.0):
     """Poll ``predicate`` until it holds. The runs are held at a fail point until the test acts, so the
-    state waited for is reached on any machine; ``timeout`` only bounds a hang, failing with the log."""
+    state waited for is reached on any machine; ``timeout`` only bounds a hang (a run's start on a loaded
+    machine takes minutes), failing with the log. A run that fails the wait is killed, so that its held
+    model actor does not keep the session Ray's CPUs from the tests after it."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return
-        assert proc.poll() is None, f"the run ended (rc {proc.returncode}):\n{log.read_text()[-3000:]}"
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended (rc {proc.returncode}):\n{log.read_text()[-3000:]}")
         time.sleep(0.1)
+    proc.kill()
+    proc.wait()
     pytest.fail(f"the run did not reach the state waited for within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
 
 
