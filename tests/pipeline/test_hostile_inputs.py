@@ -14,6 +14,7 @@ from PIL import Image
 
 from jobs.restore_bucket import main
 from pipeline.rows import FAILED, OK, Col
+from pipeline.stages.formats import READ_FORMATS
 from pipeline.stages.read import read_batch
 from pipeline.storage import StorageOptions
 from tests.images import eps_bytes, photo, psd_bytes
@@ -62,7 +63,7 @@ def test_hostile_files_fail_or_are_skipped_alone_and_the_rest_restore(ray_local,
     assert set(rows) == {"img0.png", "img1.png", "inside.png", "disguised.png", "layers.tif", "big.png", EVIL}
     for name in ("img0.png", "img1.png", "inside.png"):
         assert rows[name]["status"] == OK and Path(rows[name]["output_uri"]).is_file(), rows[name]
-    read = "a format that is read (PNG, JPEG, MPO, TIFF, WEBP, BMP, GIF)"
+    read = f"a format that is read ({', '.join(READ_FORMATS)})"
     assert rows["disguised.png"]["error"] == f"decode: Expected an image in {read}, but got EPS (PostScript) instead."
     assert rows["layers.tif"]["error"] == f"decode: Expected an image in {read}, but got PSD (Photoshop) instead."
     assert rows["big.png"]["error"].startswith(f"read: Expected at most input.max_bytes = {MAX_BYTES} bytes")
