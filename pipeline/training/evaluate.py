@@ -198,11 +198,12 @@ def cbm3d(noisy: np.ndarray, known: Known) -> np.ndarray:
 
 
 def estimated_sigma(noisy: np.ndarray) -> float:
-    """scikit-image's wavelet estimate of the noise level (8-bit levels): what a baseline that is not told
-    the level would be given."""
-    from skimage.restoration import estimate_sigma
+    """scikit-image's wavelet estimate of the noise level (8-bit levels), as the stages measure it
+    (:func:`pipeline.stages.quality.white_noise_level`): what a baseline that is not told the level would
+    be given."""
+    from ..stages.quality import white_noise_level
 
-    return float(estimate_sigma(noisy.astype(np.float64) / 255.0, channel_axis=-1, average_sigmas=True)) * 255
+    return white_noise_level(noisy)
 
 
 def cbm3d_estimated(noisy: np.ndarray, known: Known) -> np.ndarray:

@@ -223,9 +223,7 @@ def test_a_stop_that_cannot_drain_ends_within_the_grace_period(
     bucket = _archive(fs, "stall", n, s3_endpoint, tiny_weights, spec, shutdown_grace_seconds=grace)
     address = _address(ray_local)
     log = tmp_path / "first.log"
-    env = {**os.environ, "DGUNET_FAILPOINTS": "write.stall=img004"}
-    cmd = [sys.executable, "jobs/restore_bucket.py", "--spec", str(spec), "--address", address, "--run-id", "first"]
-    first = subprocess.Popen(cmd, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
+    first = _start(spec, address, "first", log, failpoints="write.stall=img004")
     _wait_for(lambda: b"fail point write.stall" in log.read_bytes(), first, log)
     first.send_signal(signal.SIGTERM)
     t0 = time.monotonic()
