@@ -16,12 +16,14 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
+
+from .io import read_bytes as read_bytes  # checkpoints' callers read through here
+from .io import write_file_atomic
 
 _SAFETENSORS_SUFFIXES = (".safetensors", ".st")
 
@@ -33,18 +35,6 @@ class UnsafeCheckpointError(ValueError):
 class CheckpointMismatchError(ValueError):
     """The weights do not fit the model asked for: their keys or shapes, or the task, arch or widths they
     record."""
-
-
-def _open(uri: str | os.PathLike, mode: str):
-    import fsspec  # a plain path opens as a local file
-
-    return fsspec.open(os.fspath(uri), mode)
-
-
-def read_bytes(uri: str | os.PathLike) -> bytes:
-    """All bytes of a local path or fsspec URL (``s3://``, ``gs://``, ``https://``, ``file://``...)."""
-    with _open(uri, "rb") as f:
-        return f.read()
 
 
 def sha256_of(data: bytes) -> str:
@@ -188,23 +178,6 @@ def load_checkpoint(model: nn.Module, uri: str | os.PathLike) -> dict[str, Any]:
     return {"sha256": sha256_of(data), "epoch": obj.get("epoch"), "meta": obj.get("meta")}
 
 
-def write_file_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write a local file so that no reader sees it partly written: a temporary file in the same
-    folder, fsync'd, then renamed over ``path`` (an atomic replace on POSIX)."""
-    path = os.path.abspath(os.fspath(path))
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save_safetensors(path: str | os.PathLike, state_dict: Mapping[str, torch.Tensor], **metadata: str) -> None:
     """Weights alone, as safetensors (no code can run when they load).
 
@@ -243,6 +216,8 @@ def save_checkpoint(
     if "://" not in path or path.startswith("file://"):
         write_file_atomic(path.removeprefix("file://"), data)
     else:
-        with _open(path, "wb") as f:  # object stores publish an object only once it is complete
+        import fsspec
+
+        with fsspec.open(path, "wb") as f:  # object stores publish an object only once it is complete
             f.write(data)
     return sha256_of(data)

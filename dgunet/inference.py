@@ -13,37 +13,17 @@ import math
 from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Literal, get_args
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-Precision = Literal["float32", "bfloat16", "float16"]
-PRECISIONS: dict[str, torch.dtype] = {name: getattr(torch, name) for name in get_args(Precision)}
-MULTIPLE, MIN_SIDE = 8, 16
+from .options import MIN_SIDE, MULTIPLE, PRECISION_NAMES, InferenceOptions, Precision
 
+__all__ = ["InferenceOptions", "Precision", "pad_to_multiple", "recommended_options", "restore", "restore_tensor"]
 
-@dataclass(frozen=True)
-class InferenceOptions:
-    """How :func:`restore` runs the model."""
-
-    max_pixels: int = 1024 * 1024  # whole-image inference up to this many pixels, tiles above
-    tile: int = 512  # tile side (a multiple of 8)
-    overlap: int = 64  # pixels shared by neighbouring tiles, blended with a cosine ramp
-    tile_batch: int = 1  # tiles per forward pass (more helps GPUs)
-    ensemble: bool = False  # average the 8 flips/rotations (x8 compute)
-    precision: str = "float32"  # autocast dtype: float32, bfloat16 or float16
-    channels_last: bool = True  # faster convolutions on CPU (oneDNN) and on tensor-core GPUs
-
-    def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"Expected precision in {tuple(PRECISIONS)}, but got {self.precision!r} instead.")
-        if self.tile % MULTIPLE or self.tile < MIN_SIDE:
-            raise ValueError(f"Expected a tile side that is a multiple of 8 and >= 16, but got {self.tile} instead.")
-        if not 0 <= self.overlap < self.tile // 2:
-            raise ValueError(f"Expected 0 <= overlap < tile / 2, but got {self.overlap} instead.")
+PRECISIONS: dict[str, torch.dtype] = {name: getattr(torch, name) for name in PRECISION_NAMES}
 
 
 def recommended_options(model: nn.Module) -> InferenceOptions:

@@ -14,15 +14,12 @@ its own weights. Both return the 7 (for ``depth=5``) stage images final first, a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, get_args
 
 import torch
 from torch import nn
 
 from .blocks import SAM, Decoder, Encoder, ResBlock, conv, mergeblock, shallow_features
-
-Arch = Literal["dgunet", "dgunet_plus"]
-ARCHS: tuple[str, ...] = get_args(Arch)
+from .options import ARCHS as ARCHS
 
 
 @dataclass(frozen=True)

@@ -13,23 +13,18 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Literal, get_args
+from typing import Any
 
 from torch import nn
 
 from .model import ARCHS, DGUNet, DGUNetConfig, DGUNetPlus
+from .tasks import NAMES as TASKS
+from .tasks import TABLE, Gate
 
-Task = Literal["denoise", "deblur", "derain"]
-TASKS: tuple[str, ...] = get_args(Task)
-
-# Widths (n_feat, scale_unetfeats, scale_orsnetfeats) of the official release, per task folder.
+Task = str  # a name of dgunet.tasks.TABLE
+# Widths (n_feat, scale_unetfeats, scale_orsnetfeats) per (task, arch): the task table's presets.
 PRESETS: dict[tuple[str, str], tuple[int, int, int]] = {
-    ("deblur", "dgunet"): (80, 48, 32),
-    ("deblur", "dgunet_plus"): (96, 48, 32),
-    ("denoise", "dgunet"): (80, 48, 32),
-    ("denoise", "dgunet_plus"): (80, 40, 32),
-    ("derain", "dgunet"): (40, 20, 16),
-    ("derain", "dgunet_plus"): (40, 20, 16),
+    (t.name, arch): widths for t in TABLE for arch, widths in t.presets.items()
 }
 
 
@@ -69,31 +64,9 @@ def num_params(model: nn.Module) -> int:
 
 
 # The pass-through gate's fallback per task, for weights whose metadata has no gate of their own (a
-# checkpoint given by path): the estimate it reads (the noise level, or for deraining the rain level, as
-# the pipeline measures them), the level (8-bit levels) below which an image passes through unrestored
-# (None: the model always runs; no blur estimate exists, and deblurring reads the noise level only when a
-# spec sets one), and whether lossy files (JPEG, lossy WebP) are restored whatever their estimate. The
-# denoising and deraining levels are the bundled models' (their index.json entries say how each was
-# chosen, with python bench/gate.py; docs/operations.md, "Runs do no harm").
-@dataclass(frozen=True)
-class Gate:
-    """Which images a restorer should leave alone: those whose estimated degradation is below a level."""
-
-    estimate: Literal["noise", "rain"]  # what is measured on the input: noise sigma or rain level (8-bit levels)
-    below: float | None  # an image whose estimate is below this passes through unrestored; None: none passes
-    restore_lossy: bool  # JPEG and lossy WebP files are restored whatever their estimate
-    chosen_by: str = ""  # how the level was chosen: the measurement, and the command that made it
-
-    def __post_init__(self) -> None:
-        if self.estimate not in ("noise", "rain"):
-            raise ValueError(f"Expected gate estimate 'noise' or 'rain', but got {self.estimate!r} instead.")
-
-
-TASK_GATES: dict[str, Gate] = {
-    "denoise": Gate("noise", 4.5, False, "the bundled denoiser's level (dgunet.denoise_small)"),
-    "deblur": Gate("noise", None, True),
-    "derain": Gate("rain", 1.5, False, "the bundled deraining model's level (dgunet.derain_small)"),
-}
+# checkpoint given by path): the task table's gates (dgunet/tasks.py). The bundled models' levels are in
+# their index.json entries, with how each was chosen (python bench/gate.py; docs/operations.md).
+TASK_GATES: dict[str, Gate] = {t.name: t.gate for t in TABLE}
 
 
 @dataclass(frozen=True)
@@ -107,7 +80,7 @@ class Weights:
 
     name: str  # bundled: "<arch>.<tag>", e.g. "dgunet.denoise_small"; a checkpoint: its path or URL
     file: str  # bundled: the file name under dgunet/weights/; a checkpoint: its path or URL
-    task: str  # "denoise", "deblur" or "derain"
+    task: str  # a task of dgunet.tasks.TABLE
     config: DGUNetConfig  # the network the weights fit: arch, widths, depth
     num_params: int  # unique parameters of that network (shared modules once), as num_params counts them
     sha256: str  # of the file's bytes

@@ -26,16 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-CAMERA_CASES = ["camera1", "camera2", "camera3", "camera2-jpeg90", "camera3-jpeg90"]
-TASK_CASES = {
-    "denoise": ["sigma15", "sigma25", "sigma50", "clean", "jpeg30", "jpeg60", *CAMERA_CASES],
-    "deblur": ["blur-shake", "blur-defocus", "clean"],
-    "derain": ["rain-smear", "rain-lines", "clean"],
-}
-BASELINES = (
-    *("nlm", "cbm3d", "ffdnet", "cbm3d_estimated", "ffdnet_estimated"),
-    *("unsharp", "wiener", "richardson_lucy", "median", "bilateral", "guided"),
-)
+from dgunet.tasks import TABLE
+
+# Each task's cases and the baselines they are compared with: the task table's (dgunet/tasks.py).
+TASK_CASES = {t.name: list(t.cases) for t in TABLE}
+BASELINES = tuple(dict.fromkeys(b for t in TABLE for b in t.baselines))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -90,7 +90,9 @@ def _read_and_decode(ds, spec: RestoreSpec, ref: ModelRef | AutoRef, *, one_by_o
     )
     # One image per decode call: a huge image does not hold up (or share a block with) small ones.
     router = ref.router if isinstance(ref, AutoRef) else None
-    decode = {"max_pixels": spec.input.max_pixels, "rain": spec.task == "derain", "router": router}
+    # The estimate the weights' gate reads (auto runs measure them all, for the router)
+    estimates = () if router is not None else (ref.gate["estimate"],)
+    decode = {"max_pixels": spec.input.max_pixels, "estimates": estimates, "router": router}
     ds = ds.map_batches(decode_batch, fn_kwargs=decode, batch_size=1)
     # Blocks of one model batch: a model task then restores one batch and hands it on, so that images are
     # written as they are restored (not when a whole read block is), and a stopping run waits for one

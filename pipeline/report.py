@@ -54,13 +54,25 @@ BINS = 40
 TIMELINE_BUCKETS = 600  # the timeline's bucket width doubles whenever it would need more
 
 
+# The measures a report can rank by, by stats column (a task's row names its own: dgunet/tasks.py).
+RANKINGS = {
+    m.column: m
+    for m in (
+        Measure("psnr_after", "PSNR (dB)", 10, 50),
+        Measure("sharpness_after", "sharpness", 0, 1),
+        Measure("noise_after", "residual noise σ", 0, 40, higher_is_better=False),
+    )
+}
+
+
 def ranking_measure(task: str, paired: bool) -> Measure:
-    """What "worst" and "best" mean: PSNR with references; else residual noise, or sharpness for deblurring."""
+    """What "worst" and "best" mean: PSNR with references; else the task's own ranking (``task: auto``:
+    residual noise)."""
+    from dgunet.tasks import TASKS
+
     if paired:
-        return Measure("psnr_after", "PSNR (dB)", 10, 50)
-    if task == "deblur":
-        return Measure("sharpness_after", "sharpness", 0, 1)
-    return Measure("noise_after", "residual noise σ", 0, 40, higher_is_better=False)
+        return RANKINGS["psnr_after"]
+    return RANKINGS[TASKS[task].ranking if task in TASKS else "noise_after"]
 
 
 class ReportCollector:

@@ -19,9 +19,13 @@ import os
 import posixpath
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+
+from dgunet.options import Arch, Precision
+from dgunet.tasks import ESTIMATES
+from dgunet.tasks import NAMES as TASK_NAMES
 
 from .spec_loader import SpecError as SpecError
 from .spec_loader import add_spec_flags as add_spec_flags
@@ -31,14 +35,11 @@ from .spec_loader import spec_field as spec_field
 from .stages.encode import EncodeOptions
 from .storage import StorageOptions, split_protocol
 
-# The names a spec may give, as :mod:`dgunet` declares them (``dgunet.model.ARCHS``, ``dgunet.registry.TASKS``,
-# ``dgunet.inference.PRECISIONS``; tests/pipeline/test_spec.py checks that they agree). Spelled here so
-# that reading and checking a spec loads no torch.
-Arch = Literal["dgunet", "dgunet_plus"]
-Task = Literal["denoise", "deblur", "derain"]
+# The names a spec may give, from dgunet's torch-free corner: tasks from the task table (dgunet/tasks.py),
+# architectures and precisions from dgunet/options.py.
+Task = Literal[TASK_NAMES]  # type: ignore[valid-type]
 AUTO = "auto"  # a restore job's task that routes each image to the task it needs (pipeline.routing)
-RestoreTask = Literal["denoise", "deblur", "derain", "auto"]
-Precision = Literal["float32", "bfloat16", "float16"]
+RestoreTask = Literal[(*TASK_NAMES, AUTO)]  # type: ignore[valid-type]
 
 
 class StrictModel(BaseModel):
@@ -164,39 +165,39 @@ class StatsSpec(StrictModel):
     )
 
 
-class AutoSpec(StrictModel):
+class _AutoSpec(StrictModel):
     """``task: auto``: each image goes to the restoration that it needs, or passes through untouched. The
     router (:mod:`pipeline.routing`) reads what degrades it in the decode stage; each task's images go to
-    that task's weights. A task with no weights here and none bundled is not an error: its images pass,
-    with the reason in their stats row."""
+    that task's weights (``<task>_weights``, one field per task of the table). A task with no weights here
+    and none bundled is not an error: its images pass, with the reason in their stats row."""
 
-    denoise_weights: str | None = Field(
-        None, description="weights for the images routed to denoising (noise, JPEG damage); null: the bundled model"
-    )
-    deblur_weights: str | None = Field(
-        None, description="weights for the images routed to deblurring; null: the bundled model, if one ships"
-    )
-    derain_weights: str | None = Field(
-        None, description="weights for the images routed to deraining; null: the bundled model, if one ships"
-    )
     router: str | None = Field(None, description="a router JSON (python jobs/train_router.py); null: the bundled one")
 
     def weights(self, task: str) -> str | None:
         return getattr(self, f"{task}_weights")
 
 
-class GateSpec(StrictModel):
+AutoSpec = create_model(
+    "AutoSpec",
+    __base__=_AutoSpec,
+    __module__=__name__,
+    **{
+        f"{name}_weights": (
+            str | None,
+            Field(None, description=f"weights for the images routed to {name}; null: the bundled model, if one ships"),
+        )
+        for name in TASK_NAMES
+    },
+)
+
+
+class _GateSpec(StrictModel):
     """Images that need no restoration pass through: their output holds the input's pixels unchanged and
-    their stats say ``action: passed``. A level left out (null) is the weights' default: bundled weights
-    declare theirs in their metadata, a checkpoint gets its task's (``dgunet.TASK_GATES``)."""
+    their stats say ``action: passed``. The level of each estimate (``<estimate>_below``, one field per
+    estimate a gate can read: dgunet.tasks.ESTIMATES) left out (null) is the weights' default: bundled
+    weights declare theirs in their metadata, a checkpoint gets its task's (the task table's gate)."""
 
     enabled: bool = Field(True, description="false: restore every image")
-    noise_below: float | None = Field(
-        None, ge=0, description="estimated noise sigma (8-bit); null: the weights' default"
-    )
-    rain_below: float | None = Field(
-        None, ge=0, description="estimated rain level (8-bit; deraining runs); null: the weights' default"
-    )
     restore_lossy: bool | None = Field(
         None, description="always restore JPEG and lossy WebP files (their artefacts hide from the noise estimate)"
     )
@@ -206,16 +207,31 @@ class GateSpec(StrictModel):
         ``pass_below`` None restores everything.
 
         Args:
-            default: the weights' gate: ``estimate`` (``"noise"`` or ``"rain"``), ``below`` (8-bit levels,
+            default: the weights' gate: ``estimate`` (one of dgunet.tasks.ESTIMATES), ``below`` (its level,
                 or None) and ``restore_lossy``; what this spec sets wins.
         """
         estimate = default["estimate"]
-        given = self.rain_below if estimate == "rain" else self.noise_below
+        given = getattr(self, f"{estimate}_below")
         return {
             "gate_on": f"{estimate}_before",
             "pass_below": (given if given is not None else default["below"]) if self.enabled else None,
             "restore_lossy": default["restore_lossy"] if self.restore_lossy is None else self.restore_lossy,
         }
+
+
+_GATE_LEVELS = {"noise": "estimated noise sigma (8-bit)", "rain": "estimated rain level (8-bit)"}
+GateSpec = create_model(
+    "GateSpec",
+    __base__=_GateSpec,
+    __module__=__name__,
+    **{
+        f"{name}_below": (
+            float | None,
+            Field(None, ge=0, description=f"{_GATE_LEVELS.get(name, name)}; null: the weights' default"),
+        )
+        for name in ESTIMATES
+    },
+)
 
 
 class ResourcesSpec(StrictModel):
@@ -262,7 +278,7 @@ class InferenceSpec(StrictModel):
     @model_validator(mode="after")
     def _valid(self) -> InferenceSpec:
         if self.overrides():  # the library's own checks (tile a multiple of 8, overlap under half a tile)
-            from dgunet.inference import InferenceOptions
+            from dgunet.options import InferenceOptions
 
             InferenceOptions(**self.overrides())  # raises ValueError naming the field
         return self
@@ -334,9 +350,9 @@ class RestoreSpec(StrictModel):
         if self.task == AUTO:
             given = [f"model.{k}" for k in ("weights", *ArchSpec.model_fields) if getattr(self.model, k) is not None]
             if given:
+                per_task = ", ".join(f"auto.{name}_weights" for name in TASK_NAMES)
                 raise ValueError(
-                    f"{given[0]}: task auto takes weights per task (auto.denoise_weights, auto.deblur_weights, "
-                    "auto.derain_weights), not one model section; leave model out"
+                    f"{given[0]}: task auto takes weights per task ({per_task}), not one model section; leave model out"
                 )
             gate = [f"gate.{k}" for k, v in self.gate.model_dump().items() if v != GateSpec.model_fields[k].default]
             if gate:
@@ -350,7 +366,7 @@ class RestoreSpec(StrictModel):
 
 _PATH_KEYS = (
     *(("input", "uri"), ("input", "manifest"), ("input", "reference"), ("output", "uri"), ("model", "weights")),
-    *(("auto", f"{task}_weights") for task in get_args(Task)),
+    *(("auto", f"{task}_weights") for task in TASK_NAMES),
     ("auto", "router"),
 )
 

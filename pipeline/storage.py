@@ -12,12 +12,13 @@ import hashlib
 import os
 import posixpath
 import stat
-import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+from dgunet.io import write_file_atomic as write_file_atomic  # the one atomic local write
 
 IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".heic", ".heif", ".hif", ".avif"}
@@ -314,24 +315,6 @@ def write_bytes_atomic(uri: str, data: bytes, options: StorageOptions | None = N
         write_file_atomic(path, data)
     else:
         fs.pipe_file(path, data)
-
-
-def write_file_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write a local file so that no reader sees it partly written: a temporary file in the same folder,
-    fsync'd, then renamed over ``path`` (an atomic replace on POSIX). The same steps as
-    :func:`dgunet.checkpoint.write_file_atomic`, here so that storage loads no torch."""
-    path = os.path.abspath(os.fspath(path))
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def exists(uri: str, options: StorageOptions | None = None) -> bool:

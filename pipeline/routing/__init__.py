@@ -8,8 +8,8 @@ by ``python jobs/train_router.py``), names what degrades it, with the classifier
 >>> router.classes
 ('clean', 'noise', 'jpeg', 'blur', 'rain')
 
-Each class has its task (:data:`TASK_OF`): a clean image passes through untouched, noise and JPEG damage
-go to the denoiser, blur to the deblurring model, rain to the deraining model.
+Each class has its task (:data:`TASK_OF`, from the task table's ``routes``: dgunet/tasks.py): a clean image
+passes through untouched, and a class that no task takes passes too.
 """
 
 from __future__ import annotations
@@ -24,14 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from dgunet.tasks import task_of_route
+
 CLASSES = ("clean", "noise", "jpeg", "blur", "rain")
-TASK_OF: dict[str, str | None] = {
-    "clean": None,
-    "noise": "denoise",
-    "jpeg": "denoise",
-    "blur": "deblur",
-    "rain": "derain",
-}
+TASK_OF: dict[str, str | None] = {c: task_of_route(c) for c in CLASSES}
 INPUTS = (
     "log1p_noise",
     "log1p_rain",

@@ -27,9 +27,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..rows import OK, Col, fail
+from .estimates import COLUMNS, ESTIMATES
 from .formats import UnreadFormatError, open_image
 from .metadata import Metadata, read_metadata
-from .quality import degradation_features, noise_level, rain_level
+from .quality import degradation_features, noise_level
 
 if TYPE_CHECKING:
     from ..routing import Router
@@ -218,14 +219,18 @@ def _estimate(measure, pixels: np.ndarray):
 
 
 def decode_batch(
-    batch: dict[str, np.ndarray], *, max_pixels: int, rain: bool = False, router: Router | None = None
+    batch: dict[str, np.ndarray],
+    *,
+    max_pixels: int,
+    estimates: tuple[str, ...] = (),
+    router: Router | None = None,
 ) -> dict[str, np.ndarray]:
     """Ray Data stage: ``data`` (file bytes) to ``pixels`` (raw bytes), ``shape`` (H, W, C) and ``dtype``,
     with ``lossy`` (the file's compression), ``noise_before`` (the estimated noise level, NaN when the
-    image is too small to tell) and, with ``rain``, ``rain_before`` (:func:`~pipeline.stages.quality.rain_level`;
-    NaN otherwise), which the model stage's pass-through gate reads and the stats keep; with ``router``
-    (``task: auto``), every measure of :func:`~pipeline.stages.quality.degradation_features` in one pass,
-    ``blur_before`` and ``blockiness_before`` among them, and the image's ``route`` and ``route_score``; and
+    image is too small to tell) and the ``<name>_before`` column of each of ``estimates``
+    (:data:`~pipeline.stages.estimates.ESTIMATES`; NaN for the others), which the model stage's pass-through
+    gate reads and the stats keep; with ``router`` (``task: auto``), every estimate from one pass of
+    :func:`~pipeline.stages.quality.degradation_features`, and the image's ``route`` and ``route_score``; and
     ``metadata`` (:meth:`pipeline.stages.metadata.Metadata.to_json`: EXIF, XMP, IPTC, text, ICC; "" for failed
     rows), which the write stage carries into the output.
 
@@ -244,7 +249,7 @@ def decode_batch(
         except DecodeError as exc:
             status[i], error[i] = fail(f"decode: {exc}")
             continue
-        values.update(_measures(pixels, rain=rain, router=router))
+        values.update(_measures(pixels, estimates=estimates, router=router))
         values[Col.DECODE_SECONDS] = time.perf_counter() - t0
         for col, value in values.items():
             columns[col][i] = value
@@ -264,10 +269,7 @@ def _empty_columns(n: int) -> dict[str, Any]:
         Col.MODE: [""] * n,
         Col.DECODE_SECONDS: np.zeros(n),
         Col.LOSSY: np.zeros(n, bool),
-        Col.NOISE_BEFORE: np.full(n, np.nan),
-        Col.RAIN_BEFORE: np.full(n, np.nan),
-        Col.BLUR_BEFORE: np.full(n, np.nan),
-        Col.BLOCKINESS_BEFORE: np.full(n, np.nan),
+        **{col: np.full(n, np.nan) for col in COLUMNS},
         Col.ROUTE: [""] * n,
         Col.ROUTE_SCORE: np.full(n, np.nan),
         Col.METADATA: [""] * n,
@@ -305,27 +307,16 @@ def _metadata_json(data: bytes, *, converted: bool, max_pixels: int) -> str:
     return meta.to_json()
 
 
-# The columns of degradation_features' measures that task: auto records, and the measure each holds.
-_FEATURE_COLUMNS = {
-    Col.NOISE_BEFORE: "noise_level",
-    Col.RAIN_BEFORE: "rain",
-    Col.BLUR_BEFORE: "blur",
-    Col.BLOCKINESS_BEFORE: "blockiness",
-}
-
-
-def _measures(pixels: np.ndarray, *, rain: bool, router: Router | None) -> dict[str, Any]:
+def _measures(pixels: np.ndarray, *, estimates: tuple[str, ...], router: Router | None) -> dict[str, Any]:
     """One image's row values of the measures that the gate reads and the stats keep (a column left out
-    stays NaN): ``noise_before`` and, with ``rain``, ``rain_before``; with ``router``, the measures of
-    :func:`~pipeline.stages.quality.degradation_features` in one pass, ``route`` and ``route_score``."""
+    stays NaN): ``noise_before`` and those of ``estimates``; with ``router``, every estimate from one pass of
+    :func:`~pipeline.stages.quality.degradation_features`, ``route`` and ``route_score``."""
     if router is None:
-        values = {Col.NOISE_BEFORE: _estimate(noise_level, pixels)}
-        if rain:
-            values[Col.RAIN_BEFORE] = _estimate(rain_level, pixels)
-        return values
+        names = dict.fromkeys(("noise", *estimates))
+        return {ESTIMATES[name].column: _estimate(ESTIMATES[name].measure, pixels) for name in names}
     features = _estimate(degradation_features, pixels)
     if isinstance(features, dict):
-        values = {col: features[key] for col, key in _FEATURE_COLUMNS.items()}
+        values = {e.column: features[e.feature] for e in ESTIMATES.values()}
     else:  # too small to tell: a restorer would change nothing worth it
         features, values = None, {Col.NOISE_BEFORE: _estimate(noise_level, pixels)}
     values[Col.ROUTE], values[Col.ROUTE_SCORE] = router.classify(features)

@@ -17,6 +17,7 @@ from ..storage import StorageOptions, read_bytes, write_bytes_atomic
 from . import quality
 from .decode import DecodeError, decode_image
 from .encode import EncodeOptions, Tags, check_fits, encode_image, format_of
+from .estimates import COLUMNS as ESTIMATE_COLUMNS
 from .metadata import Metadata, provenance, tags_for
 from .stop import begin_writes, finish_writes
 
@@ -116,7 +117,6 @@ def _stats_row(batch: dict[str, np.ndarray], i: int, s: _Settings, now: datetime
         # run takes the rows of the images written from the stop flag and waits for writes alone.
         degraded = pixels_of(batch[Col.PIXELS][i], (h, w, c), dtype)
         noise = float(batch[Col.NOISE_BEFORE][i])
-        rain = float(batch[Col.RAIN_BEFORE][i]) if Col.RAIN_BEFORE in batch else np.nan
         measures = _measure(
             restored,
             degraded,
@@ -131,13 +131,8 @@ def _stats_row(batch: dict[str, np.ndarray], i: int, s: _Settings, now: datetime
         except Exception as exc:
             status, error = fail(f"write: {type(exc).__name__}: {exc}")
         else:
-            row.update(measures, rain_before=None if np.isnan(rain) else rain)
-            row.update(
-                {
-                    k: _number(batch, c, i)
-                    for k, c in (("blur_before", Col.BLUR_BEFORE), ("blockiness_before", Col.BLOCKINESS_BEFORE))
-                }
-            )
+            row.update({col: _number(batch, col, i) for col in ESTIMATE_COLUMNS if col != Col.NOISE_BEFORE})
+            row.update(measures)
     row.update(status=status, error=error or None)
     if status != OK:
         row["output_uri"] = None

@@ -60,6 +60,7 @@ class TrainingData:
 def load_training_data(spec: TrainSpec) -> TrainingData:
     """Read the spec's images; validation holds out whole sources (see :func:`split_sources`)."""
     from dgunet.patches import fixed_validation_set
+    from dgunet.tasks import task
 
     from ..storage import join_uri, list_images
 
@@ -72,15 +73,10 @@ def load_training_data(spec: TrainSpec) -> TrainingData:
         train_uris, val_uris = split_sources([u for u, _ in list_images(d.train)], d.val_fraction)
         pairs = None
     train = [load_rgb(u, max_side=d.max_side) for u in train_uris]
-    val_degradation = spec.degradation
-    if "noise" in val_degradation.kinds:  # a fixed noise level alone, so that runs compare
-        val_degradation = dataclasses.replace(
-            val_degradation,
-            kinds=("noise",),
-            sigma=(d.val_sigma, d.val_sigma),
-            clean_probability=0.0,
-            noise_probability=1.0,
-        )
+    # The task's fixed validation degradation (dgunet/tasks.py), so that runs compare; noise at val_sigma
+    val_degradation = dataclasses.replace(spec.degradation, **task(spec.task).validation)
+    if "noise" in val_degradation.kinds:
+        val_degradation = dataclasses.replace(val_degradation, sigma=(d.val_sigma, d.val_sigma))
     val = fixed_validation_set(
         [load_rgb(u, max_side=d.max_side) for u in val_uris],
         patch=d.val_patch,

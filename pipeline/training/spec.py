@@ -12,9 +12,8 @@ from typing import Any, Literal
 from pydantic import Field
 
 from dgunet.degrade import Degradation
-from dgunet.registry import Task
 
-from ..spec import ArchSpec, StrictModel
+from ..spec import ArchSpec, StrictModel, Task
 from ..spec_loader import read_yaml, validate_spec
 
 _PATH_KEYS = (("data", "train"), ("checkpoint", "uri"), ("checkpoint", "init"))
