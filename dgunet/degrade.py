@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .jpeg_damage import archive_jpeg
+
 KINDS = ("noise", "blur", "rain", "jpeg")
 RAIN_RENDERERS = ("smear", "lines", "drops")
 MAX_KERNEL = 31
@@ -59,6 +61,9 @@ class Degradation:
     rain_renderer: str | tuple[str, ...] = "smear"
     jpeg_quality: tuple[int, int] = (30, 90)  # JPEG quality (1-100)
     jpeg_probability: float = 1.0  # share of images that get the JPEG compression
+    jpeg_444_probability: float = 0.0  # share saved with full-resolution chroma (else 4:2:0)
+    jpeg_twice_probability: float = 0.0  # share saved once before, at another quality (dgunet.jpeg_damage)
+    jpeg_regrid_probability: float = 0.0  # of those, the share whose first save was off the grid or resized
     quantize: bool = True  # round to 8 bits at the end, as a degraded image saved to a PNG is
 
     def __post_init__(self) -> None:
@@ -88,6 +93,9 @@ class Degradation:
             "camera_probability",
             "blur_motion_probability",
             "jpeg_probability",
+            "jpeg_444_probability",
+            "jpeg_twice_probability",
+            "jpeg_regrid_probability",
             "rain_haze",
         ):
             if not 0 <= getattr(self, name) <= 1:
@@ -262,11 +270,14 @@ def _veil(img: np.ndarray, haze: float, rng: np.random.Generator) -> np.ndarray:
     return img * (1 - haze) + light * haze
 
 
-def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+def jpeg(img: np.ndarray, quality: int, *, subsampling: str | None = None) -> np.ndarray:
+    """``img`` saved as a JPEG by Pillow (libjpeg) at ``quality`` and read back; ``subsampling``: "4:2:0",
+    "4:4:4" or None (Pillow's default, 4:2:0)."""
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(to_uint8(img)).save(buf, format="JPEG", quality=int(quality))
+    extra = {} if subsampling is None else {"subsampling": subsampling}
+    Image.fromarray(to_uint8(img)).save(buf, format="JPEG", quality=int(quality), **extra)
     return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"), np.float32) / 255.0
 
 
@@ -333,7 +344,7 @@ def degrade_pair(clean: np.ndarray, spec: Degradation, rng: np.random.Generator)
         elif kind == "rain":
             out = rain(out, spec, rng)
         elif kind == "jpeg" and _happens(spec.jpeg_probability, rng):
-            out = jpeg(out, int(rng.integers(spec.jpeg_quality[0], spec.jpeg_quality[1] + 1)))
+            out, target = archive_jpeg(out, target, spec, rng)
     if spec.quantize:
         out = to_uint8(out).astype(np.float32) / 255.0
     return out, target
@@ -388,6 +399,11 @@ def degrade_split(clean: np.ndarray, spec: Degradation, rng: np.random.Generator
             "Expected no camera noise with device degradations (it has no device form), but got "
             f"camera_probability={spec.camera_probability} instead."
         )
+    if spec.jpeg_regrid_probability > 0:
+        raise ValueError(
+            "Expected no resized JPEG saves with device degradations (they change the target), but got "
+            f"jpeg_regrid_probability={spec.jpeg_regrid_probability} instead."
+        )
     out = clean.astype(np.float32, copy=True)
     pending: list[tuple[str, object]] = []
 
@@ -408,7 +424,7 @@ def degrade_split(clean: np.ndarray, spec: Degradation, rng: np.random.Generator
         elif kind == "rain":
             out = rain(on_cpu(out), spec, rng)
         elif kind == "jpeg" and _happens(spec.jpeg_probability, rng):
-            out = jpeg(on_cpu(out), int(rng.integers(spec.jpeg_quality[0], spec.jpeg_quality[1] + 1)))
+            out, _ = archive_jpeg(on_cpu(out), out, spec, rng)
     ops = _device_form(pending)
     if ops is None:
         out, ops = on_cpu(out), DeviceOps()
