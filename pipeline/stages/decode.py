@@ -307,13 +307,22 @@ def _metadata_json(data: bytes, *, converted: bool, max_pixels: int) -> str:
     return meta.to_json()
 
 
+def _feature(features: Any, key: str) -> float:
+    """``features[key]``, NaN where the image was too small to measure (``features`` is then NaN)."""
+    return features[key] if isinstance(features, dict) else np.nan
+
+
 def _measures(pixels: np.ndarray, *, estimates: tuple[str, ...], router: Router | None) -> dict[str, Any]:
     """One image's row values of the measures that the gate reads and the stats keep (a column left out
     stays NaN): ``noise_before`` and those of ``estimates``; with ``router``, every estimate from one pass of
     :func:`~pipeline.stages.quality.degradation_features`, ``route`` and ``route_score``."""
     if router is None:
-        names = dict.fromkeys(("noise", *estimates))
-        return {ESTIMATES[name].column: _estimate(ESTIMATES[name].measure, pixels) for name in names}
+        wanted = [ESTIMATES[name] for name in dict.fromkeys(("noise", *estimates))]
+        values = {e.column: _estimate(e.measure, pixels) for e in wanted if e.measure is not None}
+        if any(e.measure is None for e in wanted):  # read from the measures of one degradation_features pass
+            features = _estimate(degradation_features, pixels)
+            values |= {e.column: _feature(features, e.feature) for e in wanted if e.measure is None}
+        return values
     features = _estimate(degradation_features, pixels)
     if isinstance(features, dict):
         values = {e.column: features[e.feature] for e in ESTIMATES.values()}

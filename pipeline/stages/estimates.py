@@ -1,12 +1,12 @@
 """What the decode stage measures on each input, one row per estimate: its stats column, its key among
 :func:`~pipeline.stages.quality.degradation_features` (``task: auto`` measures every estimate in that one
-pass), and the function that measures it alone (a single-task run measures the noise level, and the
-estimate its gate reads).
+pass), and the function that measures it alone, where one is cheaper than that pass (a single-task run
+measures the noise level and the estimate its gate reads, from that pass where it has no function).
 
 A gate's estimate (``dgunet.tasks.ESTIMATES``, named by each task's row and by weights' metadata) must be
-a row here with a function; tests/pipeline/test_tasks.py holds that. Adding an estimate: its function in
-:mod:`pipeline.stages.quality` (and its key in ``degradation_features`` if the router reads it), a row here,
-and its ``<name>_before`` column in :data:`pipeline.rows.STATS_SCHEMA`.
+a row here; tests/pipeline/test_tasks.py holds that. Adding an estimate: its measure in
+:func:`~pipeline.stages.quality.degradation_features` (or a function of its own), a row here, and its
+``<name>_before`` column in :data:`pipeline.rows.STATS_SCHEMA`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ class Estimate:
 
     column: str  # the batch and stats column that holds it, "<name>_before"
     feature: str  # its key in degradation_features' measures
-    measure: Callable[[np.ndarray], float | None] | None  # alone, on (H, W, C) pixels; None: in auto runs only
+    measure: Callable[[np.ndarray], float | None] | None  # alone, on (H, W, C) pixels; None: from the features
 
 
 ESTIMATES: dict[str, Estimate] = {

@@ -11,13 +11,15 @@ import pytest
 from dgunet.tasks import ESTIMATES, NAMES, TABLE, Gate, task, task_of_route
 
 
-def test_every_gate_estimate_is_measured_alone_and_kept_in_a_stats_column():
+def test_every_gate_estimate_is_measured_and_kept_in_a_stats_column():
     from pipeline.rows import STATS_SCHEMA
     from pipeline.stages.estimates import ESTIMATES as MEASURED
+    from pipeline.stages.quality import DEGRADATION_FEATURES
 
-    for name in ESTIMATES:
-        assert MEASURED[name].measure is not None, name
-        assert MEASURED[name].column == f"{name}_before" and MEASURED[name].column in STATS_SCHEMA.names
+    for name, e in MEASURED.items():
+        assert e.feature in DEGRADATION_FEATURES, name
+        assert e.column == f"{name}_before" and e.column in STATS_SCHEMA.names
+    assert set(ESTIMATES) <= set(MEASURED)
     for t in TABLE:
         assert t.gate.estimate in ESTIMATES
 
@@ -71,3 +73,31 @@ def test_a_wrong_name_is_named():
         task("deblock")
     with pytest.raises(ValueError, match=r"Expected gate estimate in .*but got 'haze' instead"):
         Gate("haze", 1.0, False)
+
+
+def test_decode_measures_the_estimates_asked_for_alone_or_from_the_features():
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from pipeline.rows import Col
+    from pipeline.stages.decode import decode_batch
+
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:128, 0:128]
+    img = np.stack([(x + y) % 256, (2 * x) % 256, (3 * y) % 256], -1) + rng.normal(0, 8, (128, 128, 3))
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(buf, format="JPEG", quality=30)
+    batch = {
+        Col.INPUT_URI: np.array(["a.jpg"], dtype=object),
+        Col.DATA: np.array([buf.getvalue()], dtype=object),
+        Col.STATUS: np.array(["ok"], dtype=object),
+        Col.ERROR: np.array([""], dtype=object),
+    }
+    out = decode_batch(dict(batch), max_pixels=10**6, estimates=("rain", "blockiness"))
+    assert np.isfinite(out[Col.NOISE_BEFORE][0]) and np.isfinite(out[Col.RAIN_BEFORE][0])
+    assert out[Col.BLOCKINESS_BEFORE][0] > 1.05  # a JPEG's grid, read from one features pass
+    plain = decode_batch(dict(batch), max_pixels=10**6)
+    assert np.isnan(plain[Col.RAIN_BEFORE][0]) and np.isnan(plain[Col.BLOCKINESS_BEFORE][0])
+    assert plain[Col.NOISE_BEFORE][0] == out[Col.NOISE_BEFORE][0]
