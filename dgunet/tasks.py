@@ -6,7 +6,7 @@ widths, and how its training validates. The spec's task names, ``auto``'s per-ta
 levels, the decode stage's estimates, the report, evaluation and the router's mapping all read this table:
 
 >>> [t.name for t in TABLE]
-['denoise', 'deblur', 'derain']
+['denoise', 'deblur', 'derain', 'dejpeg']
 >>> task("derain").gate.estimate
 'rain'
 >>> task_of_route("blur")
@@ -26,8 +26,9 @@ from typing import Any
 
 # The estimates a gate can read, each measured on the input by the decode stage and kept in the stats
 # column ``<name>_before`` (pipeline/stages/estimates.py says how each is measured): the noise level and
-# the rain level in 8-bit levels.
-ESTIMATES = ("noise", "rain")
+# the rain level in 8-bit levels, and the JPEG quantization step of the lowest luma frequencies (1 where
+# no JPEG traces are found; about 2 at quality 90, 10 at 60, 20 at 30).
+ESTIMATES = ("noise", "rain", "jpeg_step")
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ TABLE: tuple[Task, ...] = (
         "denoise",
         Gate("noise", 4.5, False, "the bundled denoiser's level (dgunet.denoise_small)"),
         presets={"dgunet": (80, 48, 32), "dgunet_plus": (80, 40, 32)},  # the official release's widths
-        routes=("noise", "jpeg"),
+        routes=("noise",),
         ranking="noise_after",
         cases=("sigma15", "sigma25", "sigma50", "clean", "jpeg30", "jpeg60", *_CAMERA),
         baselines=("nlm", "cbm3d", "ffdnet", "cbm3d_estimated", "ffdnet_estimated"),
@@ -94,6 +95,17 @@ TABLE: tuple[Task, ...] = (
         ranking="noise_after",
         cases=("rain-smear", "rain-lines", "clean"),
         baselines=("median", "bilateral", "guided"),
+    ),
+    Task(
+        "dejpeg",  # JPEG blocking, ringing and colour bleeding
+        Gate("jpeg_step", 3.0, False, "passes what its validation gained nothing on (docs/models.md)"),
+        presets={"dgunet": (80, 48, 32), "dgunet_plus": (80, 40, 32)},
+        routes=("jpeg",),
+        ranking="noise_after",
+        cases=("jpeg30", "jpeg60", "jpeg90", "clean"),
+        baselines=("deblock",),
+        validation={"kinds": ("jpeg",), "clean_probability": 0.0, "jpeg_probability": 1.0, "jpeg_quality": (40, 40)}
+        | {"jpeg_twice_probability": 0.0, "jpeg_444_probability": 0.0},
     ),
 )
 

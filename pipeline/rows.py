@@ -37,6 +37,7 @@ class Col:
     PIXELS, SHAPE, DTYPE, MODE, LOSSY = "pixels", "shape", "dtype", "mode", "lossy"
     NOISE_BEFORE, RAIN_BEFORE, METADATA, DECODE_SECONDS = "noise_before", "rain_before", "metadata", "decode_seconds"
     BLUR_BEFORE, BLOCKINESS_BEFORE, ROUTE, ROUTE_SCORE = "blur_before", "blockiness_before", "route", "route_score"
+    JPEG_STEP_BEFORE = "jpeg_step_before"
     RESTORED, ACTION, SECONDS = "restored", "action", "seconds"
     TASK, PASSED_BECAUSE = "task", "passed_because"
 
@@ -82,6 +83,7 @@ STATS_SCHEMA = pa.schema(
         ("rain_before", pa.float64()),  # thin bright streaking, 8-bit levels (deraining and auto runs)
         ("blur_before", pa.float64()),  # scikit-image's blur_effect, 0 sharp to 1 flat (auto runs)
         ("blockiness_before", pa.float64()),  # JPEG grid strength, about 1 without JPEG (auto runs)
+        ("jpeg_step_before", pa.float64()),  # JPEG's luma quantization step, 1: none found (dejpeg, auto runs)
         ("sharpness_before", pa.float64()),  # variance of the Laplacian, [0, 1] intensities
         ("sharpness_after", pa.float64()),
         ("psnr_before", pa.float64()),  # against input.reference, when the spec gives one

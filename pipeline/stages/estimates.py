@@ -34,5 +34,6 @@ ESTIMATES: dict[str, Estimate] = {
     "rain": Estimate(Col.RAIN_BEFORE, "rain", rain_level),  # thin bright streaking, 8-bit levels
     "blur": Estimate(Col.BLUR_BEFORE, "blur", None),  # blur_effect, 0 sharp to 1 flat
     "blockiness": Estimate(Col.BLOCKINESS_BEFORE, "blockiness", None),  # JPEG grid strength, about 1 without
+    "jpeg_step": Estimate(Col.JPEG_STEP_BEFORE, "jpeg_step", None),  # JPEG's luma quantization step, 1: none
 }
 COLUMNS = tuple(e.column for e in ESTIMATES.values())
