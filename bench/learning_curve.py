@@ -49,6 +49,19 @@ DEGRADATIONS: dict[str, dict[str, Any]] = {
     },
     "deblur": {"kinds": ["blur"], "blur_size": [5, 31], "blur_motion_probability": 0.7, "blur_noise": [0, 5]},
     "denoise": {"kinds": ["noise"], "sigma": [0, 55]},
+    # JPEG as archives hold it (dgunet/jpeg_damage.py), sometimes after a little camera or white noise
+    "dejpeg": {
+        "kinds": ["noise", "jpeg"],
+        "clean_probability": 0.1,
+        "noise_probability": 0.25,
+        "sigma": [0, 5],
+        "camera_probability": 0.5,
+        "camera_shot": [1.0e-4, 1.0e-3],
+        "jpeg_quality": [10, 95],
+        "jpeg_444_probability": 0.3,
+        "jpeg_twice_probability": 0.3,
+        "jpeg_regrid_probability": 0.5,
+    },
 }
 
 
@@ -68,13 +81,14 @@ class Config:
     tasks: tuple[str, ...] = field(default=("derain", "deblur"))
 
 
-TASKS = ("derain", "deblur", "denoise")
+TASKS = ("derain", "deblur", "denoise", "dejpeg")
+CAMERA_DENOISER = "checkpoints/cpu/denoise-camera/last.pth"  # 8/4/4, depth 1
 
 CONFIGS = (
     Config("w8-d1"),  # the cheapest: 8/4/4, three stages, 64 px, constant 1e-3
     Config("w16-d1", widths=(16, 8, 8)),
     Config("w32-d1-p48", widths=(32, 16, 16), patch=48),
-    Config("w8-d2-cos", depth=2, cosine=True, tasks=TASKS),
+    Config("w8-d2-cos", depth=2, cosine=True, tasks=("derain", "deblur", "denoise")),
     Config("w8-d1-p96b4", patch=96, batch=4),
     # For the denoiser: its own bundled weights trained on, the candidate that starts where it stands.
     Config("w16-d5-init-cos", widths=(16, 8, 8), depth=5, lr=5e-4, cosine=True, init=DENOISER, tasks=TASKS),
@@ -82,6 +96,10 @@ CONFIGS = (
     Config("w8-d1", tasks=("denoise",)),
     Config("w16-d1-cos", widths=(16, 8, 8), cosine=True, tasks=("denoise",)),
     Config("w16-d5-cos", widths=(16, 8, 8), depth=5, lr=5e-4, cosine=True, tasks=("denoise",)),
+    # JPEG-artifact removal: from scratch, or from the camera-noise denoiser's weights (and the bundled
+    # denoiser's, above)
+    Config("w8-d1", tasks=("dejpeg",)),
+    Config("w8-d1-init-camera", lr=5e-4, init=CAMERA_DENOISER, tasks=("dejpeg",)),
 )
 
 
@@ -103,7 +121,7 @@ def train_spec(task: str, cfg: Config, *, data: str):
                 "lr": cfg.lr,
                 "lr_min": cfg.lr / 100 if cfg.cosine else cfg.lr,
                 "warmup_steps": 20,
-                "edge_weight": 0.0 if task == "denoise" else 0.05,
+                "edge_weight": 0.0 if task in ("denoise", "dejpeg") else 0.05,
             },
             "checkpoint": {"uri": str(CHECKPOINTS / task / cfg.name), "every_steps": 10**7, "init": cfg.init},
             "seed": 1,
@@ -113,7 +131,7 @@ def train_spec(task: str, cfg: Config, *, data: str):
 
 # Gain (dB over the input, on the validation patches) that each task's targets ask for: the held-out
 # targets for deraining and deblurring; for denoising, what the bundled denoiser scores on the same patches.
-TARGETS = {"derain": 6.0, "deblur": 1.5}
+TARGETS = {"derain": 6.0, "deblur": 1.5, "dejpeg": 1.0}
 
 
 def validation_psnr(spec, model=None) -> float:
@@ -233,7 +251,7 @@ def table(data: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--task", choices=("derain", "deblur", "denoise"), action="append")
+    ap.add_argument("--task", choices=TASKS, action="append")
     ap.add_argument("--config", action="append", help="configuration names (default: all of the task's)")
     ap.add_argument("--data", default="data/photos/train")
     ap.add_argument("--budget-min", type=float, default=8.0, help="CPU-minutes of training per configuration")
@@ -242,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--table", action="store_true", help="only write results/learning_curve/README.md")
     args = ap.parse_args(argv)
     if not args.table:
-        for task in args.task or ("derain", "deblur", "denoise"):
+        for task in args.task or TASKS:
             for cfg in CONFIGS:
                 if task in cfg.tasks and (not args.config or cfg.name in args.config):
                     run(task, cfg, args)
