@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.routing import Router
     from pipeline.rows import OK
     from pipeline.stages.decode import decode_batch
-    from pipeline.stages.model import RestoreModel, resolve_model
+    from pipeline.stages.model import RestoreModel
+    from pipeline.stages.model_set import ModelSet, resolve_model
     from pipeline.stages.write import write_batch
     from pipeline.storage import StorageOptions
 
@@ -80,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     router = Router.load()
     decode_batch({k: v[:1] for k, v in batch.items()}, max_pixels=10**9, router=router)  # imports, first calls
-    stage = RestoreModel(ref=resolve_model("denoise", arch=None, weights=None), inference={}, threads=1, use_gpu=False)
+    stage = RestoreModel(
+        models=ModelSet.one(resolve_model("denoise", arch=None, weights=None)), inference={}, threads=1, use_gpu=False
+    )
     decoded, t_decode = cpu(decode_batch, batch, max_pixels=10**9)
     routed, t_routed = cpu(decode_batch, batch, max_pixels=10**9, router=router)
     restored, t_model = cpu(stage, decoded)

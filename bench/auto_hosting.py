@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     from pipeline.routing import Router
-    from pipeline.stages.model import RestoreModel, resolve_auto
+    from pipeline.stages.model import RestoreModel
+    from pipeline.stages.model_set import resolve_auto
 
     rows = mixed_rows(args.images, args.side)
     auto = resolve_auto({"denoise": None, "deblur": args.deblur, "derain": args.derain}, Router.load())
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     def one_pool():
         ds = ray.data.from_items(rows).map_batches(
             RestoreModel,
-            fn_constructor_kwargs={"ref": auto, **common},
+            fn_constructor_kwargs={"models": auto, **common},
             compute=ray.data.ActorPoolStrategy(size=args.actors),
             batch_size=args.batch_size,
             num_cpus=1,
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         return ds.take_all(), args.actors, f"up to {len(auto.models)} per actor, each when an image first needs it"
 
     def pool_per_task():
-        from pipeline.stages.model import AutoRef
+        from pipeline.stages.model_set import ModelSet
 
         ds = ray.data.from_items(rows)
         tasks = sorted(auto.models)
@@ -95,11 +96,11 @@ def main(argv: list[str] | None = None) -> int:
         # CPU, shared out (with the pools holding every CPU, the filters never start and the run stalls).
         parts = [ds.filter(lambda r: _task(r["route"]) not in tasks, num_cpus=0.25)]  # passed: no actor
         for task in tasks:
-            ref = AutoRef({task: auto.models[task]}, {}, auto.router)
+            ref = ModelSet({task: auto.models[task]}, router=auto.router)
             parts.append(
                 ds.filter(lambda r, t=task: _task(r["route"]) == t, num_cpus=0.25).map_batches(
                     RestoreModel,
-                    fn_constructor_kwargs={"ref": ref, **common},
+                    fn_constructor_kwargs={"models": ref, **common},
                     compute=ray.data.ActorPoolStrategy(size=1),
                     batch_size=args.batch_size,
                     num_cpus=(args.actors - 0.5) / len(tasks),

@@ -225,10 +225,11 @@ def decoded_batch(images: dict[str, Any]) -> dict[str, Any]:
 
 
 def model_stage(kit: Kit, **inference):
-    from pipeline.stages.model import RestoreModel, resolve_model
+    from pipeline.stages.model import RestoreModel
+    from pipeline.stages.model_set import ModelSet, resolve_model
 
     return RestoreModel(
-        ref=resolve_model("denoise", arch="dgunet", weights=None),
+        models=ModelSet.one(resolve_model("denoise", arch="dgunet", weights=None)),
         inference=inference,
         threads=2,
         use_gpu=kit.device.type == "cuda",

@@ -129,7 +129,7 @@ def checked_ref(spec: RestoreSpec, args: argparse.Namespace, *, write: bool = Tr
     from dgunet.checkpoint import CheckpointMismatchError
     from dgunet.registry import NoBundledModelError
 
-    from .job import model_ref
+    from .job import model_set
     from .preflight import StorageAccessError, check_storage
     from .summary import check_run_id
 
@@ -140,7 +140,7 @@ def checked_ref(spec: RestoreSpec, args: argparse.Namespace, *, write: bool = Tr
         print(err, file=sys.stderr)
         return 2
     try:
-        ref = model_ref(spec)  # before Ray, the listing and the lock: a wrong spec fails in a second
+        ref = model_set(spec)  # before Ray, the listing and the lock: a wrong spec fails in a second
     except (CheckpointMismatchError, NoBundledModelError) as err:
         print(err if spec.task == "auto" else f"model.weights: {err}", file=sys.stderr)
         return 2
@@ -170,7 +170,7 @@ def _restore(spec: RestoreSpec, args: argparse.Namespace) -> int:
     if args.local_ray_no_auth:
         print("WARNING: the local Ray runs without token auth: any process on this machine can run code in it.")
     try:
-        summary = run_restore(spec, run_id=args.run_id, ref=ref)
+        summary = run_restore(spec, run_id=args.run_id, models=ref)
     except LockedError as err:
         print(err, file=sys.stderr)
         return 3

@@ -124,7 +124,7 @@ def _megapixels(mp: float | None) -> str:
 
 
 def dry_run(spec: RestoreSpec, ref, *, price_per_hour: float | None = None, distributed: bool | None = None) -> DryRun:
-    """Plan ``spec`` as a run would (``ref``: its model, :func:`pipeline.job.model_ref`) and say what the
+    """Plan ``spec`` as a run would (``ref``: its model, :func:`pipeline.job.model_set`) and say what the
     run would do; nothing is written, no lock taken."""
     from .planning.plan import make_plan
 

@@ -28,7 +28,8 @@ from .report import ReportCollector, ranking_measure
 from .rows import FAILED, STATS_SCHEMA, STOPPED
 from .shutdown import GracefulStop, Interrupted
 from .spec import AUTO, RestoreSpec, Task
-from .stages.model import AutoRef, ModelRef, RestoreModel, resolve_auto, resolve_model, restore_alone
+from .stages.model import RestoreModel, restore_alone
+from .stages.model_set import ModelSet, resolve_auto, resolve_model
 from .stages.stop import close_and_take, start_flag
 from .stats import StatsFileError, StatsWriter
 from .storage import join_uri, write_bytes_atomic
@@ -42,9 +43,7 @@ def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
-def build_dataset(
-    spec: RestoreSpec, rows, ref: ModelRef | AutoRef, run_id: str, *, one_by_one: bool = False, stop=None
-):
+def build_dataset(spec: RestoreSpec, rows, models: ModelSet, run_id: str, *, one_by_one: bool = False, stop=None):
     """The Ray Data pipeline over planned ``rows`` (a :class:`~pipeline.planning.plan.Plan`, or some of its rows as
     dicts); yields stats rows when iterated: read, decode, restore, write.
 
@@ -59,9 +58,9 @@ def build_dataset(
 
     failpoints = faults.from_env()
     ds = _source(rows, one_by_one)
-    ds = _read_and_decode(ds, spec, ref, one_by_one=one_by_one, stop=stop)
-    ds = _model_stage(ds, spec, ref, one_by_one=one_by_one, stop=stop, failpoints=failpoints)
-    return tag_dataset(_write(ds, spec, ref, run_id, stop=stop, failpoints=failpoints), run_id)
+    ds = _read_and_decode(ds, spec, models, one_by_one=one_by_one, stop=stop)
+    ds = _model_stage(ds, spec, models, one_by_one=one_by_one, stop=stop, failpoints=failpoints)
+    return tag_dataset(_write(ds, spec, models, run_id, stop=stop, failpoints=failpoints), run_id)
 
 
 def _source(rows, one_by_one: bool):
@@ -78,7 +77,7 @@ def _source(rows, one_by_one: bool):
     return ds
 
 
-def _read_and_decode(ds, spec: RestoreSpec, ref: ModelRef | AutoRef, *, one_by_one: bool, stop):
+def _read_and_decode(ds, spec: RestoreSpec, models: ModelSet, *, one_by_one: bool, stop):
     from .stages.decode import decode_batch
     from .stages.read import read_batch
 
@@ -89,10 +88,7 @@ def _read_and_decode(ds, spec: RestoreSpec, ref: ModelRef | AutoRef, *, one_by_o
         batch_size=1 if one_by_one else 16,
     )
     # One image per decode call: a huge image does not hold up (or share a block with) small ones.
-    router = ref.router if isinstance(ref, AutoRef) else None
-    # The estimate the weights' gate reads (auto runs measure them all, for the router)
-    estimates = () if router is not None else (ref.gate["estimate"],)
-    decode = {"max_pixels": spec.input.max_pixels, "estimates": estimates, "router": router}
+    decode = {"max_pixels": spec.input.max_pixels, "estimates": models.estimates, "router": models.router}
     ds = ds.map_batches(decode_batch, fn_kwargs=decode, batch_size=1)
     # Blocks of one model batch: a model task then restores one batch and hands it on, so that images are
     # written as they are restored (not when a whole read block is), and a stopping run waits for one
@@ -100,21 +96,19 @@ def _read_and_decode(ds, spec: RestoreSpec, ref: ModelRef | AutoRef, *, one_by_o
     return ds if one_by_one else ds.repartition(target_num_rows_per_block=res.batch_size)
 
 
-def _model_stage(ds, spec: RestoreSpec, ref: ModelRef | AutoRef, *, one_by_one: bool, stop, failpoints: dict):
+def _model_stage(ds, spec: RestoreSpec, models: ModelSet, *, one_by_one: bool, stop, failpoints: dict):
     """The model stage: a pool of actors, one model each; or, narrowing down, one task per image."""
     import ray
 
     res = spec.resources
     model = {
-        "ref": ref,
+        "models": models,
         "inference": spec.inference.overrides(),
         "threads": max(1, int(res.cpus_per_actor)),
         "use_gpu": res.gpus_per_actor > 0,
         "storage": spec.storage.options(),
         "failpoints": failpoints,
     }
-    if isinstance(ref, ModelRef):
-        model.update(spec.gate.settings(ref.gate))  # over the weights' default gate
     resources = {
         # Reserving memory for the model also keeps Ray Data from fusing the CPU read/decode stage into
         # the model actors (it fuses stages with identical resources), so decoding overlaps inference.
@@ -143,14 +137,14 @@ def _model_stage(ds, spec: RestoreSpec, ref: ModelRef | AutoRef, *, one_by_one: 
     )
 
 
-def _write(ds, spec: RestoreSpec, ref: ModelRef | AutoRef, run_id: str, *, stop, failpoints: dict):
+def _write(ds, spec: RestoreSpec, models: ModelSet, run_id: str, *, stop, failpoints: dict):
     from .stages.write import write_batch
 
     return ds.map_batches(
         write_batch,
         fn_kwargs={
             "run_id": run_id,
-            "model": ref.id,
+            "model": models.id,
             "storage": spec.storage.options(),
             "max_pixels": spec.input.max_pixels,
             "options": spec.output.encode_options(),
@@ -163,9 +157,10 @@ def _write(ds, spec: RestoreSpec, ref: ModelRef | AutoRef, run_id: str, *, stop,
     )
 
 
-def model_ref(spec: RestoreSpec) -> ModelRef | AutoRef:
-    """The weights of ``spec``'s run, checked on the driver before any work (see :func:`resolve_model`);
-    for ``task: auto``, every task's and the router (:func:`~pipeline.stages.model.resolve_auto`).
+def model_set(spec: RestoreSpec) -> ModelSet:
+    """The models of ``spec``'s run, checked on the driver before any work (see
+    :func:`~pipeline.stages.model_set.resolve_model`): one, gated by the spec's gate over the weights'
+    default; for ``task: auto``, every task's and the router (:func:`~pipeline.stages.model_set.resolve_auto`).
 
     Raises:
         CheckpointMismatchError: the weights do not fit the spec's arch and widths (their keys and shapes,
@@ -179,7 +174,7 @@ def model_ref(spec: RestoreSpec) -> ModelRef | AutoRef:
         weights = {task: spec.auto.weights(task) for task in get_args(Task)}
         return resolve_auto(weights, Router.load(spec.auto.router, storage), storage)
     m = spec.model
-    return resolve_model(
+    one = resolve_model(
         spec.task,
         arch=m.arch,
         weights=m.weights,
@@ -189,9 +184,10 @@ def model_ref(spec: RestoreSpec) -> ModelRef | AutoRef:
         scale_orsnetfeats=m.scale_orsnetfeats,
         depth=m.depth,
     )
+    return ModelSet.one(one, spec.gate.settings(one.gate))  # the spec's gate over the weights' default
 
 
-def run_restore(spec: RestoreSpec, *, run_id: str | None = None, ref: ModelRef | AutoRef | None = None) -> RunSummary:
+def run_restore(spec: RestoreSpec, *, run_id: str | None = None, models: ModelSet | None = None) -> RunSummary:
     """Run ``spec`` on the connected Ray cluster; writes images, stats and ``runs/<run_id>.json``.
 
     On SIGTERM or SIGINT (in the main thread), or when another run takes its lock over (as SIGTERM), the run stops
@@ -199,30 +195,30 @@ def run_restore(spec: RestoreSpec, *, run_id: str | None = None, ref: ModelRef |
     summary it returns (and writes) has ``interrupted`` set to the signal's name; see :mod:`pipeline.shutdown`.
 
     Args:
-        ref: the run's weights as :func:`model_ref` checked them (None: checked here, before the lock).
+        models: the run's weights as :func:`model_set` checked them (None: checked here, before the lock).
 
     Raises:
         CheckpointMismatchError: the weights do not fit the spec's model; nothing was listed or written.
         LockedError: another run is writing to the same output prefix.
     """
     run_id = check_run_id(run_id) if run_id is not None else new_run_id()
-    ref = ref or model_ref(spec)
+    models = models or model_set(spec)
     lock = RunLock(spec.output.uri, run_id, spec.storage.options(), stale_after=spec.output.lock_stale_minutes * 60)
     with GracefulStop(spec.output.shutdown_grace_seconds) as stop, lock.on_loss(stop.request):
-        return _run_locked(spec, run_id, ref, stop, lock)
+        return _run_locked(spec, run_id, models, stop, lock)
 
 
-def _run_locked(spec: RestoreSpec, run_id: str, ref: ModelRef | AutoRef, stop: GracefulStop, lock: RunLock):
+def _run_locked(spec: RestoreSpec, run_id: str, models: ModelSet, stop: GracefulStop, lock: RunLock):
     storage = spec.storage.options()
     summary = RunSummary(
         run_id=run_id,
-        model=ref.id,
+        model=models.id,
         input_uri=spec.input.uri,
         output_uri=spec.output.uri,
         dashboard_url=_dashboard_url(),
     )
     recover(spec.output.uri, storage)  # a compaction that did not end is finished or undone first
-    plan, flag = _plan(spec, ref, stop, summary)
+    plan, flag = _plan(spec, models, stop, summary)
     if flag is not None:
         stop.on_stop(flag.set.remote)
     t0 = time.perf_counter()
@@ -240,10 +236,10 @@ def _run_locked(spec: RestoreSpec, run_id: str, ref: ModelRef | AutoRef, stop: G
         rank = ranking_measure(spec.task, paired=bool(spec.input.reference))
         report = ReportCollector(start=time.time(), rank=rank, sample=spec.output.report_samples)
     if plan is not None and plan.planned and not stop.requested:
-        _adopt(plan, ref, run_id, storage, writer, summary)
+        _adopt(plan, models, run_id, storage, writer, summary)
     try:
         if plan is not None and not stop.requested:
-            _restore(spec, plan, ref, run_id, summary, stop, flag, writer, tally, report)
+            _restore(spec, plan, models, run_id, summary, stop, flag, writer, tally, report)
     finally:
         if flag is not None:  # an actor is a process: runs in one driver (tests, notebooks) must not pile them up
             import ray
@@ -264,10 +260,10 @@ def _run_locked(spec: RestoreSpec, run_id: str, ref: ModelRef | AutoRef, stop: G
     return summary
 
 
-def _adopt(plan: Plan, ref: ModelRef | AutoRef, run_id: str, storage, writer: StatsWriter, summary: RunSummary) -> None:
+def _adopt(plan: Plan, models: ModelSet, run_id: str, storage, writer: StatsWriter, summary: RunSummary) -> None:
     """Outputs written by an earlier run that never recorded them, adopted: their rows are written now and
     their inputs left out of the plan (see :mod:`pipeline.adoption`)."""
-    adopted = adopt(adoption_candidates(plan), model=ref.id, run_id=run_id, storage=storage)
+    adopted = adopt(adoption_candidates(plan), model=models.id, run_id=run_id, storage=storage)
     if adopted.num_rows:
         writer.add(adopted)
         plan.adopt(frozenset(adopted.column("input_uri").to_pylist()))
@@ -292,7 +288,7 @@ def _compact(spec: RestoreSpec, run_id: str) -> dict | None:
     return done.to_dict() if done else None
 
 
-def _plan(spec: RestoreSpec, ref: ModelRef | AutoRef, stop: GracefulStop, summary: RunSummary):
+def _plan(spec: RestoreSpec, models: ModelSet, stop: GracefulStop, summary: RunSummary):
     """The run's plan and its stop flag (None where there is nothing to restore), its counts put in
     ``summary``; ``(None, None)`` when the run is stopped while planning."""
     try:
@@ -300,7 +296,7 @@ def _plan(spec: RestoreSpec, ref: ModelRef | AutoRef, stop: GracefulStop, summar
             plan = make_plan(
                 input_uri=spec.input.uri,
                 output_uri=spec.output.uri,
-                model=ref.id,
+                model=models.id,
                 storage=spec.storage.options(),
                 manifest=spec.input.manifest,
                 reference=spec.input.reference,
@@ -331,7 +327,7 @@ def _write_report(spec: RestoreSpec, report: ReportCollector, summary: RunSummar
 def _restore(
     spec: RestoreSpec,
     plan: Plan,
-    ref: ModelRef | AutoRef,
+    models: ModelSet,
     run_id: str,
     summary: RunSummary,
     stop: GracefulStop,
@@ -352,7 +348,7 @@ def _restore(
             log.warning("%d images were lost with workers that died; retrying them one at a time.", len(lost))
         # Which inputs came back: counted over the plan (the driver holds no set of the archive's names),
         # named over the few retried one at a time.
-        ds = build_dataset(spec, lost, ref, run_id, one_by_one=one_by_one, stop=flag)
+        ds = build_dataset(spec, lost, models, run_id, one_by_one=one_by_one, stop=flag)
         received, named = _stream(ds, stop=stop, flag=flag, account=account, summary=summary, name_rows=one_by_one)
         if stop.requested:  # a stopping run tries nothing again (the next run plans what is missing), and
             break  # its grace is for the stats and summary, not for streaming the plan once more
@@ -381,7 +377,7 @@ def _restore(
         reason = (
             f"model: the worker died on every attempt ({spec.resources.max_task_retries + 1} with this image alone)"
         )
-        account(_failed_rows(lost, run_id, ref.id, reason))
+        account(_failed_rows(lost, run_id, models.id, reason))
 
 
 def _stream(ds, *, stop: GracefulStop, flag, account, summary: RunSummary, name_rows: bool) -> tuple[int, set]:

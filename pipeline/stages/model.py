@@ -7,16 +7,16 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..rows import OK, PASSED, RESTORED, STOPPED, Col, fail, model_id, pixels_of
+from ..rows import OK, PASSED, RESTORED, STOPPED, Col, fail, pixels_of
+from .model_set import ModelSet, load_model
 from .stop import stopped
 
 if TYPE_CHECKING:
-    from ..routing import Router
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -59,122 +59,6 @@ def gpu_tile_batch(tile: int) -> int:
     return max(1, TILE_BATCH_PIXELS // (tile * tile))
 
 
-@dataclass(frozen=True)
-class ModelRef:
-    """Which weights a run uses, decided once by the driver and checked by every actor."""
-
-    arch: str
-    task: str
-    sha256: str
-    weights_uri: str | None  # None: the package's bundled default for the task
-    widths: dict[str, int]  # the weights' n_feat, scale_unetfeats, scale_orsnetfeats, depth
-    # The weights' default gate: ``estimate`` ("noise" or "rain"), ``below`` (8-bit levels, or None) and
-    # ``restore_lossy``, from their metadata (a checkpoint's: the task's fallback, dgunet.TASK_GATES).
-    gate: dict[str, Any]
-
-    @property
-    def id(self) -> str:
-        return model_id(self.arch, self.task, self.sha256)
-
-
-@dataclass(frozen=True)
-class AutoRef:
-    """The weights of a ``task: auto`` run, decided once by the driver: each task's :class:`ModelRef`, or
-    the reason it has none (its images then pass through), and the router that sends images to them."""
-
-    models: dict[str, ModelRef]
-    missing: dict[str, str]  # task -> why no model serves it
-    router: Router
-
-    @property
-    def id(self) -> str:
-        """``auto/auto@sha256:<digest>`` of the router and every task's weights: the ``model`` of the run's
-        stats rows, so that a re-run skips what this same combination already did."""
-        import hashlib
-        import json
-
-        parts = {"router": self.router.sha256, **{t: r.id for t, r in sorted(self.models.items())}}
-        return model_id("auto", "auto", hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest())
-
-
-def resolve_auto(weights: dict[str, str | None], router: Router, storage=None) -> AutoRef:
-    """The :class:`AutoRef` of a ``task: auto`` run: every task's weights checked as :func:`resolve_model`
-    checks them. A task with no weights given and none bundled has no model (its images pass).
-
-    Raises:
-        CheckpointMismatchError: a task's weights do not fit; the message starts with its spec key.
-    """
-    from dgunet import NoBundledModelError
-    from dgunet.checkpoint import CheckpointMismatchError
-
-    models, missing = {}, {}
-    for task, uri in weights.items():
-        try:
-            models[task] = resolve_model(task, arch=None, weights=uri, storage=storage)
-        except NoBundledModelError:
-            missing[task] = f"no {task} model: none bundled, and auto.{task}_weights not given"
-        except CheckpointMismatchError as err:
-            raise CheckpointMismatchError(f"auto.{task}_weights: {err}") from None
-    return AutoRef(models, missing, router)
-
-
-def resolve_model(task: str, *, arch: str | None, weights: str | None, storage=None, **widths) -> ModelRef:
-    """Identify the weights of a run, on the driver: reads the file once for its sha256 and checks that it
-    fits ``arch`` and ``widths`` (None: the weights' own) with ``dgunet.create_model`` on the ``meta``
-    device (shapes only), so a wrong spec fails here, in a second, rather than in every actor.
-
-    Raises:
-        CheckpointMismatchError: the weights do not fit; the message names the file, then every mismatched
-            key, or the arch or width that differs from what the weights record.
-        NoBundledModelError: ``weights`` is None and no weights for ``task`` ship with the package.
-    """
-    from ..storage import read_bytes
-
-    data = None if weights is None else read_bytes(weights, storage)
-    model = _create(task, arch, weights, data, widths, device="meta")
-    cfg, gate = model.cfg, model.weights.gate
-    return ModelRef(
-        arch=cfg.arch,
-        task=task,
-        sha256=model.weights.sha256,
-        weights_uri=weights,
-        widths={k: getattr(cfg, k) for k in ("n_feat", "scale_unetfeats", "scale_orsnetfeats", "depth")},
-        gate={"estimate": gate.estimate, "below": gate.below, "restore_lossy": gate.restore_lossy},
-    )
-
-
-def load_model(ref: ModelRef, storage=None):
-    """Build and load the model of ``ref`` on the CPU, in eval mode; checks the sha256."""
-    from dgunet.checkpoint import sha256_of
-
-    from ..storage import read_bytes
-
-    data = None
-    if ref.weights_uri is not None:
-        data = read_bytes(ref.weights_uri, storage)
-        digest = sha256_of(data)
-        if digest != ref.sha256:
-            raise ValueError(f"Weights at {ref.weights_uri} changed during the run: sha256 {digest}, not {ref.sha256}.")
-    model = _create(ref.task, ref.arch, ref.weights_uri, data, ref.widths)
-    if model.weights.sha256 != ref.sha256:
-        raise ValueError(f"Expected bundled weights {ref.sha256}, but got {model.weights.sha256} instead.")
-    return model
-
-
-def _create(task: str, arch: str | None, uri: str | None, data: bytes | None, widths: dict, device=None):
-    """``dgunet.create_model`` of the bundled default (``data`` None) or of a checkpoint's bytes, read from
-    ``uri`` with the run's storage options; a mismatch names the URI."""
-    from dgunet import create_model
-    from dgunet.checkpoint import CheckpointMismatchError
-
-    try:
-        return create_model(task, arch=arch, weights=data, device=device, **widths)
-    except CheckpointMismatchError as err:
-        if uri is None:
-            raise
-        raise CheckpointMismatchError(f"{uri}: {err}") from None
-
-
 class RestoreModel:
     """Ray Data stage (``map_batches`` on an ``ActorPoolStrategy``): ``pixels`` to ``restored``.
 
@@ -183,16 +67,12 @@ class RestoreModel:
     row, after a retry on its own when it was part of a group. Out of memory, an image is retried in
     tiles, halving the tile side down to :data:`MIN_OOM_TILE`, before it fails.
 
-    The pass-through gate: with ``pass_below`` set, an image whose estimate (the column ``gate_on``, from
-    the decode stage: ``noise_before`` or ``rain_before``) is below it is not run through the model: its
-    pixels go on unchanged and its ``action`` is ``"passed"``. With ``restore_lossy``, JPEG and lossy WebP
-    files are always restored (for a model that removes compression artefacts, which hide from the noise
-    estimate).
-
-    ``task: auto`` (``ref`` an :class:`AutoRef`): each image goes to the model of the task that its route
-    (the decode stage's ``route`` column) names, all of them hosted by this one actor; a task's model loads
-    the first time an image needs it, so a task that no image needs costs nothing. A clean image, or one
-    whose task has no model, passes with the reason in ``passed_because``.
+    Which model restores an image is the :class:`~pipeline.stages.model_set.ModelSet`'s to say
+    (:meth:`~pipeline.stages.model_set.ModelSet.task_of`): its gate, or its router. An image that passes is not
+    run through a model: its pixels go on unchanged, its ``action`` is ``"passed"`` and the reason is in
+    ``passed_because``. Every model of the set is hosted by this one actor; a model loads the first time an
+    image needs it (a single model at once, so that bad weights fail the actor, not every batch), and a task
+    that no image needs costs nothing.
 
     The stop flag: with ``stop`` (the run's :class:`~pipeline.stages.stop.StopFlag`, handed down by the
     driver), no new batch starts once the flag is raised: the batch's rows are marked
@@ -202,35 +82,26 @@ class RestoreModel:
     def __init__(
         self,
         *,
-        ref: ModelRef | AutoRef,
+        models: ModelSet,
         inference: dict,
         threads: int,
         use_gpu: bool,
         storage=None,
         failpoints: dict[str, str] | None = None,
-        gate_on: str = Col.NOISE_BEFORE,
-        pass_below: float | None = None,
-        restore_lossy: bool = False,
         stop=None,
     ):
-        """``inference``: the spec's :class:`InferenceOptions` fields, over the weights' recommendation.
-        ``pass_below``: the gate's level of the ``gate_on`` estimate (8-bit levels), or None to restore every
-        image (single-task runs).
-        ``failpoints``: see :mod:`pipeline.faults` (tests only). ``stop``: the run's stop flag (None:
-        never stops)."""
+        """``models``: the run's models and the rule between them. ``inference``: the spec's
+        :class:`InferenceOptions` fields, over the weights' recommendation. ``failpoints``: see
+        :mod:`pipeline.faults` (tests only). ``stop``: the run's stop flag (None: never stops)."""
         import torch
 
         torch.set_num_threads(max(1, threads))
         self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
-        self.inference, self.storage = inference, storage
-        self.auto = isinstance(ref, AutoRef)
-        self.refs = dict(ref.models) if self.auto else {ref.task: ref}
-        self.missing = dict(ref.missing) if self.auto else {}
+        self.inference, self.storage, self.models = inference, storage, models
         self.loaded: dict[str, tuple[Any, Any]] = {}  # task -> (model, inference options)
-        if not self.auto:  # one model: loaded now, so that bad weights fail the actor, not every batch
-            self._model(ref.task)
-        self.failpoints, self.pass_below, self.restore_lossy = failpoints or {}, pass_below, restore_lossy
-        self.gate_on = gate_on
+        if len(models.models) == 1 and models.router is None:
+            self._model(next(iter(models.models)))
+        self.failpoints = failpoints or {}
         self.stop = stop
         self.seen = 0  # images this actor has been given to restore (fail point model.hold counts them)
 
@@ -241,7 +112,7 @@ class RestoreModel:
 
             from dgunet.inference import recommended_options
 
-            model = load_model(self.refs[task], self.storage).to(self.device)
+            model = load_model(self.models.models[task], self.storage).to(self.device)
             options = dataclasses.replace(recommended_options(model), **self.inference)
             if self.device.type == "cuda" and "tile_batch" not in self.inference:
                 options = dataclasses.replace(options, tile_batch=gpu_tile_batch(options.tile))
@@ -300,7 +171,7 @@ class RestoreModel:
         for i in range(n):
             if status[i] != OK:
                 continue
-            task, reason = self._task_of(batch, i)
+            task, reason = self.models.task_of(batch, i)
             if task is None:
                 restored[i], action[i], because[i] = batch[Col.PIXELS][i], PASSED, reason
                 continue
@@ -350,26 +221,6 @@ class RestoreModel:
                 status[i], error[i] = fail(f"model: {type(out).__name__}: {out}")
             else:
                 restored[i], seconds[i] = out.tobytes(), per_image
-
-    def _task_of(self, batch: dict[str, np.ndarray], i: int) -> tuple[str | None, str]:
-        """The task that restores row ``i``, or None and why it passes."""
-        if self.auto:
-            from ..routing import TASK_OF
-
-            route = str(batch[Col.ROUTE][i])
-            task = TASK_OF[route]
-            if task is None:
-                return None, route
-            return (task, "") if task in self.refs else (None, self.missing[task])
-        (task,) = self.refs
-        if self.pass_below is None or self.gate_on not in batch:
-            return task, ""
-        level = float(batch[self.gate_on][i])
-        if self.restore_lossy and bool(batch[Col.LOSSY][i]):
-            return task, ""
-        if np.isfinite(level) and level < self.pass_below:
-            return None, f"{self.gate_on.removesuffix('_before')} {level:.2f} below the gate's {self.pass_below:g}"
-        return task, ""
 
     def _run_or_error(
         self, task: str, image: np.ndarray, uri: str, oom: Exception | None = None

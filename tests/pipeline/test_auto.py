@@ -17,7 +17,8 @@ from pipeline.routing import CLASSES, INPUTS, TASK_OF, Router, feature_vector
 from pipeline.rows import FAILED, OK, PASSED, RESTORED
 from pipeline.spec import SpecError, parse_spec
 from pipeline.stages.decode import decode_batch
-from pipeline.stages.model import RestoreModel, resolve_auto
+from pipeline.stages.model import RestoreModel
+from pipeline.stages.model_set import resolve_auto
 
 
 def _png(arr: np.ndarray) -> bytes:
@@ -306,15 +307,16 @@ def weights(tmp_path):
 def test_the_model_stage_hosts_each_task_s_model_and_loads_it_only_when_needed(weights, monkeypatch):
     import dgunet.registry
 
-    no_deblur = {k: w for k, w in dgunet.registry.WEIGHTS.items() if w.task != "deblur"}
+    no_deblur = {k: w for k, w in dgunet.registry.WEIGHTS.items() if w.task not in ("deblur", "dejpeg")}
     monkeypatch.setattr(dgunet.registry, "WEIGHTS", no_deblur)  # whatever ships, no deblurring model here
     path = weights["denoise"]
-    ref = resolve_auto({"denoise": path, "deblur": None, "derain": weights["derain"]}, Router.load())
+    given = {"denoise": path, "deblur": None, "derain": weights["derain"], "dejpeg": None}
+    ref = resolve_auto(given, Router.load())
     assert set(ref.models) == {"denoise", "derain"} and "auto.deblur_weights" in ref.missing["deblur"]
     assert ref.id.startswith("auto/auto@sha256:")
     other = resolve_auto({"denoise": path, "deblur": None, "derain": None}, Router.load())
     assert other.id != ref.id  # another combination of weights: another model id, so re-runs restore again
-    stage = RestoreModel(ref=ref, inference={}, threads=1, use_gpu=False)
+    stage = RestoreModel(models=ref, inference={}, threads=1, use_gpu=False)
     assert stage.loaded == {}  # nothing loads before an image needs it
     cat = _photo()[:64, :64]
     batch = _batch({f"{k}.png": _png(cat) for k in ("a", "b", "c", "d")}, router=None)
@@ -323,10 +325,11 @@ def test_the_model_stage_hosts_each_task_s_model_and_loads_it_only_when_needed(w
     assert list(out["action"]) == [PASSED] * 4 and stage.loaded == {}  # no task needed: no model loaded
     assert list(out["passed_because"]) == ["clean", ref.missing["deblur"], "clean", "clean"]
     assert all(out["restored"][i] == batch["pixels"][i] for i in range(4))
-    batch["route"] = np.array(["noise", "rain", "jpeg", "clean"], dtype=object)
+    batch["route"] = np.array(["noise", "rain", "noise", "jpeg"], dtype=object)
     out = stage(batch)
     assert list(out["action"]) == [RESTORED, RESTORED, RESTORED, PASSED]
     assert list(out["task"]) == ["denoise", "derain", "denoise", ""]
+    assert out["passed_because"][3] == ref.missing["dejpeg"]  # JPEG damage goes to its own task, none here
     assert set(stage.loaded) == {"denoise", "derain"}
     assert out["restored"][0] == out["restored"][2] != out["restored"][1]  # same pixels, same model: equal
 

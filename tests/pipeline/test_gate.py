@@ -12,7 +12,8 @@ from PIL import Image
 
 from pipeline.rows import OK, PASSED, RESTORED
 from pipeline.stages.decode import decode_batch
-from pipeline.stages.model import RestoreModel, resolve_model
+from pipeline.stages.model import RestoreModel
+from pipeline.stages.model_set import ModelSet, resolve_model
 from tests.images import photo
 
 
@@ -60,15 +61,8 @@ def stage(tiny_weights):
     ref = resolve_model("denoise", arch="dgunet", weights=path, **widths)
 
     def make(pass_below, restore_lossy=False, gate_on="noise_before"):
-        return RestoreModel(
-            ref=ref,
-            inference={},
-            threads=1,
-            use_gpu=False,
-            gate_on=gate_on,
-            pass_below=pass_below,
-            restore_lossy=restore_lossy,
-        )
+        gate = {"gate_on": gate_on, "pass_below": pass_below, "restore_lossy": restore_lossy}
+        return RestoreModel(models=ModelSet.one(ref, gate), inference={}, threads=1, use_gpu=False)
 
     return make
 
@@ -164,7 +158,7 @@ def test_decode_estimates_rain_when_asked_and_the_gate_reads_it(stage):
             "data": np.array(list(files.values()), dtype=object),
         },
         max_pixels=10**8,
-        rain=True,
+        estimates=("rain",),
     )
     level = batch["rain_before"]
     assert level[0] < 0.5 < 2 < level[1], level

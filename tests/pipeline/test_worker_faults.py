@@ -16,7 +16,8 @@ from PIL import Image
 from pipeline.job import run_restore
 from pipeline.rows import OK
 from pipeline.spec import parse_spec
-from pipeline.stages.model import MIN_OOM_TILE, RestoreModel, gpu_tile_batch, resolve_model
+from pipeline.stages.model import MIN_OOM_TILE, RestoreModel, gpu_tile_batch
+from pipeline.stages.model_set import ModelSet, resolve_model
 from tests.images import photo
 
 
@@ -39,7 +40,9 @@ def actor(tiny_weights):
 
     def make(failpoints=None, **inference):
         inference = {"tile": 32, "overlap": 8, "max_pixels": 64 * 64, **inference}
-        return RestoreModel(ref=ref, inference=inference, threads=1, use_gpu=False, failpoints=failpoints)
+        return RestoreModel(
+            models=ModelSet.one(ref), inference=inference, threads=1, use_gpu=False, failpoints=failpoints
+        )
 
     return make
 
