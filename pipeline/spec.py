@@ -33,11 +33,13 @@ from .spec_loader import flag_overrides as flag_overrides
 from .spec_loader import read_yaml, validate_spec
 from .spec_loader import spec_field as spec_field
 from .stages.encode import EncodeOptions
+from .stages.formats import OUTPUT_FORMATS, OUTPUT_NAMES
 from .storage import StorageOptions, split_protocol
 
 # The names a spec may give, from dgunet's torch-free corner: tasks from the task table (dgunet/tasks.py),
 # architectures and precisions from dgunet/options.py.
 Task = Literal[TASK_NAMES]  # type: ignore[valid-type]
+OutputName = Literal[(*OUTPUT_NAMES, "same")]  # type: ignore[valid-type]
 AUTO = "auto"  # a restore job's task that routes each image to the task it needs (pipeline.routing)
 RestoreTask = Literal[(*TASK_NAMES, AUTO)]  # type: ignore[valid-type]
 
@@ -103,9 +105,9 @@ class OutputSpec(StrictModel):
     uri: str = Field(
         description="images/, stats/, runs/, reports/ are written under this prefix (not inside input.uri)"
     )
-    format: Literal["png", "webp", "jpeg", "tiff", "same"] = Field(
+    format: OutputName = Field(
         "png",
-        description="png, webp, jpeg, tiff, or same: the input's format (by extension; png where it has none "
+        description=f"{', '.join(OUTPUT_NAMES)}, or same: the input's format (by extension; png where it has none "
         "of these). 16-bit pixels go only to png and tiff, alpha never to jpeg: such an image fails with the reason",
     )
     png_compress_level: int = Field(1, ge=0, le=9, description="zlib level; 1 is fast, 9 small")
@@ -130,12 +132,14 @@ class OutputSpec(StrictModel):
 
     @model_validator(mode="after")
     def _format_settings(self) -> OutputSpec:
-        if self.quality is not None and self.format in ("png", "tiff"):
+        row = OUTPUT_FORMATS.get(self.format)  # None: "same", any of them
+        if self.quality is not None and row is not None and row.lossy == "never":
+            lossy = ", ".join(f.name for f in OUTPUT_FORMATS.values() if f.lossy != "never")
             raise ValueError(
-                f"Expected output.quality only with output.format jpeg, webp or same, but got output.format "
+                f"Expected output.quality only with output.format {lossy} or same, but got output.format "
                 f"{self.format} instead (it is lossless)."
             )
-        if self.jpeg_subsampling != "4:4:4" and self.format not in ("jpeg", "same"):
+        if self.jpeg_subsampling != "4:4:4" and row is not None and not row.subsampling:
             raise ValueError(
                 f"Expected output.jpeg_subsampling only with output.format jpeg or same, but got output.format "
                 f"{self.format} instead."

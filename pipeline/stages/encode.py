@@ -17,33 +17,17 @@ from __future__ import annotations
 
 import functools
 import io
-import posixpath
 import struct
 import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .formats import OUTPUT_FORMATS, OUTPUT_NAMES
+from .formats import format_of as format_of  # where the write stage and the planner have long found it
 from .iptc import PNG_IPTC_KEY, jpeg_app13, raw_profile
 
-FORMATS = ("png", "webp", "jpeg", "tiff")
-EXTENSIONS = {"png": ".png", "webp": ".webp", "jpeg": ".jpg", "tiff": ".tif"}
-FORMAT_OF_EXTENSION = {
-    ".png": "png",
-    ".webp": "webp",
-    ".jpg": "jpeg",
-    ".jpeg": "jpeg",
-    ".jpe": "jpeg",
-    ".tif": "tiff",
-    ".tiff": "tiff",
-}
-
-
-def format_of(name: str) -> str:
-    """The format a file name asks for, by its extension: ``"a/b.JPEG"`` -> ``"jpeg"``; names without one
-    of :data:`FORMAT_OF_EXTENSION` are PNG. The planner names outputs with it and the write stage reads
-    their format back with it."""
-    return FORMAT_OF_EXTENSION.get(posixpath.splitext(name)[1].lower(), "png")
+EXTENSIONS = {f.name: f.extensions[0] for f in OUTPUT_FORMATS.values()}  # what outputs are named with
 
 
 SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}  # Pillow's numbers
@@ -74,70 +58,89 @@ class Tags:
 
 
 def check_fits(pixels: np.ndarray, fmt: str) -> None:
-    """Refuse pixels that ``fmt`` cannot hold without loss of depth or alpha.
+    """Refuse pixels that ``fmt`` cannot hold without loss of depth or alpha (its row of
+    :data:`~pipeline.stages.formats.OUTPUT_FORMATS`).
 
     Raises:
-        ValueError: 16-bit pixels for webp or jpeg, or alpha for jpeg; the message names ``output.format``.
+        ValueError: a bit depth or alpha that ``fmt`` does not hold; the message names ``output.format``.
     """
-    if fmt not in FORMATS:
-        raise ValueError(f"Expected output.format in {FORMATS}, but got {fmt!r} instead.")
-    if pixels.dtype == np.uint16 and fmt in ("webp", "jpeg"):
+    if fmt not in OUTPUT_FORMATS:
+        raise ValueError(f"Expected output.format in {OUTPUT_NAMES}, but got {fmt!r} instead.")
+    row, depth = OUTPUT_FORMATS[fmt], 8 * pixels.dtype.itemsize
+    if depth not in row.bit_depths:
+        able = _either(f.name for f in OUTPUT_FORMATS.values() if depth in f.bit_depths)
         raise ValueError(
-            f"Expected 8-bit pixels for output.format {fmt} (16-bit goes only to png or tiff), "
-            "but got 16-bit pixels instead."
+            f"Expected {'/'.join(map(str, row.bit_depths))}-bit pixels for output.format {fmt} ({depth}-bit goes "
+            f"only to {able}), but got {depth}-bit pixels instead."
         )
-    if pixels.shape[2] in (2, 4) and fmt == "jpeg":
+    if pixels.shape[2] in (2, 4) and not row.alpha:
+        able = _either(f.name for f in OUTPUT_FORMATS.values() if f.alpha)
         raise ValueError(
-            "Expected pixels without alpha for output.format jpeg (alpha goes to png, webp or tiff), "
+            f"Expected pixels without alpha for output.format {fmt} (alpha goes to {able}), "
             f"but got {pixels.shape[2]} channels with alpha instead."
         )
 
 
+def _either(names) -> str:
+    *first, last = names
+    return f"{', '.join(first)} or {last}" if first else last
+
+
 def encode_image(pixels: np.ndarray, fmt: str, options: EncodeOptions = EncodeOptions(), tags: Tags = Tags()) -> bytes:
-    """``(H, W, C)`` uint8/uint16 pixels (C in 1..4: gray, gray + alpha, RGB, RGBA) to a file's bytes.
+    """``(H, W, C)`` uint8/uint16 pixels (C in 1..4: gray, gray + alpha, RGB, RGBA) to a file's bytes, by
+    the format's encoder (:data:`ENCODERS`).
 
     Raises:
         ValueError: the pixels do not fit ``fmt`` (:func:`check_fits`), or the encoder failed.
     """
     check_fits(pixels, fmt)
-    if fmt == "png":
-        return png_with_chunks(encode_png(pixels, compress_level=options.compress_level), tags)
-    if fmt == "tiff":
-        return encode_tiff(pixels, tags, level=options.tiff_compress_level)
+    return ENCODERS[fmt](pixels, options, tags)
+
+
+def _png_file(pixels: np.ndarray, options: EncodeOptions, tags: Tags) -> bytes:
+    return png_with_chunks(encode_png(pixels, compress_level=options.compress_level), tags)
+
+
+def _tiff_file(pixels: np.ndarray, options: EncodeOptions, tags: Tags) -> bytes:
+    return encode_tiff(pixels, tags, level=options.tiff_compress_level)
+
+
+def _pillow_image(pixels: np.ndarray, tags: Tags):
+    """The Pillow image of ``pixels`` and the keywords every Pillow encoder takes of ``tags``."""
     from PIL import Image
 
     arr = np.ascontiguousarray(pixels)
     mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[arr.shape[2]]
-    img = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr, mode=mode)
-    kw: dict = {}
-    if tags.exif:
-        kw["exif"] = tags.exif
-    if tags.xmp:
-        kw["xmp"] = tags.xmp
+    kw: dict = {k: v for k, v in (("exif", tags.exif), ("xmp", tags.xmp)) if v}
+    return Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr, mode=mode), kw
+
+
+def _webp_file(pixels: np.ndarray, options: EncodeOptions, tags: Tags) -> bytes:
+    img, kw = _pillow_image(pixels, tags)
+    img = img.convert("RGBA") if pixels.shape[2] in (2, 4) else img.convert("RGB")
     icc = tags.icc or (srgb_profile() if tags.srgb else b"")
+    if icc:
+        kw["icc_profile"] = icc
     buf = io.BytesIO()
-    if fmt == "webp":
-        img = img.convert("RGBA") if arr.shape[2] in (2, 4) else img.convert("RGB")
-        if icc:
-            kw["icc_profile"] = icc
-        if options.quality is None:
-            img.save(buf, format="WEBP", lossless=True, exact=True, **kw)  # exact: keep colour under alpha 0
-        else:
-            img.save(buf, format="WEBP", quality=options.quality, **kw)
-        return buf.getvalue()
-    if icc and (arr.shape[2] == 3) == _is_rgb_profile(icc):  # a gray JPEG takes no RGB profile, and so on
+    if options.quality is None:
+        img.save(buf, format="WEBP", lossless=True, exact=True, **kw)  # exact: keep colour under alpha 0
+    else:
+        img.save(buf, format="WEBP", quality=options.quality, **kw)
+    return buf.getvalue()
+
+
+def _jpeg_file(pixels: np.ndarray, options: EncodeOptions, tags: Tags) -> bytes:
+    img, kw = _pillow_image(pixels, tags)
+    icc = tags.icc or (srgb_profile() if tags.srgb else b"")
+    if icc and (pixels.shape[2] == 3) == _is_rgb_profile(icc):  # a gray JPEG takes no RGB profile, and so on
         kw["icc_profile"] = icc
     if tags.iptc:
         kw["extra"] = jpeg_app13(tags.iptc)
     if tags.comment:
         kw["comment"] = tags.comment
-    img.save(
-        buf,
-        format="JPEG",
-        quality=options.quality or DEFAULT_JPEG_QUALITY,
-        subsampling=SUBSAMPLING[options.subsampling],
-        **kw,
-    )
+    buf = io.BytesIO()
+    quality = options.quality or DEFAULT_JPEG_QUALITY
+    img.save(buf, format="JPEG", quality=quality, subsampling=SUBSAMPLING[options.subsampling], **kw)
     return buf.getvalue()
 
 
@@ -272,3 +275,7 @@ def encode_tiff(pixels: np.ndarray, tags: Tags = Tags(), *, level: int = 6) -> b
     body = ifd.tobytes(8)
     data = b"".join(s + b"\0" * (len(s) & 1) for s in strips)
     return b"II*\0" + struct.pack("<I", 8) + body + data
+
+
+# Each output format's encoder (a row of pipeline.stages.formats.OUTPUT_FORMATS each; a test holds it).
+ENCODERS = {"png": _png_file, "webp": _webp_file, "jpeg": _jpeg_file, "tiff": _tiff_file}

@@ -1,4 +1,10 @@
-"""The image formats the pipeline reads, and the one way it opens a file's bytes.
+"""The image formats the pipeline reads and writes, and the one way it opens a file's bytes.
+
+What each output format holds is one row of :data:`OUTPUT_FORMATS` (its extensions, bit depths, alpha,
+whether it is lossy, what metadata it carries, where our provenance goes); the spec's format names, the
+encoder's checks, what an output carries of an input's metadata and how a written file's provenance is read
+back all read the table. Adding an output format: a row here and its encoder (``ENCODERS`` in
+:mod:`pipeline.stages.encode`).
 
 Pillow picks a decoder from a file's first bytes, whatever its name says, among some 40 formats: an EPS
 file named ``x.png`` would start Ghostscript. Every file the project opens from an archive or an output
@@ -17,6 +23,73 @@ from __future__ import annotations
 
 import functools
 import io
+import posixpath
+from dataclasses import dataclass
+
+METADATA = ("exif", "xmp", "iptc", "icc", "comment")  # what an output can carry of an input's metadata
+
+
+@dataclass(frozen=True)
+class OutputFormat:
+    """One format that outputs are written in: a row of :data:`OUTPUT_FORMATS`."""
+
+    name: str  # as output.format spells it
+    extensions: tuple[str, ...]  # lower case; the first names the outputs
+    pillow: str  # Pillow's name of it (what open_image says of the written file)
+    bit_depths: tuple[int, ...]  # of the pixels it holds without loss
+    alpha: bool  # holds an alpha channel
+    gray: bool  # holds gray as one channel (else gray is written as RGB, and takes only RGB profiles)
+    lossy: str  # "never", "optional" (output.quality makes it lossy) or "always" (output.quality applies)
+    subsampling: bool  # output.jpeg_subsampling applies
+    carries: frozenset[str]  # of METADATA
+    provenance: str  # where our record goes: "text" (text chunks beside the input's text) or "xmp"
+    gray_srgb: bool  # a gray image is tagged sRGB (else a gray image takes no profile: none is RGB)
+    title: str  # as prose spells it
+
+    def __post_init__(self) -> None:
+        if self.lossy not in ("never", "optional", "always") or self.provenance not in ("text", "xmp"):
+            raise ValueError(f"Expected lossy never/optional/always and provenance text/xmp in {self.name}.")
+        if not self.carries <= set(METADATA):
+            raise ValueError(f"Expected carries from {METADATA}, but got {sorted(self.carries)} instead.")
+
+
+OUTPUT_FORMATS: dict[str, OutputFormat] = {
+    f.name: f
+    for f in (
+        OutputFormat(
+            "png", (".png",), "PNG", (8, 16), alpha=True, gray=True, lossy="never", subsampling=False,
+            carries=frozenset({"exif", "xmp", "iptc", "icc"}), provenance="text", gray_srgb=True, title="PNG",
+        ),
+        OutputFormat(
+            "webp", (".webp",), "WEBP", (8,), alpha=True, gray=False, lossy="optional", subsampling=False,
+            carries=frozenset({"exif", "xmp", "icc"}), provenance="xmp", gray_srgb=True, title="WebP",
+        ),
+        OutputFormat(
+            "jpeg", (".jpg", ".jpeg", ".jpe"), "JPEG", (8,), alpha=False, gray=True, lossy="always",
+            subsampling=True, carries=frozenset(METADATA), provenance="xmp", gray_srgb=False, title="JPEG",
+        ),
+        OutputFormat(
+            "tiff", (".tif", ".tiff"), "TIFF", (8, 16), alpha=True, gray=True, lossy="never", subsampling=False,
+            carries=frozenset({"exif", "xmp", "iptc", "icc"}), provenance="xmp", gray_srgb=False, title="TIFF",
+        ),
+    )
+}  # fmt: skip
+OUTPUT_NAMES = tuple(OUTPUT_FORMATS)
+DEFAULT_OUTPUT = "png"  # for names with none of the table's extensions
+_OUTPUT_OF_EXTENSION = {ext: f.name for f in OUTPUT_FORMATS.values() for ext in f.extensions}
+
+
+def format_of(name: str) -> str:
+    """The output format a file name asks for, by its extension: ``"a/b.JPEG"`` -> ``"jpeg"``; names without
+    one of the table's extensions are PNG. The planner names outputs with it and the write stage reads their
+    format back with it."""
+    return _OUTPUT_OF_EXTENSION.get(posixpath.splitext(name)[1].lower(), DEFAULT_OUTPUT)
+
+
+def output_format(pillow_name: str) -> OutputFormat | None:
+    """The row of the output format that Pillow calls ``pillow_name`` (None: not one that is written)."""
+    return next((f for f in OUTPUT_FORMATS.values() if f.pillow == pillow_name), None)
+
 
 # Pillow's names of the formats every stage reads; MPO is a JPEG with more frames (phone cameras); HEIF
 # (iPhones' HEIC) through pillow-heif's opener, whose wheels carry libheif; AVIF through Pillow's own plugin.

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from xml.sax.saxutils import escape
 
 from .encode import Tags
-from .formats import open_image
+from .formats import OUTPUT_FORMATS, open_image, output_format
 from .iptc import PNG_IPTC_KEY, from_raw_profile, photoshop_resource
 
 ORIENTATION, EXIF_IFD, GPS_IFD = 0x0112, 0x8769, 0x8825
@@ -214,7 +214,8 @@ def read_provenance(data: bytes) -> dict[str, str]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             img = open_image(data)  # reads headers and metadata, not the pixels
-            if img.format == "PNG":
+            written = output_format(img.format)
+            if written is not None and written.provenance == "text":
                 text = {k: str(v) for k, v in img.info.items() if isinstance(v, str)}
                 record = {k[len("dgunet:") :]: v for k, v in text.items() if k.startswith("dgunet:")}
                 if "Software" in text:
@@ -291,18 +292,21 @@ def tags_for(meta: Metadata, fmt: str, *, channels: int, record: dict[str, str])
         profile travels, the pixels being still in it; ``srgb``: tagged sRGB); what could not be read or
         has no place in ``fmt``, one line each.
     """
+    row = OUTPUT_FORMATS[fmt]
     problems = list(meta.problems)
     text = dict(meta.text)
-    comment = text.pop("Comment", "") if fmt == "jpeg" else ""
+    comment = text.pop("Comment", "") if "comment" in row.carries else ""
     iptc, icc = meta.iptc, meta.icc
-    if iptc and fmt == "webp":
-        problems.append("iptc: dropped, WebP has no place for IPTC (XMP carries its successor)")
+    if iptc and "iptc" not in row.carries:
+        problems.append(f"iptc: dropped, {row.title} has no place for IPTC (XMP carries its successor)")
         iptc = b""
-    if icc and fmt == "webp" and icc[16:20] != b"RGB ":
-        problems.append(f"icc: dropped, WebP stores gray as RGB and the profile ({meta.icc_description}) is not RGB")
+    if icc and not row.gray and icc[16:20] != b"RGB ":
+        problems.append(
+            f"icc: dropped, {row.title} stores gray as RGB and the profile ({meta.icc_description}) is not RGB"
+        )
         icc = b""
-    srgb = not icc and (channels >= 3 or fmt in ("png", "webp"))  # a gray JPEG or TIFF takes no RGB profile
-    if fmt == "png":
+    srgb = not icc and (channels >= 3 or row.gray_srgb)  # a gray JPEG or TIFF takes no RGB profile
+    if row.provenance == "text":
         xmp, wrote_record = without_ours(meta.xmp), True
         text_out = {k: v for k, v in text.items() if not k.startswith("dgunet:")}  # only our record is ours
         if "Software" in text_out:  # PNG's keyword for what made the file is ours now; the input's is kept
