@@ -25,24 +25,27 @@ from types import MappingProxyType
 from typing import Any
 
 # The estimates a gate can read, each measured on the input by the decode stage and kept in the stats
-# column ``<name>_before`` (pipeline/stages/estimates.py says how each is measured): the noise level and
-# the rain level in 8-bit levels, and the JPEG quantization step of the lowest luma frequencies (1 where
-# no JPEG traces are found; about 2 at quality 90, 10 at 60, 20 at 30).
-ESTIMATES = ("noise", "rain", "jpeg_step")
+# column ``<name>_before`` (pipeline/stages/estimates.py says how each is measured), and what each says.
+ESTIMATES: dict[str, str] = {
+    "noise": "estimated noise sigma (8-bit levels)",
+    "rain": "estimated rain level (8-bit levels)",
+    "jpeg_step": "JPEG quantization step of the lowest luma frequencies (1: no JPEG traces; about 2 at "
+    "quality 90, 10 at 60, 20 at 30)",
+}
 
 
 @dataclass(frozen=True)
 class Gate:
     """Which images a restorer should leave alone: those whose estimated degradation is below a level."""
 
-    estimate: str  # what is measured on the input, one of ESTIMATES
+    estimate: str  # what is measured on the input, a key of ESTIMATES
     below: float | None  # an image whose estimate is below this passes through unrestored; None: none passes
     restore_lossy: bool  # JPEG and lossy WebP files are restored whatever their estimate
     chosen_by: str = ""  # how the level was chosen: the measurement, and the command that made it
 
     def __post_init__(self) -> None:
         if self.estimate not in ESTIMATES:
-            raise ValueError(f"Expected gate estimate in {ESTIMATES}, but got {self.estimate!r} instead.")
+            raise ValueError(f"Expected gate estimate in {tuple(ESTIMATES)}, but got {self.estimate!r} instead.")
 
 
 @dataclass(frozen=True)

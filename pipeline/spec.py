@@ -188,7 +188,7 @@ AutoSpec = create_model(
     **{
         f"{name}_weights": (
             str | None,
-            Field(None, description=f"weights for the images routed to {name}; null: the bundled model, if one ships"),
+            Field(None, description=f"weights for the images that go to {name}; null: the bundled model, if one ships"),
         )
         for name in TASK_NAMES
     },
@@ -223,7 +223,6 @@ class _GateSpec(StrictModel):
         }
 
 
-_GATE_LEVELS = {"noise": "estimated noise sigma (8-bit)", "rain": "estimated rain level (8-bit)"}
 GateSpec = create_model(
     "GateSpec",
     __base__=_GateSpec,
@@ -231,9 +230,9 @@ GateSpec = create_model(
     **{
         f"{name}_below": (
             float | None,
-            Field(None, ge=0, description=f"{_GATE_LEVELS.get(name, name)}; null: the weights' default"),
+            Field(None, ge=0, description=f"{what}; null: the weights' default"),
         )
-        for name in ESTIMATES
+        for name, what in ESTIMATES.items()
     },
 )
 
