@@ -23,4 +23,4 @@ COPY --chown=ray:users jobs ./jobs
 # Every version pinned by constraints.txt (what the tests passed with); torch from PyPI is the CUDA build on
 # Linux; Ray is pinned to the image's own.
 RUN pip install --no-cache-dir -c constraints.txt '.[pipeline]' \
-    && python -c "import ray, torch, pipeline.job, dgunet; assert ray.__version__ == '2.60.0', ray.__version__"
+    && python -c "import ray, torch, pipeline.run.job, dgunet; assert ray.__version__ == '2.60.0', ray.__version__"

@@ -5,7 +5,7 @@ Every image goes through the stages of a denoising run in this process, one thre
 runs them: decode (with the noise estimate that a denoising run makes anyway), the model (the bundled
 denoiser, the spec's default inference options), encode and write (PNG, with the stats' quality
 measures). Then decode again with the router: every feature of
-:func:`pipeline.stages.quality.degradation_features` and the classifier. The estimate's share is the
+:func:`pipeline.quality.degradation_features` and the classifier. The estimate's share is the
 extra CPU time of that second decode over the whole denoising run's. CPU seconds of this process, so
 that other work on the machine does not bias the ratio.
 
@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.routing import Router
     from pipeline.rows import OK
     from pipeline.stages.decode import decode_batch
+    from pipeline.stages.measure import measure_batch
     from pipeline.stages.model import RestoreModel
     from pipeline.stages.model_set import ModelSet, resolve_model
     from pipeline.stages.write import write_batch
@@ -80,20 +81,25 @@ def main(argv: list[str] | None = None) -> int:
         "data": np.array(list(files.values()), dtype=object),
     }
     router = Router.load()
-    decode_batch({k: v[:1] for k, v in batch.items()}, max_pixels=10**9, router=router)  # imports, first calls
+    first = decode_batch({k: v[:1] for k, v in batch.items()}, max_pixels=10**9)
+    measure_batch(first, router=router)  # imports, first calls
     stage = RestoreModel(
         models=ModelSet.one(resolve_model("denoise", arch=None, weights=None)), inference={}, threads=1, use_gpu=False
     )
     decoded, t_decode = cpu(decode_batch, batch, max_pixels=10**9)
-    routed, t_routed = cpu(decode_batch, batch, max_pixels=10**9, router=router)
-    restored, t_model = cpu(stage, decoded)
+    measured, t_measure = cpu(measure_batch, decoded)  # a denoising run's measure: the noise level
+    routed, t_routed = cpu(measure_batch, decoded, router=router)
+    restored, t_model = cpu(stage, measured)
     storage = StorageOptions()
     _, t_write = cpu(write_batch, restored, run_id="bench", model="bench", storage=storage, max_pixels=10**9)
-    run = t_decode + t_model + t_write
-    extra = t_routed - t_decode
+    run = t_decode + t_measure + t_model + t_write
+    extra = t_routed - t_measure
     print(f"{n} images of {width}x{height}, noise sigma {args.sigma:g}; CPU seconds of this process, one thread")
-    print(f"denoising run: decode {t_decode:.2f} + model {t_model:.2f} + encode/write {t_write:.2f} = {run:.2f}")
-    print(f"decode with the router: {t_routed:.2f} (+{extra:.2f}: {extra / n * 1000:.0f} ms per image)")
+    print(
+        f"denoising run: decode {t_decode:.2f} + measure {t_measure:.2f} + model {t_model:.2f} + encode/write "
+        f"{t_write:.2f} = {run:.2f}"
+    )
+    print(f"measuring for the router: {t_routed:.2f} (+{extra:.2f}: {extra / n * 1000:.0f} ms per image)")
     print(f"routes: {sorted(set(routed['route']))}")
     print(f"ratio: the estimate adds {extra / run:.2%} to the denoising run (target: at most 5%)")
     return 0

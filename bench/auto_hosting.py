@@ -31,6 +31,7 @@ def mixed_rows(n: int, side: int) -> list[dict]:
     from pipeline.routing import Router
     from pipeline.rows import OK
     from pipeline.stages.decode import decode_batch
+    from pipeline.stages.measure import measure_batch
     from pipeline.training.router import degrade_as
 
     rng = np.random.default_rng(0)
@@ -48,7 +49,7 @@ def mixed_rows(n: int, side: int) -> list[dict]:
         "error": np.array([""] * n, dtype=object),
         "data": np.array(list(files.values()), dtype=object),
     }
-    out = decode_batch(batch, max_pixels=10**9, router=Router.load())
+    out = measure_batch(decode_batch(batch, max_pixels=10**9), router=Router.load())
     return [{k: v[i] for k, v in out.items()} for i in range(n)]
 
 
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--derain")
     args = ap.parse_args(argv)
 
-    from pipeline.ray_env import init_ray
+    from pipeline.run.ray_env import init_ray
 
     init_ray(None)  # before anything imports ray: it binds to 127.0.0.1 only then
     import ray

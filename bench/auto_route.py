@@ -75,8 +75,8 @@ def run(args: argparse.Namespace) -> list[dict]:
     from PIL import Image
 
     from dgunet import restore
+    from pipeline.quality import degradation_features, psnr
     from pipeline.routing import TASK_OF, Router
-    from pipeline.stages.quality import degradation_features, psnr
     from pipeline.training.evaluate import Case
 
     torch.set_num_threads(args.threads)

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from dgunet import WEIGHTS, create_model, restore
-    from pipeline.stages.quality import noise_level, rain_level
+    from pipeline.quality import noise_level, rain_level
     from pipeline.storage import list_images
     from pipeline.training.evaluate import Case, psnr_ssim
     from pipeline.training.loop import load_rgb

@@ -9,7 +9,7 @@ folders of 1,000 with sizes, ETags and modification times, and no bytes) changes
 0.3% (new uploads, in new folders), 0.1% of it is overwritten (a new ETag) and 0.05% is deleted. Each
 night's run is simulated: its stats part holds a row for each input it restores (the new and overwritten
 ones), its outputs are empty files on local disk, and at its end the earlier runs' parts are compacted
-past ``compact_after`` (:func:`pipeline.compaction.maybe_compact`; 0: never), as ``restore_bucket.py``
+past ``compact_after`` (:func:`pipeline.run.compaction.maybe_compact`; 0: never), as ``restore_bucket.py``
 does. On the nights measured (1, 2, every ``--measure-every``-th and the last), the night is planned first
 with :func:`pipeline.planning.plan.make_plan`, in this process (no Ray), and the plan must restore exactly
 what changed: the per-run line gives planning seconds, the driver's peak RSS during planning (VmHWM, reset
@@ -217,7 +217,7 @@ def plan_now(out: Path) -> dict:
 def simulate(objects: int, nights: int, compact_after: int, every: int, work: Path) -> list[dict]:
     """One year (``nights``) of nightly runs into a fresh output under ``work``."""
     global ARCHIVE
-    from pipeline.compaction import maybe_compact
+    from pipeline.run.compaction import maybe_compact
     from pipeline.storage import StorageOptions
 
     ARCHIVE = Archive(objects)
@@ -272,8 +272,8 @@ def simulate_s3(objects: int, nights: int, compact_after: int, every: int) -> li
     its todo rows recorded as a run records them (stats rows, an output object each), and compacted."""
     import s3fs
 
-    from pipeline.compaction import maybe_compact
     from pipeline.planning.plan import make_plan
+    from pipeline.run.compaction import maybe_compact
     from pipeline.stats import stats_files
     from pipeline.storage import StorageOptions
     from tests.servers import S3_ENV, SeaweedS3

@@ -1,11 +1,11 @@
 """Fit and validate the noise estimate that the gate, the stats and ``task: auto`` read
-(:func:`pipeline.stages.quality.noise_level`): white Gaussian noise and a camera's noise alike.
+(:func:`pipeline.quality.noise_level`): white Gaussian noise and a camera's noise alike.
 
 Samples: 256 px crops of the training photos (``data/photos/train``) with white Gaussian noise (sigma
 1-50), camera noise (:mod:`dgunet.camera`, the shot gain log-uniform over Brooks et al.'s range), either
 one saved as a JPEG (quality 60-95) a third of the time, or nothing; the true level is the standard
 deviation of the residual against the image without the noise (0 for clean crops). The fit is least
-squares in log(1 + level) over :func:`~pipeline.stages.quality.noise_scales`. Validation: the held-out
+squares in log(1 + level) over :func:`~pipeline.quality.noise_scales`. Validation: the held-out
 test crops and routing cells (``data/photos/test``, ``data/photos/routing``), degraded from seeds no fit
 draws, reporting for each kind the share of images whose estimate is within 25% of the true level, for
 the fit and for scikit-image's white-noise estimator alone.
@@ -61,7 +61,7 @@ def degrade(clean: np.ndarray, kind: str, rng: np.random.Generator) -> tuple[np.
 
 def samples(images: list[np.ndarray], n: int, crop: int, seed: int):
     """``n`` (kind, scales, white estimate, true level) tuples from random crops of ``images``."""
-    from pipeline.stages.quality import noise_scales
+    from pipeline.quality import noise_scales
 
     rng = np.random.default_rng(seed)
     weights = np.array([0.3, 0.3, 0.12, 0.13, 0.15])
@@ -76,7 +76,7 @@ def samples(images: list[np.ndarray], n: int, crop: int, seed: int):
 
 
 def fit(rows, ridge: float = 1e-2) -> np.ndarray:
-    from pipeline.stages.quality import noise_design
+    from pipeline.quality import noise_design
 
     x = np.array([noise_design(r[1]) for r in rows])
     y = np.log1p([r[3] for r in rows])
@@ -86,7 +86,7 @@ def fit(rows, ridge: float = 1e-2) -> np.ndarray:
 
 
 def estimate(coef: np.ndarray, scales: np.ndarray) -> float:
-    from pipeline.stages.quality import noise_design
+    from pipeline.quality import noise_design
 
     return float(max(0.0, np.expm1(coef @ noise_design(scales))))
 

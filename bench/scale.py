@@ -72,7 +72,7 @@ def plan_once(input_uri: str, output_uri: str, partitions: int | None, endpoint:
     """Plan ``input_uri`` on a local Ray started here (this process is the driver): seconds, objects
     planned per second, the driver's RSS before planning and its peak."""
     from bench.synthfs import register
-    from pipeline.ray_env import start_local_ray
+    from pipeline.run.ray_env import start_local_ray
 
     register()
     t_ray = time.perf_counter()

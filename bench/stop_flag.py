@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batches", type=int, default=20)
     ap.add_argument("--batch", type=int, default=4, help="images per write batch (the spec's resources.batch_size)")
     args = ap.parse_args(argv)
-    from pipeline.ray_env import start_local_ray
+    from pipeline.run.ray_env import start_local_ray
 
     start_local_ray(
         num_cpus=2, logging_level="ERROR", log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}}

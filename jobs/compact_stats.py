@@ -1,5 +1,5 @@
 """Merge the stats parts under an output prefix into a few parts in the current layout: the latest row of
-each input and model, sorted, in indexed row groups (see pipeline/compaction.py).
+each input and model, sorted, in indexed row groups (see pipeline/run/compaction.py).
 
     python jobs/compact_stats.py --output s3://archive/restored
     python jobs/compact_stats.py --spec jobs/specs/denoise.yaml          # the spec's output, input and keys
@@ -65,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     except (SpecError, ValueError) as err:
         print(err, file=sys.stderr)
         return 2
-    from pipeline.compaction import compact_stats
-    from pipeline.lock import LockedError, RunLock
+    from pipeline.run.compaction import compact_stats
+    from pipeline.run.lock import LockedError, RunLock
     from pipeline.stats import StatsFileError
 
     storage = storage_spec.options()

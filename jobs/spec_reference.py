@@ -71,7 +71,7 @@ JOBS = [
 
 def _flags(script: str) -> dict[str, str]:
     """``dotted key -> --flag`` of a job script's ``FLAGS``, read from its source (nothing is imported); a
-    script that imports its ``FLAGS`` (``from pipeline.cli import FLAGS``) is followed to that module."""
+    script that imports its ``FLAGS`` (``from pipeline.run.cli import FLAGS``) is followed to that module."""
     tree = ast.parse((ROOT / script).read_text())
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "FLAGS" for t in node.targets):

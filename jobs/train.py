@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"done: {metrics}; checkpoint at {spec.checkpoint.uri}/last.pth")
         return 0
-    from pipeline.ray_env import init_ray
-    from pipeline.ray_version import RayVersionError, check_ray_version
+    from pipeline.run.ray_env import init_ray
+    from pipeline.run.ray_version import RayVersionError, check_ray_version
     from pipeline.training.loop import run_training
 
     try:

@@ -11,6 +11,6 @@ Three rooms, by where the code runs:
   classical baselines.
 
 The jobs import what they use from the module that holds it (``pipeline.spec.load_spec``,
-``pipeline.job.run_restore``, ``pipeline.training.loop.fit``, ...); this package imports nothing, so that
+``pipeline.run.job.run_restore``, ``pipeline.training.loop.fit``, ...); this package imports nothing, so that
 importing one stage on a worker does not import the driver.
 """

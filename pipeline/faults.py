@@ -7,7 +7,7 @@ contains the substring (a compaction's, for the step whose name contains it):
 * ``model.crash``: the model actor's process exits at once, as in a segfault or a kill by the OOM killer;
 * ``model.oom``: running the image whole raises an out-of-memory error, as CUDA does on a huge image;
 * ``compact.kill``: a stats compaction's process dies at the named step (``journal``, ``part``,
-  ``written`` or ``source``; see :mod:`pipeline.compaction`), as under SIGKILL;
+  ``written`` or ``source``; see :mod:`pipeline.run.compaction`), as under SIGKILL;
 * ``write.stall``: writing the image hangs (for :data:`STALL_SECONDS`), as a write to a store that stopped
   answering does; it announces itself on the worker's stderr first;
 * ``model.hold``: the model actor, once it has been given the number of images named (``model.hold=4``),

@@ -17,7 +17,7 @@ class Col:
     planned (:mod:`pipeline.planning`, one row per input to restore): ``INPUT_URI``, ``OUTPUT_URI``, ``SIZE``
     (bytes as listed), ``VERSION`` (the store's version identity, "" where it gives none),
     ``REFERENCE_URI`` (a clean reference or ""), ``OUTPUT_PRESENT`` (a file is there under the output's
-    name that no stats row accounts for: the driver may adopt it, :mod:`pipeline.adoption`);
+    name that no stats row accounts for: the driver may adopt it, :mod:`pipeline.run.adoption`);
     read (:func:`pipeline.stages.read.read_batch`): ``DATA`` (the file's bytes), ``STATUS`` and ``ERROR`` (a row that
     failed carries its reason to the stats; every later stage passes it through), and ``VERSION`` filled
     with the content's sha256 where the store gave none;

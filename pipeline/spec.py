@@ -154,7 +154,7 @@ class OutputSpec(StrictModel):
 
 
 class StatsSpec(StrictModel):
-    """How the stats parts of earlier runs are kept (:mod:`pipeline.compaction`)."""
+    """How the stats parts of earlier runs are kept (:mod:`pipeline.run.compaction`)."""
 
     compact_after: int = Field(
         32,

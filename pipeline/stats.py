@@ -150,7 +150,7 @@ class StatsWriter:
         part_rows: rows per part (one is also cut every :data:`FLUSH_SECONDS`).
         input_uri: the input prefix the run was planned from, recorded in each part for the next plan
             (None: a manifest run's parts, which plan through the shuffles).
-        on_rows: called with every table of rows added, once (the run's metrics, :mod:`pipeline.metrics`).
+        on_rows: called with every table of rows added, once (the run's metrics, :mod:`pipeline.run.metrics`).
     """
 
     def __init__(

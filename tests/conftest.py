@@ -17,7 +17,7 @@ def pytest_configure(config):
     """Every Ray the tests start is a local one on 127.0.0.1 with token auth: its environment is set here,
     before any test module imports Ray (which reads it then), with one token for the session in a file of
     its own (``RAY_AUTH_TOKEN_PATH``, which every Ray process and ``ray job submit`` inherit)."""
-    from pipeline.ray_env import TOKEN_PATH_ENV, local_ray_env
+    from pipeline.run.ray_env import TOKEN_PATH_ENV, local_ray_env
     from tests.servers import write_token
 
     folder = tempfile.mkdtemp(prefix="ray-token-")

@@ -16,7 +16,7 @@ import urllib.request
 from contextlib import closing
 from pathlib import Path
 
-from pipeline.ray_env import local_ray_env
+from pipeline.run.ray_env import local_ray_env
 
 LOCAL_RAY_ENV = local_ray_env()
 # Servers are waited for by their own readiness signals; this only bounds one that never gets ready (a

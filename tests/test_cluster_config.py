@@ -157,7 +157,7 @@ def test_ray_up_copies_what_git_tracks_and_nothing_else(tmp_path):
     config = _load()
     src, dst = tmp_path / "checkout", tmp_path / "node"
     files = [
-        "pipeline/job.py", ".venv/lib/site.py", "outputs/demo/a.png", "checkpoints/cpu/run/last.pth",
+        "pipeline/run/job.py", ".venv/lib/site.py", "outputs/demo/a.png", "checkpoints/cpu/run/last.pth",
         "checkpoints/gpu/last.pth", "runs/r.json", "train.log", "pipeline/__pycache__/job.cpython-311.pyc",
         "jobs/specs/demo.yaml", "data/photos/a.png",
     ]  # fmt: skip

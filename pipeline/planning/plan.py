@@ -75,7 +75,7 @@ class Plan:
     retried: int = 0  # in todo because this version failed before (not to decode): tried again
     rows: list[dict] | None = field(default=None, repr=False)  # the rows to restore, when planned without Ray
     blocks: list[Any] | None = field(default=None, repr=False)  # else the plan's blocks in Ray's object store
-    adopted: frozenset[str] = frozenset()  # inputs whose output was adopted (pipeline.adoption): not restored
+    adopted: frozenset[str] = frozenset()  # inputs whose output was adopted (pipeline.run.adoption): not restored
 
     @property
     def todo(self) -> list[dict]:

@@ -1,6 +1,6 @@
 """Routing each image to the restoration it needs (``task: auto``).
 
-The decode stage measures :func:`pipeline.stages.quality.degradation_features` once per image; a
+The decode stage measures :func:`pipeline.quality.degradation_features` once per image; a
 :class:`Router`, a small classifier shipped as JSON with its card (``router.json`` beside this file, made
 by ``python jobs/train_router.py``), names what degrades it, with the classifier's probability:
 
@@ -68,7 +68,7 @@ def _finite(value: float | None) -> float:
 
 
 def feature_vector(features: Mapping[str, float], inputs: tuple[str, ...] = INPUTS) -> np.ndarray:
-    """A classifier's ``inputs`` (of :data:`INPUTS`) from :func:`~pipeline.stages.quality.degradation_features`:
+    """A classifier's ``inputs`` (of :data:`INPUTS`) from :func:`~pipeline.quality.degradation_features`:
     levels on log scales, an unknown noise level (an image too small or flat to tell) as 0."""
     values = _inputs(features)
     return np.array([values[k] for k in inputs], np.float64)

@@ -22,18 +22,13 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ..rows import OK, Col, fail
-from .estimates import COLUMNS, ESTIMATES
 from .formats import UnreadFormatError, open_image
 from .metadata import Metadata, read_metadata
-from .quality import degradation_features, noise_level
-
-if TYPE_CHECKING:
-    from ..routing import Router
 
 _TO_RGB_MODES = {"CMYK", "YCbCr", "LAB", "HSV", "RGBX"}
 
@@ -209,30 +204,12 @@ def _pixels(img) -> np.ndarray:
     return arr[..., None].copy() if arr.ndim == 2 else arr.copy()
 
 
-def _estimate(measure, pixels: np.ndarray):
-    """``measure(pixels)``, NaN where it cannot tell: the gate then restores the image and the stats stay empty."""
-    try:
-        level = measure(pixels)
-    except (ValueError, MemoryError):
-        level = None
-    return np.nan if level is None else level
-
-
-def decode_batch(
-    batch: dict[str, np.ndarray],
-    *,
-    max_pixels: int,
-    estimates: tuple[str, ...] = (),
-    router: Router | None = None,
-) -> dict[str, np.ndarray]:
+def decode_batch(batch: dict[str, np.ndarray], *, max_pixels: int) -> dict[str, np.ndarray]:
     """Ray Data stage: ``data`` (file bytes) to ``pixels`` (raw bytes), ``shape`` (H, W, C) and ``dtype``,
-    with ``lossy`` (the file's compression), ``noise_before`` (the estimated noise level, NaN when the
-    image is too small to tell) and the ``<name>_before`` column of each of ``estimates``
-    (:data:`~pipeline.stages.estimates.ESTIMATES`; NaN for the others), which the model stage's pass-through
-    gate reads and the stats keep; with ``router`` (``task: auto``), every estimate from one pass of
-    :func:`~pipeline.stages.quality.degradation_features`, and the image's ``route`` and ``route_score``; and
-    ``metadata`` (:meth:`pipeline.stages.metadata.Metadata.to_json`: EXIF, XMP, IPTC, text, ICC; "" for failed
-    rows), which the write stage carries into the output.
+    with ``lossy`` (the file's compression) and ``metadata``
+    (:meth:`pipeline.stages.metadata.Metadata.to_json`: EXIF, XMP, IPTC, text, ICC; "" for failed rows),
+    which the write stage carries into the output. What degrades the image is the next stage's to measure
+    (:func:`pipeline.stages.measure.measure_batch`).
 
     Rows that already failed (e.g. unreadable objects) pass through; a file that does not decode fails
     its own row only.
@@ -249,7 +226,6 @@ def decode_batch(
         except DecodeError as exc:
             status[i], error[i] = fail(f"decode: {exc}")
             continue
-        values.update(_measures(pixels, estimates=estimates, router=router))
         values[Col.DECODE_SECONDS] = time.perf_counter() - t0
         for col, value in values.items():
             columns[col][i] = value
@@ -269,9 +245,6 @@ def _empty_columns(n: int) -> dict[str, Any]:
         Col.MODE: [""] * n,
         Col.DECODE_SECONDS: np.zeros(n),
         Col.LOSSY: np.zeros(n, bool),
-        **{col: np.full(n, np.nan) for col in COLUMNS},
-        Col.ROUTE: [""] * n,
-        Col.ROUTE_SCORE: np.full(n, np.nan),
         Col.METADATA: [""] * n,
     }
 
@@ -305,28 +278,3 @@ def _metadata_json(data: bytes, *, converted: bool, max_pixels: int) -> str:
     except Exception as exc:  # metadata never fails an image; the stats say what was lost
         meta = Metadata(problems=(f"metadata: unreadable ({type(exc).__name__}: {exc})"[:200],))
     return meta.to_json()
-
-
-def _feature(features: Any, key: str) -> float:
-    """``features[key]``, NaN where the image was too small to measure (``features`` is then NaN)."""
-    return features[key] if isinstance(features, dict) else np.nan
-
-
-def _measures(pixels: np.ndarray, *, estimates: tuple[str, ...], router: Router | None) -> dict[str, Any]:
-    """One image's row values of the measures that the gate reads and the stats keep (a column left out
-    stays NaN): ``noise_before`` and those of ``estimates``; with ``router``, every estimate from one pass of
-    :func:`~pipeline.stages.quality.degradation_features`, ``route`` and ``route_score``."""
-    if router is None:
-        wanted = [ESTIMATES[name] for name in dict.fromkeys(("noise", *estimates))]
-        values = {e.column: _estimate(e.measure, pixels) for e in wanted if e.measure is not None}
-        if any(e.measure is None for e in wanted):  # read from the measures of one degradation_features pass
-            features = _estimate(degradation_features, pixels)
-            values |= {e.column: _feature(features, e.feature) for e in wanted if e.measure is None}
-        return values
-    features = _estimate(degradation_features, pixels)
-    if isinstance(features, dict):
-        values = {e.column: features[e.feature] for e in ESTIMATES.values()}
-    else:  # too small to tell: a restorer would change nothing worth it
-        features, values = None, {Col.NOISE_BEFORE: _estimate(noise_level, pixels)}
-    values[Col.ROUTE], values[Col.ROUTE_SCORE] = router.classify(features)
-    return values

@@ -1,11 +1,11 @@
 """What the decode stage measures on each input, one row per estimate: its stats column, its key among
-:func:`~pipeline.stages.quality.degradation_features` (``task: auto`` measures every estimate in that one
+:func:`~pipeline.quality.degradation_features` (``task: auto`` measures every estimate in that one
 pass), and the function that measures it alone, where one is cheaper than that pass (a single-task run
 measures the noise level and the estimate its gate reads, from that pass where it has no function).
 
 A gate's estimate (``dgunet.tasks.ESTIMATES``, named by each task's row and by weights' metadata) must be
 a row here; tests/pipeline/test_tasks.py holds that. Adding an estimate: its measure in
-:func:`~pipeline.stages.quality.degradation_features` (or a function of its own), a row here, and its
+:func:`~pipeline.quality.degradation_features` (or a function of its own), a row here, and its
 ``<name>_before`` column in :data:`pipeline.rows.STATS_SCHEMA`.
 """
 
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..quality import noise_level, rain_level
 from ..rows import Col
-from .quality import noise_level, rain_level
 
 
 @dataclass(frozen=True)

@@ -181,7 +181,7 @@ def provenance(
 ) -> dict[str, str]:
     """The record a restored file carries of what made it, as flat key/value pairs: the software, the
     model and the run, and the input it was made from (its URI and version: a later run that finds the
-    file with no stats row adopts it, :mod:`pipeline.adoption`).
+    file with no stats row adopts it, :mod:`pipeline.run.adoption`).
 
     >>> provenance(software="dgunet-restore 0.1.0", model="dgunet/denoise@sha256:ab12", run_id="r1",
     ...            meta=Metadata(format="JPEG", icc_description="Adobe RGB (1998)"))["source_icc"]

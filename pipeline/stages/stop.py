@@ -1,6 +1,6 @@
 """Stopping a run early: a flag the driver raises and hands to the stages, which check it before new work.
 
-When the driver is told to stop (:mod:`pipeline.shutdown`), it raises a :class:`StopFlag`, a small Ray
+When the driver is told to stop (:mod:`pipeline.run.shutdown`), it raises a :class:`StopFlag`, a small Ray
 actor of the run (:func:`start_flag`). The driver passes the flag's handle down to the stages as an
 argument; no stage looks for it above. From then on the read stage reads nothing more (it drops its rows)
 and the model stage starts no new batch (it marks its rows :data:`~pipeline.rows.STOPPED`, which the

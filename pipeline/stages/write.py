@@ -11,10 +11,10 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from .. import quality
 from ..faults import STALL_SECONDS, fires
 from ..rows import OK, PASSED, QUALITY_COLUMNS, STATS_SCHEMA, STOPPED, Col, fail, pixels_of
 from ..storage import StorageOptions, read_bytes, write_bytes_atomic
-from . import quality
 from .decode import DecodeError, decode_image
 from .encode import EncodeOptions, Tags, check_fits, encode_image, format_of
 from .estimates import COLUMNS as ESTIMATE_COLUMNS

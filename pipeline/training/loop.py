@@ -45,8 +45,8 @@ def epochs_done(optim: OptimSpec, steps: int, *, workers: int, images: int) -> i
 
 def psnr(x, y) -> float:
     """PSNR (dB) of a model's output ``x`` (clamped to [0, 1]) against ``y``, tensors ``(N, C, H, W)`` in
-    [0, 1]: :func:`pipeline.stages.quality.psnr`."""
-    from ..stages.quality import psnr as psnr_of
+    [0, 1]: :func:`pipeline.quality.psnr`."""
+    from ..quality import psnr as psnr_of
 
     return psnr_of(y.detach().float().cpu().numpy(), x.detach().clamp(0, 1).float().cpu().numpy(), data_range=1.0)
 

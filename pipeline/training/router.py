@@ -18,7 +18,7 @@ A degraded sample within :data:`CLEAN_DB` of its clean crop is labelled clean: a
 error under one 8-bit level) is invisible. Any larger damage keeps its kind, JPEG on a flat sky and blur
 on a soft one included, since the held-out table counts every degraded image as its kind.
 
-The features are :func:`pipeline.stages.quality.degradation_features`, exactly as the decode stage
+The features are :func:`pipeline.quality.degradation_features`, exactly as the decode stage
 measures them. Three classifiers are fitted (scikit-learn, the ``eval`` extra) and scored by
 cross-validation grouped by photo, so no photo is in both a fold's training and its test: logistic
 regression, a multilayer perceptron with one hidden layer, and a depth-limited decision tree (thresholds).
@@ -123,7 +123,7 @@ def _samples(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     from dgunet.degrade import to_uint8
 
-    from ..stages.quality import degradation_features, psnr
+    from ..quality import degradation_features, psnr
 
     rng = np.random.default_rng(seed)
     names = sorted(photos)

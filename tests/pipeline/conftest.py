@@ -35,7 +35,7 @@ def ray_local(s3_env):
     token), sized like this machine."""
     import ray
 
-    from pipeline.ray_env import start_local_ray
+    from pipeline.run.ray_env import start_local_ray
 
     start_local_ray(num_cpus=2, logging_level="ERROR", log_to_driver=False)
     yield ray

@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipeline.job import run_restore
 from pipeline.rows import ADOPTED
+from pipeline.run.job import run_restore
 from pipeline.spec import parse_spec
 from pipeline.stages.metadata import read_provenance
 from tests.images import photo

@@ -17,6 +17,7 @@ from pipeline.routing import CLASSES, INPUTS, TASK_OF, Router, feature_vector
 from pipeline.rows import FAILED, OK, PASSED, RESTORED
 from pipeline.spec import SpecError, parse_spec
 from pipeline.stages.decode import decode_batch
+from pipeline.stages.measure import measure_batch
 from pipeline.stages.model import RestoreModel
 from pipeline.stages.model_set import resolve_auto
 
@@ -58,7 +59,7 @@ def _batch(files: dict[str, bytes], router) -> dict[str, np.ndarray]:
         "error": np.array([""] * n, dtype=object),
         "data": np.array(list(files.values()), dtype=object),
     }
-    return decode_batch(batch, max_pixels=10**8, router=router)
+    return measure_batch(decode_batch(batch, max_pixels=10**8), router=router)
 
 
 BASE = {"input": {"uri": "/data/in"}, "output": {"uri": "/data/out"}}
@@ -90,7 +91,7 @@ def test_the_bundled_router_reads_back_and_routes_plain_cases():
     assert router.noise_floor is not None  # it was trained before noise_level: the floor is how it sees it
     assert Router.from_json(router.to_json()).to_json() == router.to_json()
     assert router.card["cross_validation"]["accuracy"] > 0.5  # its card says how it scored
-    from pipeline.stages.quality import degradation_features
+    from pipeline.quality import degradation_features
 
     cat = _photo()
     assert router.classify(degradation_features(cat))[0] == "clean"
@@ -100,7 +101,7 @@ def test_the_bundled_router_reads_back_and_routes_plain_cases():
 
 
 def test_a_photo_the_router_calls_clean_goes_to_the_denoiser_where_its_noise_level_reaches_the_floor():
-    from pipeline.stages.quality import degradation_features
+    from pipeline.quality import degradation_features
 
     router = Router.load()
     features = degradation_features(_photo())
@@ -112,7 +113,7 @@ def test_a_photo_the_router_calls_clean_goes_to_the_denoiser_where_its_noise_lev
 
 
 def _features(**given: float) -> dict[str, float]:
-    from pipeline.stages.quality import DEGRADATION_FEATURES
+    from pipeline.quality import DEGRADATION_FEATURES
 
     return {**dict.fromkeys(DEGRADATION_FEATURES, 0.1), "blockiness": 1.0, "jpeg_step": 1.0, **given}
 
@@ -189,7 +190,7 @@ def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
 
 
 def test_jpeg_quantization_finds_the_step_of_the_standard_tables_wherever_the_crop_starts():
-    from pipeline.stages.quality import _luma, _unit_color, jpeg_quantization
+    from pipeline.quality import _luma, _unit_color, jpeg_quantization
 
     photo = _photo()
     zeros, step = jpeg_quantization(_luma(_unit_color(photo)))
@@ -210,7 +211,7 @@ def test_jpeg_quantization_finds_the_step_of_the_standard_tables_wherever_the_cr
 
 
 def test_jpeg_zeros_see_quantization_on_a_flat_sky_where_no_step_can_be_read():
-    from pipeline.stages.quality import _luma, _unit_color, jpeg_quantization
+    from pipeline.quality import _luma, _unit_color, jpeg_quantization
 
     rows = np.linspace(90, 150, 256)[:, None, None]  # a smooth gradient: every block's AC rounds to zero
     sky = np.clip(rows + np.linspace(0, 20, 256)[None, :, None] + np.zeros((1, 1, 3)), 0, 255).astype(np.uint8)
@@ -220,7 +221,7 @@ def test_jpeg_zeros_see_quantization_on_a_flat_sky_where_no_step_can_be_read():
 
 
 def test_streaks_along_the_fall_of_rain_and_across_it_score_the_same_level_and_opposite_excess():
-    from pipeline.stages.quality import streaks
+    from pipeline.quality import streaks
 
     grey = np.full((128, 128), 0.5, np.float32)
     falling, lying = grey.copy(), grey.copy()
@@ -272,8 +273,8 @@ def test_decode_measures_every_feature_once_and_routes():
     assert 0.5 < out["route_score"][1] <= 1 and np.isnan(out["route_score"][2])
     assert out["noise_before"][1] > 15 and np.isfinite(out["blur_before"][:2]).all()
     assert 0.9 < out["blockiness_before"][0] < 1.3 and np.isfinite(out["rain_before"][:2]).all()
-    plain = decode_batch(
-        {k: v for k, v in _batch_inputs({"clean.png": _png(cat)}).items()}, max_pixels=10**8
+    plain = measure_batch(
+        decode_batch(_batch_inputs({"clean.png": _png(cat)}), max_pixels=10**8)
     )  # no router: no routing, and no blur or blockiness measured
     assert list(plain["route"]) == [""] and np.isnan(plain["blur_before"]).all()
 

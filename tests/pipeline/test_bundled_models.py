@@ -17,8 +17,8 @@ import yaml
 from PIL import Image
 
 from dgunet.registry import default_weights
-from pipeline.job import run_restore
 from pipeline.rows import PASSED, RESTORED
+from pipeline.run.job import run_restore
 from pipeline.spec import parse_spec
 from tests.images import photo
 

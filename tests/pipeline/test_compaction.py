@@ -16,10 +16,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.compaction import HISTORY, JOURNAL, compact_stats, latest_rows, maybe_compact, recover
-from pipeline.lock import RunLock
 from pipeline.planning.plan import make_plan
 from pipeline.rows import STATS_SCHEMA
+from pipeline.run.compaction import HISTORY, JOURNAL, compact_stats, latest_rows, maybe_compact, recover
+from pipeline.run.lock import RunLock
 from pipeline.stats import StatsFileError, stats_files, stats_index, write_stats_part
 from pipeline.storage import StorageOptions, list_objects
 

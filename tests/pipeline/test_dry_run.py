@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pipeline.cli import main
-from pipeline.estimate import FIGURES
+from pipeline.run.cli import main
+from pipeline.run.estimate import FIGURES
 from tests.images import photo
 from tests.jobs import write_spec
 

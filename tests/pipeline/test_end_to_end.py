@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow.dataset as pads
 import pytest
 
-from pipeline.job import run_restore
+from pipeline.run.job import run_restore
 from pipeline.spec import parse_spec
 from pipeline.stages.decode import decode_image
 from tests.images import bad_files, good_files, photo

@@ -12,6 +12,7 @@ from PIL import Image
 
 from pipeline.rows import OK, PASSED, RESTORED
 from pipeline.stages.decode import decode_batch
+from pipeline.stages.measure import measure_batch
 from pipeline.stages.model import RestoreModel
 from pipeline.stages.model_set import ModelSet, resolve_model
 from tests.images import photo
@@ -23,6 +24,11 @@ def _encode(arr: np.ndarray, fmt: str, **kw) -> bytes:
     return buf.getvalue()
 
 
+def decode(batch: dict, **measure) -> dict:
+    """The decode stage, then the measuring stage, as a run chains them."""
+    return measure_batch(decode_batch(batch, max_pixels=10**8), **measure)
+
+
 def _decoded(files: dict[str, bytes]) -> dict[str, np.ndarray]:
     n = len(files)
     batch = {
@@ -31,7 +37,7 @@ def _decoded(files: dict[str, bytes]) -> dict[str, np.ndarray]:
         "error": np.array([""] * n, dtype=object),
         "data": np.array(list(files.values()), dtype=object),
     }
-    return decode_batch(batch, max_pixels=10**8)
+    return measure_batch(decode_batch(batch, max_pixels=10**8))
 
 
 CLEAN = photo(64, 80, seed=1, noise=0.0)  # a smooth gradient: no noise at all
@@ -144,20 +150,19 @@ def _rainy(clean: np.ndarray, seed: int) -> np.ndarray:
 
 
 def test_decode_estimates_rain_when_asked_and_the_gate_reads_it(stage):
-    from pipeline.stages.quality import rain_level
+    from pipeline.quality import rain_level
 
     clean = photo(128, 128, seed=4, noise=0.0)
     files = {"clean.png": _encode(clean, "PNG"), "rainy.png": _encode(_rainy(clean, 1), "PNG")}
     assert np.isnan(_decoded(files)["rain_before"]).all()  # not asked for: not measured
     n = len(files)
-    batch = decode_batch(
+    batch = decode(
         {
             "input_uri": np.array(list(files), dtype=object),
             "status": np.array([OK] * n, dtype=object),
             "error": np.array([""] * n, dtype=object),
             "data": np.array(list(files.values()), dtype=object),
         },
-        max_pixels=10**8,
         estimates=("rain",),
     )
     level = batch["rain_before"]

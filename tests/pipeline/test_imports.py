@@ -24,7 +24,10 @@ TORCH_FREE = [
     "dgunet",
 ]
 # dgunet's modules that import no torch (names, the task table, options, I/O, degradations).
-DGUNET_TORCH_FREE = {"dgunet", *(f"dgunet.{m}" for m in ("tasks", "options", "io", "degrade", "jpeg_damage", "camera"))}
+DGUNET_TORCH_FREE = {
+    "dgunet",
+    *(f"dgunet.{m}" for m in ("tasks", "options", "io", "degrade", "jpeg_damage", "camera", "kernels", "weather")),
+}
 
 
 def _modules_after(code: str) -> set[str]:

@@ -11,7 +11,7 @@ import pyarrow.dataset as pads
 import pytest
 from PIL import Image
 
-from pipeline.job import run_restore
+from pipeline.run.job import run_restore
 from pipeline.spec import parse_spec
 from pipeline.stats import stats_index
 from tests.images import photo

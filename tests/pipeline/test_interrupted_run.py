@@ -19,7 +19,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from pipeline.shutdown import GracefulStop
+from pipeline.run.shutdown import GracefulStop
 from pipeline.stages.metadata import read_provenance
 from tests.images import photo
 from tests.servers import S3_ENV

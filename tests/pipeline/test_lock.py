@@ -14,8 +14,8 @@ from collections import Counter
 
 import pytest
 
-from pipeline.lock import LockedError, RunLock
-from pipeline.shutdown import GracefulStop
+from pipeline.run.lock import LockedError, RunLock
+from pipeline.run.shutdown import GracefulStop
 from pipeline.storage import StorageOptions, join_uri
 
 LOCAL = StorageOptions()
@@ -222,7 +222,7 @@ def test_a_real_run_that_loses_its_lock_stops_and_keeps_what_it_wrote(ray_local,
     """A run whose lock is taken over while its model works (held after two images by a fail point) stops as on
     SIGTERM: the images written and their stats rows stay, nothing more is restored, and the new holder's lock
     is left in place."""
-    from pipeline.job import run_restore
+    from pipeline.run.job import run_restore
     from pipeline.spec import parse_spec
     from tests.jobs import save_photos
 

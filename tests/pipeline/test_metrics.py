@@ -1,4 +1,4 @@
-"""A run's metrics (pipeline/metrics.py): what stats rows count, the Grafana dashboard's queries, and a real
+"""A run's metrics (pipeline/run/metrics.py): what stats rows count, the Grafana dashboard's queries, and a real
 run's counters scraped from its node's Prometheus endpoint on 127.0.0.1."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from pipeline.metrics import count_rows, dataset_name, prometheus_names
 from pipeline.rows import STATS_SCHEMA
+from pipeline.run.metrics import count_rows, dataset_name, prometheus_names
 from tests.images import bad_files, photo
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "docs" / "grafana" / "dgunet-restore.json"
@@ -122,7 +122,7 @@ def _wait_for(port: int, expected: dict[str, dict], timeout: float = 120.0) -> l
 
 @pytest.mark.slow
 def test_a_run_exports_its_counters_on_the_nodes_metrics_endpoint(ray_local, tmp_path, tiny_weights):
-    from pipeline.job import run_restore
+    from pipeline.run.job import run_restore
     from pipeline.spec import parse_spec
 
     node = ray_local._private.worker._global_node

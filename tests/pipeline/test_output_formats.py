@@ -10,7 +10,7 @@ import pyarrow.dataset as pads
 import pytest
 from PIL import Image
 
-from pipeline.job import run_restore
+from pipeline.run.job import run_restore
 from pipeline.spec import parse_spec
 from pipeline.stages.metadata import EXIF_IFD, GPS_IFD, ORIENTATION
 from tests.images import photo

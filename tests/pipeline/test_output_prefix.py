@@ -16,9 +16,9 @@ import pytest
 from PIL import Image
 
 from jobs.restore_bucket import main
-from pipeline.compaction import recover
 from pipeline.planning.earlier import Earlier
 from pipeline.planning.settle import trusted_rows
+from pipeline.run.compaction import recover
 from pipeline.storage import StorageOptions
 from tests.images import photo
 from tests.jobs import save_photos, write_spec
@@ -72,7 +72,7 @@ def test_a_forged_compaction_journal_deletes_nothing_outside_stats(tmp_path, cap
     own.write_bytes(b"an old part")
     journal = {"id": "forged", "state": "written", "sources": [str(victim), str(own)], "parts": [], "history": None}
     (out / "stats" / "_compaction.json").write_text(json.dumps(journal))
-    with caplog.at_level(logging.WARNING, logger="pipeline.compaction"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.run.compaction"):
         recover(str(out), StorageOptions())
     assert victim.read_text() == "keep me" and str(victim) in caplog.text
     assert not own.exists() and not (out / "stats" / "_compaction.json").exists()  # its own part goes, as before

@@ -10,7 +10,7 @@ import pyarrow.dataset as pads
 import pytest
 from PIL import Image
 
-from pipeline.cli import main
+from pipeline.run.cli import main
 from pipeline.stages.decode import decode_image
 from pipeline.stages.formats import READ_FORMATS
 from pipeline.stages.metadata import read_metadata

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from jobs.restore_bucket import main
-from pipeline.preflight import StorageAccessError, check_storage
+from pipeline.run.preflight import StorageAccessError, check_storage
 from pipeline.spec import RestoreSpec
 from tests.jobs import save_photos, write_spec
 from tests.servers import S3_ENV, SeaweedS3, free_ports

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from jobs.restore_bucket import main
-from pipeline.ray_env import (
+from pipeline.run.ray_env import (
     AUTH_MODE,
     TOKEN_ENV,
     TOKEN_PATH_ENV,

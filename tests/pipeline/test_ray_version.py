@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.ray_version import MIN_RAY, RayVersionError, check_ray_version
+from pipeline.run.ray_version import MIN_RAY, RayVersionError, check_ray_version
 from tests.jobs import save_photos
 
 ROOT = Path(__file__).resolve().parents[2]

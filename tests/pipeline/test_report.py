@@ -15,12 +15,12 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from pipeline.job import run_restore
-from pipeline.report import ReportCollector, ranking_measure
 from pipeline.rows import STATS_SCHEMA
+from pipeline.run.job import run_restore
+from pipeline.run.report import ReportCollector, ranking_measure
+from pipeline.run.summary import RunSummary
+from pipeline.run.tally import RunTally
 from pipeline.spec import parse_spec
-from pipeline.summary import RunSummary
-from pipeline.tally import RunTally
 from tests.images import bad_files, photo
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

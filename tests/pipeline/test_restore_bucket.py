@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_embedded_demo_routes_and_restores_the_samples(ray_local, tmp_path):
-    from pipeline.stages.quality import rain_level
+    from pipeline.quality import rain_level
 
     out = tmp_path / "demo"
     assert main(["--output", str(out), "--run-id", "demo"]) == 0
@@ -128,7 +128,7 @@ def test_paired_reference_gives_psnr_and_ssim(ray_local, tmp_path):
 
 
 def test_overlapping_run_exits_3_and_touches_nothing(ray_local, tmp_path, tiny_weights, capsys):
-    from pipeline.lock import RunLock
+    from pipeline.run.lock import RunLock
     from pipeline.storage import StorageOptions
 
     (tmp_path / "in").mkdir()

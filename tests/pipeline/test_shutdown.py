@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from pipeline.shutdown import GracefulStop, Interrupted
+from pipeline.run.shutdown import GracefulStop, Interrupted
 
 
 def _send_soon(sig: int, delay: float = 0.2) -> None:

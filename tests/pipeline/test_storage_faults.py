@@ -20,8 +20,8 @@ import s3fs
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from botocore.exceptions import ReadTimeoutError
 
-from pipeline.job import run_restore
-from pipeline.lock import RunLock
+from pipeline.run.job import run_restore
+from pipeline.run.lock import RunLock
 from pipeline.spec import parse_spec
 from pipeline.stages.decode import decode_image
 from pipeline.storage import StorageOptions

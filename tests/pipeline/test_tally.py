@@ -8,10 +8,10 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from pipeline.job import run_restore
 from pipeline.rows import STATS_SCHEMA
+from pipeline.run.job import run_restore
+from pipeline.run.tally import RunTally
 from pipeline.spec import parse_spec
-from pipeline.tally import RunTally
 from tests.images import bad_files, photo
 
 

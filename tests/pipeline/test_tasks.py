@@ -12,9 +12,9 @@ from dgunet.tasks import ESTIMATES, NAMES, TABLE, Gate, task, task_of_route
 
 
 def test_every_gate_estimate_is_measured_and_kept_in_a_stats_column():
+    from pipeline.quality import DEGRADATION_FEATURES
     from pipeline.rows import STATS_SCHEMA
     from pipeline.stages.estimates import ESTIMATES as MEASURED
-    from pipeline.stages.quality import DEGRADATION_FEATURES
 
     for name, e in MEASURED.items():
         assert e.feature in DEGRADATION_FEATURES, name
@@ -46,7 +46,7 @@ def test_the_router_s_classes_go_to_the_tasks_that_name_them():
 
 def test_each_task_s_cases_baselines_ranking_and_validation_exist():
     from dgunet.degrade import Degradation
-    from pipeline.report import RANKINGS, ranking_measure
+    from pipeline.run.report import RANKINGS, ranking_measure
     from pipeline.training import evaluate as ev
 
     fields = {f.name for f in dataclasses.fields(Degradation)}
@@ -83,6 +83,7 @@ def test_decode_measures_the_estimates_asked_for_alone_or_from_the_features():
 
     from pipeline.rows import Col
     from pipeline.stages.decode import decode_batch
+    from pipeline.stages.measure import measure_batch
 
     rng = np.random.default_rng(0)
     y, x = np.mgrid[0:128, 0:128]
@@ -95,9 +96,10 @@ def test_decode_measures_the_estimates_asked_for_alone_or_from_the_features():
         Col.STATUS: np.array(["ok"], dtype=object),
         Col.ERROR: np.array([""], dtype=object),
     }
-    out = decode_batch(dict(batch), max_pixels=10**6, estimates=("rain", "blockiness"))
+    decoded = decode_batch(dict(batch), max_pixels=10**6)
+    out = measure_batch(decoded, estimates=("rain", "blockiness"))
     assert np.isfinite(out[Col.NOISE_BEFORE][0]) and np.isfinite(out[Col.RAIN_BEFORE][0])
     assert out[Col.BLOCKINESS_BEFORE][0] > 1.05  # a JPEG's grid, read from one features pass
-    plain = decode_batch(dict(batch), max_pixels=10**6)
+    plain = measure_batch(decoded)
     assert np.isnan(plain[Col.RAIN_BEFORE][0]) and np.isnan(plain[Col.BLOCKINESS_BEFORE][0])
     assert plain[Col.NOISE_BEFORE][0] == out[Col.NOISE_BEFORE][0]

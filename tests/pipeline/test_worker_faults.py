@@ -13,8 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.job import run_restore
 from pipeline.rows import OK
+from pipeline.run.job import run_restore
 from pipeline.spec import parse_spec
 from pipeline.stages.model import MIN_OOM_TILE, RestoreModel, gpu_tile_batch
 from pipeline.stages.model_set import ModelSet, resolve_model

@@ -20,6 +20,7 @@ from pipeline.rows import FAILED, OK, RESTORED
 from pipeline.stages.decode import decode_batch
 from pipeline.stages.encode import EXTENSIONS, EncodeOptions, srgb_profile
 from pipeline.stages.iptc import PNG_IPTC_KEY, photoshop_resource, raw_profile
+from pipeline.stages.measure import measure_batch
 from pipeline.stages.metadata import EXIF_IFD, GPS_IFD, ORIENTATION, XMP_NS, read_provenance, xmp_with
 from pipeline.stages.write import write_batch
 from pipeline.storage import StorageOptions
@@ -99,7 +100,7 @@ def run_stages(tmp_path, files: dict[str, bytes], fmt: str, **kw) -> dict[str, n
         "data": np.array(list(files.values()), dtype=object),
     }
     batch["output_uri"] = batch["output_uri"].astype(object)
-    out = decode_batch(batch, max_pixels=10**8)
+    out = measure_batch(decode_batch(batch, max_pixels=10**8))  # as a run chains them
     out.update(restored=out["pixels"], seconds=np.zeros(n), action=np.array([RESTORED] * n, dtype=object))
     return write_batch(out, run_id="run-7", model=MODEL, storage=StorageOptions(), max_pixels=10**8, **kw)
 

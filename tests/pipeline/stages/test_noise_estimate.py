@@ -9,7 +9,7 @@ import pytest
 
 from dgunet.camera import camera_noise
 from dgunet.degrade import add_noise, to_uint8
-from pipeline.stages.quality import NOISE_FIT, noise_design, noise_level, noise_scales, white_noise_level
+from pipeline.quality import NOISE_FIT, noise_design, noise_level, noise_scales, white_noise_level
 
 
 @pytest.fixture(scope="module")

@@ -64,7 +64,7 @@ def test_classical_baselines_improve_their_own_degradation(case, method):
 
 
 def test_unsharp_masking_sharpens():
-    from pipeline.stages.quality import sharpness
+    from pipeline.quality import sharpness
 
     degraded, known = ev.Case("blur").degrade(_astronaut(), seed=5)
     assert sharpness(ev.unsharp(degraded, known)) > 2 * sharpness(degraded)

@@ -3,7 +3,7 @@
 :class:`RunTally` takes the stats rows as the driver streams them and keeps counts and sums only: ok and
 failed inputs, images passed through, megapixels, where the time went, bytes, mean noise before and after,
 the first failures with a count per kind, ok images per task that ran (``routes``; ``passed`` where none
-did) and, under ``task: auto``, per degradation found (``detected``). :class:`~pipeline.report.ReportCollector`
+did) and, under ``task: auto``, per degradation found (``detected``). :class:`~pipeline.run.report.ReportCollector`
 draws the page from its own bounded state and from this tally's numbers.
 """
 
@@ -15,7 +15,7 @@ from collections import Counter
 
 import pyarrow as pa
 
-from .rows import OK, PASSED
+from ..rows import OK, PASSED
 
 MAX_KINDS = 500  # distinct failure kinds counted; any further ones are counted together
 SUMMED = ("seconds", "decode_seconds", "encode_seconds", "input_bytes", "output_bytes")

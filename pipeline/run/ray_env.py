@@ -151,7 +151,7 @@ def start_local_ray(*, auth: bool = True, **init_kwargs) -> None:
     if would_bind != LOOPBACK:
         raise RayAccessError(
             f"Expected a local Ray on {LOOPBACK}, but Ray would listen on {would_bind} instead: it was imported "
-            "before RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 was set. Start it through pipeline.ray_env before "
+            "before RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 was set. Start it through pipeline.run.ray_env before "
             "anything imports ray."
         )
     init_kwargs.setdefault("include_dashboard", False)

@@ -2,11 +2,11 @@
 
 It plans exactly as a run plans (:func:`~pipeline.planning.plan.make_plan`: the listing, the earlier stats
 rows, versions and formats) and reads the provenance of the outputs a run would adopt
-(:mod:`pipeline.adoption`), but takes no lock, recovers no compaction and writes nothing under the output
+(:mod:`pipeline.run.adoption`), but takes no lock, recovers no compaction and writes nothing under the output
 prefix. It counts what the run's summary would (new, changed, reformatted, failed before and tried again,
 skipped, still bad, vanished, to adopt), sums the bytes to restore per top-level input folder, reads image
 headers for the megapixels (every planned image up to :data:`HEADER_SAMPLE`, else an even sample of that
-many, scaled by bytes), and estimates the model's time and cost (:mod:`pipeline.estimate`). Under
+many, scaled by bytes), and estimates the model's time and cost (:mod:`pipeline.run.estimate`). Under
 ``task: auto`` nothing is decoded: routes are known only once a run measures each image.
 
 Without a Ray address it plans in this process (no Ray started: the same steps, one partition); with
@@ -27,12 +27,12 @@ from dataclasses import asdict, dataclass, field
 
 import pyarrow as pa
 
+from ..planning.names import relative_key
+from ..printable import printable
+from ..rows import Col
+from ..spec import AUTO, RestoreSpec
+from ..storage import filesystem, read_head, split_protocol
 from .estimate import estimate
-from .planning.names import relative_key
-from .printable import printable
-from .rows import Col
-from .spec import AUTO, RestoreSpec
-from .storage import filesystem, read_head, split_protocol
 
 log = logging.getLogger(__name__)
 
@@ -124,9 +124,9 @@ def _megapixels(mp: float | None) -> str:
 
 
 def dry_run(spec: RestoreSpec, ref, *, price_per_hour: float | None = None, distributed: bool | None = None) -> DryRun:
-    """Plan ``spec`` as a run would (``ref``: its model, :func:`pipeline.job.model_set`) and say what the
+    """Plan ``spec`` as a run would (``ref``: its model, :func:`pipeline.run.job.model_set`) and say what the
     run would do; nothing is written, no lock taken."""
-    from .planning.plan import make_plan
+    from ..planning.plan import make_plan
 
     t0 = time.perf_counter()
     storage = spec.storage.options()
@@ -243,7 +243,7 @@ def _measure(out: DryRun, plan, spec: RestoreSpec) -> None:
 
 def _header_megapixels(uris: list[str], spec: RestoreSpec) -> list[float | None]:
     """Each image's megapixels from its header (no pixels decoded); None where it cannot be read."""
-    from .stages.formats import open_image
+    from ..stages.formats import open_image
 
     storage = spec.storage.options()
 
@@ -321,7 +321,7 @@ def _inside(path: str, output_uri: str) -> bool:
 
 
 def _write(path: str, data: bytes, spec: RestoreSpec) -> None:
-    from .storage import write_bytes_atomic
+    from ..storage import write_bytes_atomic
 
     protocol, local = split_protocol(path)
     if protocol == "file":

@@ -1,6 +1,6 @@
 """Conditional writes of one small object: create it if absent, replace or delete it if unchanged.
 
-What the run lock needs from storage (see :mod:`pipeline.lock`): of any number of writers that read the
+What the run lock needs from storage (see :mod:`pipeline.run.lock`): of any number of writers that read the
 same version of an object, exactly one changes it. On S3 (and SeaweedFS, MinIO, ...) these are conditional
 requests: ``If-None-Match: *`` to create, ``If-Match: <ETag>`` to replace or delete. Locally, each change is
 made under an exclusive ``flock`` of a guard file beside the object (``.<name>.guard``, which stays), where
@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from .storage import StorageOptions, filesystem, split_protocol, write_file_atomic
+from ..storage import StorageOptions, filesystem, split_protocol, write_file_atomic
 
 # A request whose outcome is unknown (a 500 from SeaweedFS, a 409 ConditionalRequestConflict from S3 between
 # racing conditional writes, a dropped connection) is retried this many times while the object is as before.

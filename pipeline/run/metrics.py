@@ -49,7 +49,7 @@ from collections import Counter
 
 import pyarrow as pa
 
-from .rows import ADOPTED, FAILED, OK, RESTORED
+from ..rows import ADOPTED, FAILED, OK, RESTORED
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ Ctrl-C. :class:`GracefulStop` turns either into an orderly end within ``grace`` 
    exits with ``128 + signal`` (130 for SIGINT, 143 for SIGTERM).
 
 A second signal ends the process at once, as does the end of the grace period if step 3 hangs (a lock
-left behind is taken over by the next run, see :mod:`pipeline.lock`).
+left behind is taken over by the next run, see :mod:`pipeline.run.lock`).
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ class GracefulStop:
 
     def request(self, reason: str) -> None:
         """Stop the run as SIGTERM would (the same steps, exit code and summary), for a reason of the
-        program's own: the run's lock taken over by another run (see :mod:`pipeline.lock`). Callable from any
+        program's own: the run's lock taken over by another run (see :mod:`pipeline.run.lock`). Callable from any
         thread; nothing more happens when a stop was already requested."""
         if self.signum is not None:
             return

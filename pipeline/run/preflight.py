@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import secrets
 
-from .spec import RestoreSpec
-from .storage import StorageOptions, join_uri, split_protocol
+from ..spec import RestoreSpec
+from ..storage import StorageOptions, join_uri, split_protocol
 
 CREDENTIALS_HELP = (
     "set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run where an instance or pod role "

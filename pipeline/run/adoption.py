@@ -18,9 +18,9 @@ from datetime import datetime, timezone
 
 import pyarrow as pa
 
-from .printable import printable
-from .rows import ADOPTED, OK, STATS_SCHEMA, Col
-from .storage import StorageOptions, content_version, read_bytes
+from ..printable import printable
+from ..rows import ADOPTED, OK, STATS_SCHEMA, Col
+from ..storage import StorageOptions, content_version, read_bytes
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +57,8 @@ def adopt(candidates: list[dict], *, model: str, run_id: str, storage: StorageOp
 
 
 def _adopted_row(row: dict, *, model: str, run_id: str, storage: StorageOptions, now: datetime) -> dict | None:
-    from .stages.encode import format_of
-    from .stages.metadata import read_provenance
+    from ..stages.encode import format_of
+    from ..stages.metadata import read_provenance
 
     data = read_bytes(row[Col.OUTPUT_URI], storage)
     record = read_provenance(data)
@@ -90,7 +90,7 @@ def _adopted_row(row: dict, *, model: str, run_id: str, storage: StorageOptions,
 
 def _shape(data: bytes) -> tuple[int, int, int, int]:
     """Width, height, channels and bits per sample from the file's header (no pixels decoded)."""
-    from .stages.formats import open_image
+    from ..stages.formats import open_image
 
     with open_image(data) as img:
         bands = len(img.getbands())

@@ -18,21 +18,21 @@ from typing import get_args
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..planning.plan import Plan, make_plan, unfinished_rows
+from ..printable import printable
+from ..rows import FAILED, STATS_SCHEMA, STOPPED
+from ..spec import AUTO, RestoreSpec, Task
+from ..stages.model import RestoreModel, restore_alone
+from ..stages.model_set import ModelSet, resolve_auto, resolve_model
+from ..stages.stop import close_and_take, start_flag
+from ..stats import StatsFileError, StatsWriter
+from ..storage import join_uri, write_bytes_atomic
 from .adoption import adopt, adoption_candidates
 from .compaction import maybe_compact, recover
 from .lock import RunLock
 from .metrics import RunMetrics, tag_dataset
-from .planning.plan import Plan, make_plan, unfinished_rows
-from .printable import printable
 from .report import ReportCollector, ranking_measure
-from .rows import FAILED, STATS_SCHEMA, STOPPED
 from .shutdown import GracefulStop, Interrupted
-from .spec import AUTO, RestoreSpec, Task
-from .stages.model import RestoreModel, restore_alone
-from .stages.model_set import ModelSet, resolve_auto, resolve_model
-from .stages.stop import close_and_take, start_flag
-from .stats import StatsFileError, StatsWriter
-from .storage import join_uri, write_bytes_atomic
 from .summary import RunSummary, check_run_id
 from .tally import RunTally
 
@@ -52,9 +52,9 @@ def build_dataset(spec: RestoreSpec, rows, models: ModelSet, run_id: str, *, one
     failing the run, and :func:`run_restore` accounts for its rows. ``one_by_one``: each image alone, in
     a task of its own, so that a batch that kept killing its actor is narrowed down to the image at fault.
     ``stop``: the run's :class:`~pipeline.stages.stop.StopFlag`; once raised, reading and the model start
-    nothing new and drop their rows, while what is restored is still written (see :mod:`pipeline.shutdown`).
+    nothing new and drop their rows, while what is restored is still written (see :mod:`pipeline.run.shutdown`).
     """
-    from . import faults
+    from .. import faults
 
     failpoints = faults.from_env()
     ds = _source(rows, one_by_one)
@@ -78,8 +78,9 @@ def _source(rows, one_by_one: bool):
 
 
 def _read_and_decode(ds, spec: RestoreSpec, models: ModelSet, *, one_by_one: bool, stop):
-    from .stages.decode import decode_batch
-    from .stages.read import read_batch
+    from ..stages.decode import decode_batch
+    from ..stages.measure import measure_batch
+    from ..stages.read import read_batch
 
     res, mb = spec.resources, spec.input.max_bytes
     ds = ds.map_batches(
@@ -88,8 +89,10 @@ def _read_and_decode(ds, spec: RestoreSpec, models: ModelSet, *, one_by_one: boo
         batch_size=1 if one_by_one else 16,
     )
     # One image per decode call: a huge image does not hold up (or share a block with) small ones.
-    decode = {"max_pixels": spec.input.max_pixels, "estimates": models.estimates, "router": models.router}
-    ds = ds.map_batches(decode_batch, fn_kwargs=decode, batch_size=1)
+    ds = ds.map_batches(decode_batch, fn_kwargs={"max_pixels": spec.input.max_pixels}, batch_size=1)
+    # What degrades each image, for the gate, the router and the stats: a stage of its own, fused by Ray
+    measure = {"estimates": models.estimates, "router": models.router}
+    ds = ds.map_batches(measure_batch, fn_kwargs=measure, batch_size=1)
     # Blocks of one model batch: a model task then restores one batch and hands it on, so that images are
     # written as they are restored (not when a whole read block is), and a stopping run waits for one
     # batch per actor at most.
@@ -138,7 +141,7 @@ def _model_stage(ds, spec: RestoreSpec, models: ModelSet, *, one_by_one: bool, s
 
 
 def _write(ds, spec: RestoreSpec, models: ModelSet, run_id: str, *, stop, failpoints: dict):
-    from .stages.write import write_batch
+    from ..stages.write import write_batch
 
     return ds.map_batches(
         write_batch,
@@ -168,7 +171,7 @@ def model_set(spec: RestoreSpec) -> ModelSet:
         NoBundledModelError: the spec gives no weights, and none ship for its task.
     """
     if spec.task == AUTO:
-        from .routing import Router
+        from ..routing import Router
 
         storage = spec.storage.options()
         weights = {task: spec.auto.weights(task) for task in get_args(Task)}
@@ -192,7 +195,7 @@ def run_restore(spec: RestoreSpec, *, run_id: str | None = None, models: ModelSe
 
     On SIGTERM or SIGINT (in the main thread), or when another run takes its lock over (as SIGTERM), the run stops
     within ``output.shutdown_grace_seconds``: no new work starts, the stats of every image written are kept, and the
-    summary it returns (and writes) has ``interrupted`` set to the signal's name; see :mod:`pipeline.shutdown`.
+    summary it returns (and writes) has ``interrupted`` set to the signal's name; see :mod:`pipeline.run.shutdown`.
 
     Args:
         models: the run's weights as :func:`model_set` checked them (None: checked here, before the lock).
@@ -262,7 +265,7 @@ def _run_locked(spec: RestoreSpec, run_id: str, models: ModelSet, stop: Graceful
 
 def _adopt(plan: Plan, models: ModelSet, run_id: str, storage, writer: StatsWriter, summary: RunSummary) -> None:
     """Outputs written by an earlier run that never recorded them, adopted: their rows are written now and
-    their inputs left out of the plan (see :mod:`pipeline.adoption`)."""
+    their inputs left out of the plan (see :mod:`pipeline.run.adoption`)."""
     adopted = adopt(adoption_candidates(plan), model=models.id, run_id=run_id, storage=storage)
     if adopted.num_rows:
         writer.add(adopted)

@@ -3,7 +3,7 @@
 Scheduled clean-ups (cron, a Kubernetes CronJob, KubeRay's RayCronJob) may start a run while the last
 one is still going. Both would plan the same inputs and restore them twice, so a run first creates
 ``<output>/runs/LOCK``, and every change to it is conditional on the version last read
-(:mod:`pipeline.conditional`: ``If-None-Match: *`` and ``If-Match: <ETag>`` on S3, an exclusive ``flock``
+(:mod:`pipeline.run.conditional`: ``If-None-Match: *`` and ``If-Match: <ETag>`` on S3, an exclusive ``flock``
 locally). Of any number of runs that create the lock, or take over the same stale one, exactly one wins;
 the others stop with :class:`LockedError`.
 
@@ -30,8 +30,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..storage import StorageOptions, join_uri
 from .conditional import ConditionalObject, Version
-from .storage import StorageOptions, join_uri
 
 log = logging.getLogger(__name__)
 

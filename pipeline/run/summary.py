@@ -7,8 +7,8 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 
-from .printable import printable
-from .storage import join_uri
+from ..printable import printable
+from ..storage import join_uri
 
 
 @dataclass
@@ -23,7 +23,7 @@ class RunSummary:
     changed: int = 0  # restored again: the input changed since an earlier run restored it
     vanished: int = 0  # inputs that earlier runs saw and that are gone now; their outputs stay
     reformatted: int = 0  # restored again: their output is in another format than output.format asks now
-    adopted: int = 0  # not restored: their output was found written, unrecorded, by this model (pipeline.adoption)
+    adopted: int = 0  # not restored: their output was found written, unrecorded, by this model (pipeline.run.adoption)
     ok: int = 0
     failed: int = 0
     megapixels: float = 0.0
@@ -36,7 +36,7 @@ class RunSummary:
     report_uri: str | None = None
     metrics: dict = field(default_factory=dict)  # where the time went, bytes, mean noise, failures by kind
     execution_stats: list[str] = field(default_factory=list)  # Ray Data's per-operator stats, per pass
-    compaction: dict | None = None  # the earlier runs' stats parts merged at the end (pipeline.compaction)
+    compaction: dict | None = None  # the earlier runs' stats parts merged at the end (pipeline.run.compaction)
 
     @property
     def processed(self) -> int:

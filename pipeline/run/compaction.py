@@ -42,12 +42,12 @@ from dataclasses import asdict, dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import faults
-from .planning.names import inside, under
-from .printable import printable
-from .rows import STATS_SCHEMA
-from .stats import check_parts, plan_key, prefix_id, stats_files, write_stats_part
-from .storage import StorageOptions, filesystem, join_uri, read_bytes, split_protocol, write_bytes_atomic
+from .. import faults
+from ..planning.names import inside, under
+from ..printable import printable
+from ..rows import STATS_SCHEMA
+from ..stats import check_parts, plan_key, prefix_id, stats_files, write_stats_part
+from ..storage import StorageOptions, filesystem, join_uri, read_bytes, split_protocol, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def compact_stats(
     part_rows: int = PART_ROWS,
 ) -> Compaction:
     """Merge the stats parts of ``output_uri`` into parts in the current layout. Call it under the run
-    lock (:class:`~pipeline.lock.RunLock`).
+    lock (:class:`~pipeline.run.lock.RunLock`).
 
     Args:
         input_uri: an input prefix to lay rows out for, besides those the parts record (rows of parts

@@ -15,8 +15,8 @@ given, and weights whose keys or shapes do not fit its arch and widths included:
 listed, locked or written; storage that cannot be used; and a Ray that cannot be started or joined with
 token auth: a missing or refused token, auth turned off for a cluster), 3 when another run is writing to
 the same output (a scheduled run that overlaps the previous one), 130 or 143 when SIGINT or SIGTERM stopped
-the run (after writing what it had done; see pipeline/shutdown.py). --dry-run plans as a run would and
-says what it would do and cost, writing nothing under the output and taking no lock (pipeline/dry_run.py).
+the run (after writing what it had done; see pipeline/run/shutdown.py). --dry-run plans as a run would and
+says what it would do and cost, writing nothing under the output and taking no lock (pipeline/run/dry_run.py).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import signal
 import sys
 from pathlib import Path
 
-from .spec import RestoreSpec, SpecError, add_spec_flags, flag_overrides, load_spec, parse_spec
+from ..spec import RestoreSpec, SpecError, add_spec_flags, flag_overrides, load_spec, parse_spec
 
 # The embedded demo's spec, in a checkout (an editable install, or the working directory of a Ray job).
 DEMO_SPEC = Path(__file__).resolve().parents[1] / "jobs" / "specs" / "demo.yaml"

@@ -3,7 +3,7 @@ device kind, each with where it was measured.
 
 A figure is the model's time alone on one actor, from a benchmark that this repository ran and quotes
 (docs/performance.md, docs/device-kit.md); reading, decoding and writing run beside it on other CPUs, and
-starting Ray and the actors is left out. The dry run (:mod:`pipeline.dry_run`) divides by the actors the
+starting Ray and the actors is left out. The dry run (:mod:`pipeline.run.dry_run`) divides by the actors the
 spec asks for and multiplies by a price per hour where one is given.
 
     >>> est = estimate(megapixels=120.0, task="denoise", gpus_per_actor=0, actors=4, price_per_hour=0.2)

@@ -6,7 +6,7 @@ measure), histograms of the quality stats, throughput over time, and the failure
 :class:`ReportCollector` takes the stats rows as the driver streams them and keeps only bounded state:
 fixed-bin histograms, a throughput timeline whose buckets widen as the run grows, a reservoir sample of
 rows and the few worst and best. The counts and the failures it shows come from the run's
-:class:`~pipeline.tally.RunTally`, which the summary counts with whether or not a page is drawn. The page
+:class:`~pipeline.run.tally.RunTally`, which the summary counts with whether or not a page is drawn. The page
 therefore has the same size for a run of a hundred images and of millions; only the images it shows are
 read back.
 """
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from .rows import OK
+from ..rows import OK
 from .tally import RunTally
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ class ReportCollector:
         """The page, as one HTML string; reads the images it shows (a few dozen at most).
 
         Args:
-            summary: the run's :class:`~pipeline.summary.RunSummary`.
+            summary: the run's :class:`~pipeline.run.summary.RunSummary`.
             tally: the run's counts, time and failures, taken from the same rows as this collector's.
         """
         t0 = time.perf_counter()
@@ -288,8 +288,8 @@ CROP = 176  # side of the 1:1 centre crops shown side by side
 
 
 def _load_pair(row: dict, max_pixels: int, storage) -> tuple[np.ndarray, np.ndarray]:
-    from .stages.decode import decode_image
-    from .storage import read_bytes
+    from ..stages.decode import decode_image
+    from ..storage import read_bytes
 
     before = decode_image(read_bytes(row["input_uri"], storage), max_pixels=max_pixels).pixels
     after = decode_image(read_bytes(row["output_uri"], storage), max_pixels=max_pixels).pixels
@@ -298,7 +298,7 @@ def _load_pair(row: dict, max_pixels: int, storage) -> tuple[np.ndarray, np.ndar
 
 def _crop(img: np.ndarray) -> np.ndarray:
     """A 1:1 centre crop as 8-bit gray or RGB (alpha dropped): noise and detail show at full scale."""
-    from .stages.quality import center_crop
+    from ..quality import center_crop
 
     img = center_crop(img, CROP)
     if img.dtype == np.uint16:
