@@ -24,10 +24,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from .jpeg_damage import archive_jpeg
+from .kernels import TRAINING_FAMILIES
 
 KINDS = ("noise", "blur", "rain", "jpeg")
-RAIN_RENDERERS = ("smear", "lines", "drops")
-MAX_KERNEL = 31
+RAIN_RENDERERS = ("smear", "lines", "drops", "streaks")  # "lines", "streaks": for testing only
+MAX_KERNEL = 35
 DOWNPOUR = 0.02  # rain seed density at which the haze is full
 
 
@@ -49,6 +50,7 @@ class Degradation:
     camera_shot: tuple[float, float] = (1e-4, 1.2e-2)  # the camera's shot-noise gain, drawn log-uniform
     blur_size: tuple[int, int] = (7, 21)  # kernel size in pixels (odd)
     blur_motion_probability: float = 0.5  # camera shake (random smooth trajectory), else defocus (disk)
+    blur_families: tuple[str, ...] = ()  # each image draws one (dgunet.kernels); empty: shake or defocus above
     blur_noise: tuple[float, float] = (0.0, 0.0)  # sensor noise after the blur, sigma in 8-bit levels
     rain_density: tuple[float, float] = (0.002, 0.01)  # fraction of pixels seeding a streak
     rain_length: tuple[int, int] = (10, 30)  # streak length in pixels
@@ -56,6 +58,7 @@ class Degradation:
     rain_brightness: tuple[float, float] = (0.5, 1.0)  # streak brightness (0-1)
     rain_angle: float = 0.4  # the fall direction varies up to this many radians from vertical
     rain_haze: float = 0.0  # veil of light in a downpour (0: none), less in lighter rain
+    rain_veil_probability: float = 1.0  # share of rainy images that get the veil at all
     # "smear" or "drops" (training), or "lines" (an independent renderer, kept for testing); a list: each
     # image draws one of them
     rain_renderer: str | tuple[str, ...] = "smear"
@@ -70,6 +73,8 @@ class Degradation:
         for k in self.kinds:
             if k not in KINDS:
                 raise ValueError(f"Expected degradation kinds from {KINDS}, but got {k!r} instead.")
+        if not set(self.blur_families) <= set(TRAINING_FAMILIES):
+            raise ValueError(f"Expected blur_families from {TRAINING_FAMILIES}, but got {self.blur_families} instead.")
         renderers = (self.rain_renderer,) if isinstance(self.rain_renderer, str) else self.rain_renderer
         if not renderers or any(r not in RAIN_RENDERERS for r in renderers):
             raise ValueError(f"Expected rain_renderer in {RAIN_RENDERERS}, but got {self.rain_renderer!r} instead.")
@@ -97,6 +102,7 @@ class Degradation:
             "jpeg_twice_probability",
             "jpeg_regrid_probability",
             "rain_haze",
+            "rain_veil_probability",
         ):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"Expected {name} in [0, 1], but got {getattr(self, name)} instead.")
@@ -288,6 +294,10 @@ def to_uint8(img: np.ndarray) -> np.ndarray:
 def blur_kernel(spec: Degradation, rng: np.random.Generator) -> np.ndarray:
     """A kernel as ``spec`` draws it: camera shake with ``blur_motion_probability``, else defocus."""
     size = min(int(rng.integers(spec.blur_size[0], spec.blur_size[1] + 1)) | 1, MAX_KERNEL)
+    if spec.blur_families:
+        from .kernels import family_kernel
+
+        return family_kernel(spec.blur_families[int(rng.integers(len(spec.blur_families)))], size, rng)
     return shake_kernel(size, rng) if rng.random() < spec.blur_motion_probability else disk_kernel(size)
 
 
@@ -295,11 +305,13 @@ def rain(img: np.ndarray, spec: Degradation, rng: np.random.Generator) -> np.nda
     """Rain as ``spec`` draws it, with its renderer; haze grows with density, reaching ``rain_haze`` at a
     downpour's density (:data:`DOWNPOUR`)."""
     density = rng.uniform(*spec.rain_density)
-    haze = spec.rain_haze * min(1.0, density / DOWNPOUR)
+    haze = spec.rain_haze * min(1.0, density / DOWNPOUR) * _happens(spec.rain_veil_probability, rng)
     name = spec.rain_renderer
     if not isinstance(name, str):
         name = name[int(rng.integers(len(name)))] if len(name) > 1 else name[0]
-    render = {"smear": add_rain, "lines": add_rain_lines, "drops": add_rain_drops}[name]
+    from .weather import add_rain_streaks
+
+    render = {"smear": add_rain, "lines": add_rain_lines, "drops": add_rain_drops, "streaks": add_rain_streaks}[name]
     return render(
         img,
         density,

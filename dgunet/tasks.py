@@ -87,7 +87,7 @@ TABLE: tuple[Task, ...] = (
         presets={"dgunet": (80, 48, 32), "dgunet_plus": (96, 48, 32)},
         routes=("blur",),
         ranking="sharpness_after",
-        cases=("blur-shake", "blur-defocus", "clean"),
+        cases=("blur-shake", "blur-defocus", "blur-spline", "clean"),
         baselines=("unsharp", "wiener", "richardson_lucy"),
     ),
     Task(
@@ -96,7 +96,7 @@ TABLE: tuple[Task, ...] = (
         presets={"dgunet": (40, 20, 16), "dgunet_plus": (40, 20, 16)},
         routes=("rain",),
         ranking="noise_after",
-        cases=("rain-smear", "rain-lines", "clean"),
+        cases=("rain-smear", "rain-lines", "rain-streaks", "clean"),
         baselines=("median", "bilateral", "guided"),
     ),
     Task(

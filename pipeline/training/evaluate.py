@@ -87,7 +87,12 @@ class Case:
             spec = Degradation(kinds=("blur",), blur_size=(5, 31), blur_motion_probability=motion)
             known = Known(kernel=blur_kernel(spec, rng))
             out = to_uint8(add_noise(blur(u, known.kernel), rng.uniform(*noise), rng))
-        elif self.kind == "rain" and self.name in ("rain-smear", "rain-lines"):
+        elif self.name == "blur-spline":  # a kernel generator that no training draws (dgunet.kernels)
+            from dgunet.kernels import spline_kernel
+
+            known = Known(kernel=spline_kernel(int(rng.integers(4, 16)) * 2 + 1, rng))
+            out = to_uint8(add_noise(blur(u, known.kernel), rng.uniform(1, 3), rng))
+        elif self.kind == "rain" and self.name in ("rain-smear", "rain-lines", "rain-streaks"):
             spec = Degradation(
                 kinds=("rain",),
                 rain_renderer=self.name.split("-")[1],
@@ -99,8 +104,8 @@ class Case:
             out = to_uint8(rain(u, spec, rng))
         else:
             raise ValueError(
-                f"Expected a case sigmaN, jpegQ, clean, cameraN[-jpegQ], {', '.join(BLUR_CASES)}, rain-smear or "
-                f"rain-lines, but got "
+                f"Expected a case sigmaN, jpegQ, clean, cameraN[-jpegQ], {', '.join(BLUR_CASES)}, blur-spline, "
+                f"rain-smear, rain-lines or rain-streaks, but got "
                 f"{self.name!r} instead."
             )
         return _through_png(out), known
@@ -172,10 +177,10 @@ class EvalResult:
 
 
 def psnr_ssim(clean: np.ndarray, img: np.ndarray) -> tuple[float, float]:
-    """PSNR (:func:`pipeline.stages.quality.psnr`) and SSIM of 8-bit ``img`` against ``clean``."""
+    """PSNR (:func:`pipeline.quality.psnr`) and SSIM of 8-bit ``img`` against ``clean``."""
     from skimage.metrics import structural_similarity
 
-    from ..stages.quality import psnr
+    from ..quality import psnr
 
     return (
         psnr(clean, img, data_range=255),
@@ -200,9 +205,9 @@ def deblock(compressed: np.ndarray, known: Known) -> np.ndarray:
     """A classical deblocking filter, after H.264's in-loop filter: across every edge of the 8x8 grid, where
     the step between the two pixels either side is small enough to be blocking (under ``DEBLOCK_EDGE`` times
     the quantization step that the image's own grid shows: ``jpeg_step`` of
-    :func:`~pipeline.stages.quality.degradation_features`), the two pixels on each side are moved towards each
+    :func:`~pipeline.quality.degradation_features`), the two pixels on each side are moved towards each
     other; larger steps are taken for edges of the picture and kept. No step found: returned as it is."""
-    from ..stages.quality import degradation_features
+    from ..quality import degradation_features
 
     features = degradation_features(compressed)
     step = 1.0 if features is None else features["jpeg_step"]
@@ -233,9 +238,9 @@ def cbm3d(noisy: np.ndarray, known: Known) -> np.ndarray:
 
 def estimated_sigma(noisy: np.ndarray) -> float:
     """scikit-image's wavelet estimate of the noise level (8-bit levels), as the stages measure it
-    (:func:`pipeline.stages.quality.white_noise_level`): what a baseline that is not told the level would
+    (:func:`pipeline.quality.white_noise_level`): what a baseline that is not told the level would
     be given."""
-    from ..stages.quality import white_noise_level
+    from ..quality import white_noise_level
 
     return white_noise_level(noisy)
 
