@@ -4,6 +4,7 @@ gains on them, for clean photos, light noise and JPEG.
     python bench/gate.py --clean data/photos/test [--checkpoint W]                # the noise level
     python bench/gate.py --task derain --checkpoint checkpoints/cpu/derain/last.pth  # the rain level
     python bench/gate.py --task derain --clean data/photos/train --crop 384 --checkpoint ...  # to choose by
+    python bench/gate.py --task dejpeg --clean data/photos/train --crop 384 --checkpoint ...  # the JPEG step
 
 For each case and image it prints the estimated noise (what the gate sees) and the PSNR of the input and
 of the model's output against the clean photo. The gate should pass what the model does not improve
@@ -29,6 +30,7 @@ CASES = {
         *("camera1", "camera2", "camera2-jpeg90", "camera3-jpeg90"),
     ),
     "derain": ("clean", "rain-smear", "rain-lines", "jpeg60"),
+    "dejpeg": ("clean", "jpeg30", "jpeg60", "jpeg80", "jpeg90", "jpeg95"),
 }
 
 
@@ -53,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from dgunet import WEIGHTS, create_model, restore
-    from pipeline.quality import noise_level, rain_level
+    from dgunet.tasks import task
     from pipeline.storage import list_images
     from pipeline.training.evaluate import Case, psnr_ssim
     from pipeline.training.loop import load_rgb
@@ -77,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     images = {uri.rsplit("/", 1)[-1]: load_rgb(uri) for uri, _ in list_images(args.clean)}
     if args.crop:
         images = {k: _centre(v, args.crop) for k, v in images.items() if min(v.shape[:2]) >= args.crop}
-    estimate = rain_level if args.task == "derain" else noise_level
+    estimate = _estimate(task(args.task).gate.estimate)  # what the task's gate reads
     rows = []
     for c_i, name in enumerate(CASES[args.task]):
         if args.cases and name not in args.cases:
@@ -112,6 +114,23 @@ def main(argv: list[str] | None = None) -> int:
         for r in rows:
             f.write(json.dumps({"weights": weights, **r}) + "\n")
     return 0
+
+
+def _estimate(name: str):
+    """The decode stage's measure of estimate ``name`` (pipeline/stages/estimates.py), as a function."""
+    from pipeline.quality import degradation_features
+    from pipeline.stages.estimates import ESTIMATES
+
+    e = ESTIMATES[name]
+    if e.measure is not None:
+        return e.measure
+
+    def measure(img: np.ndarray) -> float:
+        features = degradation_features(img)
+        return float("nan") if features is None else features[e.feature]
+
+    measure.__name__ = name
+    return measure
 
 
 def _centre(img: np.ndarray, side: int) -> np.ndarray:

@@ -31,7 +31,7 @@ from pathlib import Path
 from ..spec import RestoreSpec, SpecError, add_spec_flags, flag_overrides, load_spec, parse_spec
 
 # The embedded demo's spec, in a checkout (an editable install, or the working directory of a Ray job).
-DEMO_SPEC = Path(__file__).resolve().parents[1] / "jobs" / "specs" / "demo.yaml"
+DEMO_SPEC = Path(__file__).resolve().parents[2] / "jobs" / "specs" / "demo.yaml"
 
 # flag -> dotted spec key; each flag's type, choices and help come from the spec's schema
 FLAGS = {
