@@ -22,27 +22,28 @@ from pathlib import Path
 
 import numpy as np
 
+from dgunet.tasks import NAMES
+
 # case -> the task that should restore it (None: leave it alone)
 CASES = {
     "clean": None,
     **{f"sigma{s}": "denoise" for s in (5, 15, 25, 50)},
-    **{f"jpeg{q}": "denoise" for q in (30, 60)},
+    **{f"jpeg{q}": "dejpeg" for q in (30, 60, 90)},
     **{c: "denoise" for c in ("camera1", "camera2", "camera3", "camera2-jpeg90")},
     "blur-shake": "deblur",
     "blur-defocus": "deblur",
     "rain-smear": "derain",
     "rain-lines": "derain",
 }
-ROUTES = ("passed", "denoise", "deblur", "derain")
+ROUTES = ("passed", *NAMES)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--photos", type=Path, default=Path("data/photos/routing"))
     ap.add_argument("--router", help="router JSON (default: the bundled one)")
-    ap.add_argument("--denoise", help="denoising weights (default: the bundled model)")
-    ap.add_argument("--deblur", help="deblurring weights (default: the bundled model, if one ships)")
-    ap.add_argument("--derain", help="deraining weights (default: the bundled model, if one ships)")
+    for task in NAMES:
+        ap.add_argument(f"--{task}", help=f"{task} weights (default: the bundled model, if one ships)")
     ap.add_argument("--draws", type=int, default=2, help="degradations of each photo per case")
     ap.add_argument("--cases", nargs="*", default=list(CASES))
     ap.add_argument("--limit", type=int, help="at most this many photos (a smoke test)")
@@ -62,7 +63,7 @@ def load_models(args: argparse.Namespace) -> dict:
     from dgunet import NoBundledModelError, create_model
 
     models = {}
-    for task in ("denoise", "deblur", "derain"):
+    for task in NAMES:
         try:
             models[task] = create_model(task, weights=getattr(args, task)).to(memory_format=torch.channels_last)
         except NoBundledModelError:

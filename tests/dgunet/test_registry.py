@@ -11,6 +11,7 @@ import pytest
 
 from dgunet import WEIGHTS, Weights, create_model, num_params, restore
 from dgunet.registry import default_weights
+from dgunet.tasks import ESTIMATES, NAMES
 
 INDEX = Path(__file__).resolve().parents[2] / "dgunet" / "weights" / "index.json"
 
@@ -32,7 +33,8 @@ def test_index_entries_round_trip_through_the_schema():
     for entry in entries:
         assert Weights.from_entry(entry).to_entry() == entry
         assert WEIGHTS[entry["name"]].to_entry() == entry
-        assert entry["gate"]["estimate"] in ("noise", "rain")  # every bundled weights declare their gate
+        assert entry["gate"]["estimate"] in ESTIMATES  # every bundled weights declare their gate
+    assert {WEIGHTS[e["name"]].task for e in entries} == set(NAMES)  # every task of the table ships a model
 
 
 def test_an_entry_with_an_unknown_or_missing_key_names_it():
@@ -76,7 +78,7 @@ def test_missing_default_is_a_clear_error(monkeypatch):
     import dgunet.registry
 
     monkeypatch.setattr(dgunet.registry, "WEIGHTS", {k: w for k, w in WEIGHTS.items() if w.task != "deblur"})
-    with pytest.raises(LookupError, match=r"No trained default model for task 'deblur' .*\(bundled tasks: \['denoise'"):
+    with pytest.raises(LookupError, match=r"No trained default model for task 'deblur' .*\(bundled tasks: \['dejpeg', 'denoise'"):
         default_weights("deblur")
 
 
@@ -86,6 +88,7 @@ def test_missing_default_is_a_clear_error(monkeypatch):
         ("## The bundled default denoiser", "denoise"),
         ("## The bundled deraining model", "derain"),
         ("## The bundled deblurring model", "deblur"),
+        ("## The bundled JPEG-artifact model", "dejpeg"),
     ],
 )
 def test_model_cards_match_the_measured_metrics(heading, task):
