@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .jpeg_damage import archive_jpeg
-from .kernels import TRAINING_FAMILIES
+from .kernels import TRAINING_FAMILIES, splat
 
 KINDS = ("noise", "blur", "rain", "jpeg")
 RAIN_RENDERERS = ("smear", "lines", "drops", "streaks")  # "lines", "streaks": for testing only
@@ -148,10 +148,7 @@ def shake_kernel(size: int, rng: np.random.Generator) -> np.ndarray:
     path *= (size - 1) * rng.uniform(0.5, 1.0) / extent
     path += ((size - 1) - path.max(axis=0)) / 2  # centred
     k = np.zeros((size + 1, size + 1), np.float64)
-    x0, y0 = np.floor(path[:, 0]).astype(int), np.floor(path[:, 1]).astype(int)
-    fx, fy = path[:, 0] - x0, path[:, 1] - y0
-    for dy, dx, w in ((0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx), (1, 0, fy * (1 - fx)), (1, 1, fy * fx)):
-        np.add.at(k, (y0 + dy, x0 + dx), w)
+    splat(k, path[:, 0], path[:, 1])
     k = k[:size, :size].astype(np.float32)
     return k / k.sum()
 

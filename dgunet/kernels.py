@@ -15,6 +15,19 @@ import numpy as np
 TRAINING_FAMILIES = ("shake", "defocus", "gaussian", "linear", "soft_defocus", "mix")
 
 
+def splat(canvas: np.ndarray, xs: np.ndarray, ys: np.ndarray, values: np.ndarray | float = 1.0) -> None:
+    """Add ``values`` at the real positions ``(xs, ys)`` of a 2-D ``canvas`` with bilinear weights, in
+    place; what falls off the canvas is dropped. Kernels' paths and rain streaks are drawn with it."""
+    values = np.broadcast_to(np.asarray(values, np.float64), np.shape(xs))
+    x0, y0 = np.floor(xs).astype(int), np.floor(ys).astype(int)
+    fx, fy = xs - x0, ys - y0
+    h, w = canvas.shape
+    for dy, dx, f in ((0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx), (1, 0, fy * (1 - fx)), (1, 1, fy * fx)):
+        yy, xx = y0 + dy, x0 + dx
+        ok = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+        np.add.at(canvas, (yy[ok], xx[ok]), (values * f)[ok])
+
+
 def _normalised(k: np.ndarray) -> np.ndarray:
     k = np.clip(k, 0, None).astype(np.float32)
     return k / k.sum()
@@ -39,12 +52,8 @@ def linear_kernel(size: int, rng: np.random.Generator) -> np.ndarray:
     c = (size - 1) / 2
     k = np.zeros((size + 1, size + 1), np.float64)
     fade = rng.uniform(-0.5, 0.5)
-    for t in np.linspace(-0.5, 0.5, 8 * size):
-        x, y = c + t * length * np.cos(a), c + t * length * np.sin(a)
-        x0, y0, fx, fy = int(np.floor(x)), int(np.floor(y)), x - np.floor(x), y - np.floor(y)
-        w = 1 + fade * 2 * t
-        for dy, dx, f in ((0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx), (1, 0, fy * (1 - fx)), (1, 1, fy * fx)):
-            k[y0 + dy, x0 + dx] += w * f
+    t = np.linspace(-0.5, 0.5, 8 * size)
+    splat(k, c + t * length * np.cos(a), c + t * length * np.sin(a), 1 + fade * 2 * t)
     return _normalised(k[:size, :size])
 
 
@@ -126,9 +135,6 @@ def spline_kernel(size: int, rng: np.random.Generator) -> np.ndarray:
     path = np.array(samples)
     speed = 1 + 0.6 * np.sin(np.linspace(0, rng.uniform(1, 4) * np.pi, len(path)) + rng.uniform(0, 2 * np.pi))
     k = np.zeros((size + 1, size + 1), np.float64)
-    x0, y0 = np.floor(path[:, 0]).astype(int), np.floor(path[:, 1]).astype(int)
-    fx, fy = path[:, 0] - x0, path[:, 1] - y0
-    for dy, dx, w in ((0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx), (1, 0, fy * (1 - fx)), (1, 1, fy * fx)):
-        np.add.at(k, (np.clip(y0 + dy, 0, size), np.clip(x0 + dx, 0, size)), w / speed)
+    splat(k, path[:, 0], path[:, 1], 1 / speed)
     k = cv2.GaussianBlur(k[:size, :size].astype(np.float32), (0, 0), 0.5)
     return _normalised(k)

@@ -57,14 +57,9 @@ def add_rain_streaks(
 def _taper(layer: np.ndarray, x: float, y: float, angle: float, length: float, peak: float) -> None:
     """Splat one streak on ``layer``: brightness rising and falling along it (a sine of its length), with
     bilinear weights, in place."""
-    h, w = layer.shape
-    steps = max(2, int(length * 2))
-    t = np.linspace(-0.5, 0.5, steps)
-    xs, ys = x + t * length * np.cos(angle), y + t * length * np.sin(angle)
-    v = peak * np.sin(np.pi * (t + 0.5)) ** 0.7
-    x0, y0 = np.floor(xs).astype(int), np.floor(ys).astype(int)
-    fx, fy = xs - x0, ys - y0
-    for dy, dx, f in ((0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx), (1, 0, fy * (1 - fx)), (1, 1, fy * fx)):
-        yy, xx = y0 + dy, x0 + dx
-        ok = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
-        np.add.at(layer, (yy[ok], xx[ok]), (v * f)[ok])
+    from .kernels import splat
+
+    t = np.linspace(-0.5, 0.5, max(2, int(length * 2)))
+    splat(
+        layer, x + t * length * np.cos(angle), y + t * length * np.sin(angle), peak * np.sin(np.pi * (t + 0.5)) ** 0.7
+    )
