@@ -15,6 +15,7 @@ from PIL import Image
 
 from dgunet import create_model
 from dgunet.checkpoint import check_state_dict, extract_state_dict, parse_checkpoint, read_bytes
+from dgunet.tasks import NAMES
 from tests.images import photo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,9 +78,9 @@ def test_dry_run_checks_measures_and_trains(tmp_path):
     assert feeding["cpu_seconds_per_image"] > 0 and [r["threads"] for r in feeding["runs"]][0] == 1
     assert all(0 < r["gpu_busy"] <= 1 for r in feeding["runs"])
 
-    # train: the three GPU specs at once, each in its own process, two steps of its loop after probing its
+    # train: every task's GPU spec at once, each in its own process, two steps of its loop after probing its
     # batch; a refused capture (forced) falls back to eager; the checkpoints come back, resumable and loadable.
-    assert set(kit["train"]) == {"train_denoise_gpu", "train_deblur_gpu", "train_derain_gpu"}
+    assert set(kit["train"]) == {f"train_{task}_gpu" for task in NAMES}
     spans = {}
     for name, result in kit["train"].items():
         assert [r["batch"] for r in result["batch_probe"]] == [1, 2] and result["batch_size"] in (1, 2)
@@ -87,9 +88,10 @@ def test_dry_run_checks_measures_and_trains(tmp_path):
         log = (out / f"{name}.log").read_text()
         assert "torch.compile (reduce-overhead) failed at step 0; training on eagerly" in log
         spans[name] = (result["started_at"], result["ended_at"])
-        # Noise and blur drawn on the device where the spec asks it (denoise, deblur; rain has no device form)
-        assert result["spec"]["data"]["device_degradations"] is (name != "train_derain_gpu")
-    assert max(a for a, _ in spans.values()) < min(b for _, b in spans.values())  # all three ran at once
+        # Noise and blur drawn on the device where the spec asks it (denoise, deblur; rain and JPEG have no
+        # device form)
+        assert result["spec"]["data"]["device_degradations"] is (name in ("train_denoise_gpu", "train_deblur_gpu"))
+    assert max(a for a, _ in spans.values()) < min(b for _, b in spans.values())  # all ran at once
     for name in kit["train"]:
         history = [json.loads(line) for line in (out / f"{name}.history.jsonl").read_text().splitlines()]
         assert [h["step"] for h in history] == [1, 2] and all(h["val_psnr"] > 0 for h in history)
