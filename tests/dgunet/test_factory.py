@@ -160,7 +160,8 @@ def test_bad_names_are_named():
         create_model("denoise", arch="unet", weights=False)
     with pytest.raises(
         FileNotFoundError,
-        match=r"Expected bundled weights \(dgunet.denoise_small, dgunet.derain_small, dgunet.deblur_small\) or a",
+        match=r"Expected bundled weights \(dgunet.denoise_small, dgunet.derain_small, dgunet.deblur_small, "
+        r"dgunet.dejpeg_small\) or a",
     ):
         create_model("denoise", weights="dgunet.denoise_tiny")
     with pytest.raises(TypeError, match="but got int instead"):

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dgunet.tasks import NAMES
 from pipeline.spec import SpecError, load_spec, parse_spec
 
 SPECS = sorted((Path(__file__).parents[2] / "jobs" / "specs").glob("*.yaml"))
@@ -16,7 +17,7 @@ BASE = {"input": {"uri": "s3://archive/in"}, "output": {"uri": "s3://archive/out
 @pytest.mark.parametrize("path", [p for p in SPECS if not p.name.startswith("train_")], ids=lambda p: p.name)
 def test_shipped_restore_specs_validate(path):
     spec = load_spec(path)
-    assert spec.task in ("denoise", "deblur", "derain", "auto")
+    assert spec.task in (*NAMES, "auto")
 
 
 def test_shipped_training_specs_validate():
