@@ -27,7 +27,7 @@ from .jpeg_damage import archive_jpeg
 from .kernels import TRAINING_FAMILIES, splat
 
 KINDS = ("noise", "blur", "rain", "jpeg")
-RAIN_RENDERERS = ("smear", "lines", "drops", "streaks")  # "lines", "streaks": for testing only
+RAIN_RENDERERS = ("smear", "lines", "drops", "layers", "streaks")  # "lines", "streaks": for testing only
 MAX_KERNEL = 35
 DOWNPOUR = 0.02  # rain seed density at which the haze is full
 
@@ -306,9 +306,11 @@ def rain(img: np.ndarray, spec: Degradation, rng: np.random.Generator) -> np.nda
     name = spec.rain_renderer
     if not isinstance(name, str):
         name = name[int(rng.integers(len(name)))] if len(name) > 1 else name[0]
+    from .rain_layers import add_rain_layers
     from .weather import add_rain_streaks
 
-    render = {"smear": add_rain, "lines": add_rain_lines, "drops": add_rain_drops, "streaks": add_rain_streaks}[name]
+    render = {"smear": add_rain, "lines": add_rain_lines, "drops": add_rain_drops, "layers": add_rain_layers}
+    render = {**render, "streaks": add_rain_streaks}[name]
     return render(
         img,
         density,

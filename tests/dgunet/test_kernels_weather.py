@@ -1,4 +1,5 @@
-"""Blur kernel families (dgunet/kernels.py) and the streak-only rain renderer (dgunet/weather.py)."""
+"""Blur kernel families (dgunet/kernels.py), the streak-only test renderer (dgunet/weather.py) and the layered
+training renderer (dgunet/rain_layers.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 
 from dgunet.degrade import Degradation, blur_kernel, degrade
 from dgunet.kernels import TRAINING_FAMILIES, family_kernel, spline_kernel
+from dgunet.rain_layers import add_rain_layers
 from dgunet.weather import add_rain_streaks
 
 
@@ -54,3 +56,20 @@ def test_the_veil_can_be_left_out_of_a_share_of_rainy_images():
     with_veil = np.median(degrade(img, veiled, np.random.default_rng(0)))
     without = np.median(degrade(img, never, np.random.default_rng(0)))
     assert with_veil > 0.5 and without < 0.35  # a downpour's veil lifts the whole image; streaks alone do not
+
+
+def test_layered_rain_leaves_most_pixels_and_grows_with_density():
+    dark = np.full((128, 128, 3), 0.1, np.float32)
+    light = [add_rain_layers(dark, 0.002, 20, np.pi / 2, np.random.default_rng(s), width=1.5) for s in range(6)]
+    heavy = [add_rain_layers(dark, 0.02, 20, np.pi / 2, np.random.default_rng(s), width=1.5) for s in range(6)]
+    for out in light:
+        assert out.shape == dark.shape and out.dtype == np.float32
+        assert np.percentile(out, 50) < 0.11 and (out - dark).max() > 0.03  # streaks, no veil of its own
+    assert np.mean([o.mean() for o in heavy]) > np.mean([o.mean() for o in light]) + 0.01
+
+
+def test_layered_rain_is_sometimes_darker_than_a_bright_sky():
+    sky = np.full((96, 96, 3), 0.95, np.float32)
+    outs = [add_rain_layers(sky, 0.01, 20, np.pi / 2, np.random.default_rng(s), width=2.0) for s in range(12)]
+    darker = [bool((o < sky - 0.02).any()) for o in outs]
+    assert any(darker) and not all(darker)  # opaque streaks of the scene's light, or added light
