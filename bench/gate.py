@@ -29,7 +29,7 @@ CASES = {
         *("clean", "sigma1", "sigma2", "sigma3", "sigma4", "sigma6", "jpeg60", "jpeg90"),
         *("camera1", "camera2", "camera2-jpeg90", "camera3-jpeg90"),
     ),
-    "derain": ("clean", "rain-smear", "rain-lines", "jpeg60"),
+    "derain": ("clean", "rain-smear", "rain-lines", "rain-streaks", "jpeg60"),
     "dejpeg": ("clean", "jpeg30", "jpeg60", "jpeg80", "jpeg90", "jpeg95"),
 }
 
