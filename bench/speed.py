@@ -2,7 +2,11 @@
 recommended options: tiles where they declare them), for the models' cards.
 
     python bench/speed.py                                  # every bundled model, a 1024x1024 photo crop
-    python bench/speed.py --weights checkpoints/cpu/denoise-camera/last.pth --side 768
+    python bench/speed.py --weights dgunet.denoise_small old.safetensors@16,8,8,5 --tile 128 --overlap 32
+
+A weights file that does not record its widths takes them after ``@`` (n_feat, scale_unetfeats,
+scale_orsnetfeats, depth), and is a denoiser unless its checkpoint says otherwise; ``--tile`` and
+``--overlap`` replace the weights' recommended options for all of them.
 
 Each model restores the same image ``--repeats`` times; the best wall time and the process's CPU time of
 that run are kept. The CPU time per megapixel is what a card quotes: it holds on a loaded machine, where
@@ -12,6 +16,7 @@ the wall time does not. Results are appended to bench/results/speed.jsonl and pr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import time
@@ -33,17 +38,22 @@ def photo(side: int) -> np.ndarray:
     return np.ascontiguousarray(img[:side, :side])
 
 
-def measure(name: str, image: np.ndarray, repeats: int) -> dict:
+def measure(name: str, image: np.ndarray, repeats: int, overrides: dict) -> dict:
     from dgunet import create_model, restore
+    from dgunet.inference import recommended_options
     from dgunet.registry import WEIGHTS
 
-    task = WEIGHTS[name].task if name in WEIGHTS else None
-    model = create_model(task or _task_of(name), weights=name)
-    restore(model, image[:64, :64])  # warm up
+    path, _, widths = name.partition("@")
+    keys = ("n_feat", "scale_unetfeats", "scale_orsnetfeats", "depth")
+    given = dict(zip(keys, map(int, widths.split(",")))) if widths else {}
+    task = WEIGHTS[path].task if path in WEIGHTS else "denoise" if path.endswith(".safetensors") else _task_of(path)
+    model = create_model(task, weights=path, **given)
+    options = dataclasses.replace(recommended_options(model), **overrides)
+    restore(model, image[:64, :64], options=options)  # warm up
     best = None
     for _ in range(repeats):
         wall, cpu = time.perf_counter(), time.process_time()
-        restore(model, image)
+        restore(model, image, options=options)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         if best is None or wall < best[0]:
             best = (wall, cpu)
@@ -51,7 +61,7 @@ def measure(name: str, image: np.ndarray, repeats: int) -> dict:
     return {
         "weights": name,
         "params": sum(p.numel() for p in model.parameters()),
-        "options": model.weights.inference if model.weights else {},
+        "options": {k: v for k, v in dataclasses.asdict(options).items() if k in ("tile", "overlap") and v},
         "megapixels": mp,
         "wall_s_per_mp": best[0] / mp,
         "cpu_s_per_mp": best[1] / mp,
@@ -74,10 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--side", type=int, default=1024)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--tile", type=int, help="tiles of this side for every model (0: whole images)")
+    ap.add_argument("--overlap", type=int)
     args = ap.parse_args(argv)
+    overrides = {k: v for k, v in (("tile", args.tile), ("overlap", args.overlap)) if v is not None}
     torch.set_num_threads(args.threads)
     image = photo(args.side)
-    rows = [measure(n, image, args.repeats) for n in (args.weights or list(WEIGHTS))]
+    rows = [measure(n, image, args.repeats, overrides) for n in (args.weights or list(WEIGHTS))]
     machine = f"{platform.machine()} {platform.processor() or ''}".strip()
     RESULTS.mkdir(exist_ok=True)
     with (RESULTS / "speed.jsonl").open("a") as f:
