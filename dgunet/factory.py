@@ -70,11 +70,11 @@ def create_model(
     >>> from dgunet import create_model
     >>> model = create_model("denoise")  # the bundled default denoiser
     >>> model.weights.name, model.weights.config.n_feat, model.weights.gate.below
-    ('dgunet.denoise_small', 16, 4.5)
+    ('dgunet.denoise_small', 8, 4.5)
     >>> create_model("denoise", n_feat=80)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
         ...
-    dgunet.checkpoint.CheckpointMismatchError: Expected n_feat 16, which dgunet.denoise_small has, but got 80 ...
+    dgunet.checkpoint.CheckpointMismatchError: Expected n_feat 8, which dgunet.denoise_small has, but got 80 ...
     >>> untrained = create_model("derain", arch="dgunet_plus", weights=False, n_feat=8, scale_unetfeats=4)
     >>> model = create_model("derain", weights="checkpoints/derain/last.pth")  # doctest: +SKIP
     """

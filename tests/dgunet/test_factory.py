@@ -72,8 +72,8 @@ def test_bundled_weights_by_name_or_entry_and_the_widths_they_have():
     ("asked", "expected"),
     [
         ({"arch": "dgunet_plus"}, "Expected arch 'dgunet', which dgunet.denoise_small has, but got 'dgunet_plus'"),
-        ({"n_feat": 80}, "Expected n_feat 16, which dgunet.denoise_small has, but got 80 instead"),
-        ({"depth": 1}, "Expected depth 5, which dgunet.denoise_small has, but got 1 instead"),
+        ({"n_feat": 80}, "Expected n_feat 8, which dgunet.denoise_small has, but got 80 instead"),
+        ({"depth": 5}, "Expected depth 1, which dgunet.denoise_small has, but got 5 instead"),
     ],
 )
 def test_an_arch_or_width_the_bundled_weights_do_not_have_is_refused_by_name(asked, expected):
