@@ -49,7 +49,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--limit", type=int, help="at most this many photos (a smoke test)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument(
-        "--max-pixels", type=int, default=1 << 18, help="whole-image inference up to this size (the cells are 256 px)"
+        "--max-pixels",
+        type=int,
+        help="whole-image inference up to this size (default: each model's recommended options, as runs use them)",
     )
     ap.add_argument("--route-only", action="store_true", help="the confusion table alone: restore nothing")
     ap.add_argument("--out", type=Path, help="folder for README.md (the tables) and per_image.json")
@@ -102,7 +104,8 @@ def run(args: argparse.Namespace) -> list[dict]:
                 outputs: dict[str | None, np.ndarray] = {None: degraded}
                 for t in {task, right} - {None}:
                     run = t in models and not args.route_only
-                    outputs[t] = restore(models[t], degraded, max_pixels=args.max_pixels) if run else degraded
+                    sizes = {"max_pixels": args.max_pixels} if args.max_pixels else {}
+                    outputs[t] = restore(models[t], degraded, **sizes) if run else degraded
                 p = {k: psnr(reference, v, data_range=255) for k, v in outputs.items()}
                 records.append(
                     {
