@@ -56,6 +56,10 @@ def local_ray_env(*, auth: bool = True) -> dict[str, str]:
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # the node's address is 127.0.0.1: its servers bind loopback
         AUTH_MODE: "token" if auth else "disabled",
         "RAY_USAGE_STATS_ENABLED": "0",
+        # Ray starts its workers at niceness 15; a local run's workers are the run's work (the model actors
+        # included), and beside any busy process of normal priority they got a few percent of a core: a
+        # planning test of 21 s idle ran past 600 s beside two busy processes on 2 cores.
+        "RAY_worker_niceness": "0",
     }
     lo = _loopback_interface()
     if lo:
