@@ -211,6 +211,23 @@ def hours_to(rows: list[dict], target: float) -> float | None:
     return float(np.exp((target - a) / b)) / 60
 
 
+def runs_of(rows: list[dict]) -> dict[str, list[dict]]:
+    """Rows grouped by run: a configuration trained again (its CPU-minutes start over) is a run of its own,
+    named ``<config> (run 2)`` and so on, so a longer study of a configuration does not mix with a shorter
+    one before it."""
+    runs: dict[str, list[dict]] = {}
+    count: dict[str, int] = {}
+    for r in rows:
+        config = r["config"]
+        name = config if count.get(config, 1) == 1 else f"{config} (run {count[config]})"
+        if name in runs and r["cpu_min"] <= runs[name][-1]["cpu_min"]:
+            count[config] = count.get(config, 1) + 1
+            name = f"{config} (run {count[config]})"
+        count.setdefault(config, 1)
+        runs.setdefault(name, []).append(r)
+    return runs
+
+
 def table(data: str) -> str:
     """Markdown: per task, each configuration's gain (dB) at each evaluation, its steps per CPU-second, and
     the CPU-hours at which its log-linear fit reaches the task's target gain."""
@@ -221,9 +238,7 @@ def table(data: str) -> str:
     lines.append("extrapolation, often far beyond the measured range).")
     for path in sorted(RESULTS.glob("*.jsonl")):
         rows = [json.loads(line) for line in path.read_text().splitlines() if line]
-        by_config: dict[str, list[dict]] = {}
-        for r in rows:
-            by_config.setdefault(r["config"], []).append(r)
+        by_config = runs_of(rows)
         marks = sorted({round(r["cpu_min"]) for r in rows})
         target = rows[-1].get("target_gain_db")
         if target is None:  # rows from before targets were recorded

@@ -45,3 +45,17 @@ def test_table_has_a_row_per_configuration_with_its_gains_and_reach(lc, tmp_path
     fast = next(line for line in lines if line.startswith("| fast |"))
     assert fast == f"| fast | +{1 + 2 * math.log(3):.2f} | +{1 + 2 * math.log(6):.2f} | +4.58 | 1.25 | 0.12 h |"
     assert next(line for line in lines if line.startswith("| flat |")) == "| flat | +0.40 | +0.30 | +0.40 | 1.25 |  |"
+
+
+def test_a_configuration_trained_again_is_a_run_of_its_own(lc, tmp_path, monkeypatch):
+    monkeypatch.setattr(lc, "RESULTS", tmp_path)
+    short = _rows("w8", [(2.0, 0.1), (4.0, 0.2)])
+    long = _rows("w8", [(4.0, 0.3), (8.0, 0.5), (12.0, 0.6)])
+    third = _rows("w8", [(4.0, 0.9)])
+    (tmp_path / "deblur.jsonl").write_text("".join(json.dumps(r) + "\n" for r in short + long + third))
+    assert list(lc.runs_of(short + long + third)) == ["w8", "w8 (run 2)", "w8 (run 3)"]
+    lines = lc.table("unused").splitlines()
+    run1 = next(line for line in lines if line.startswith("| w8 |"))
+    assert run1.startswith("| w8 | +0.10 | +0.20 |  |  | +0.20 | 1.25 |")
+    run2 = next(line for line in lines if line.startswith("| w8 (run 2) |"))
+    assert run2.startswith("| w8 (run 2) |  | +0.30 | +0.50 | +0.60 | +0.60 | 1.25 |")
