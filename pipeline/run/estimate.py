@@ -8,7 +8,7 @@ spec asks for and multiplies by a price per hour where one is given.
 
     >>> est = estimate(megapixels=120.0, task="denoise", gpus_per_actor=0, actors=4, price_per_hour=0.2)
     >>> round(est.seconds), round(est.cost, 2)
-    (737, 0.16)
+    (314, 0.07)
 """
 
 from __future__ import annotations
@@ -24,31 +24,43 @@ class Figure:
     source: str
 
 
-# The bundled denoiser (16/8/8, depth 5, 609k parameters), the largest bundled network.
+# The bundled denoiser (8/4/4, depth 1, 170k parameters, 128 px tiles) on the CPU; on a GPU, the earlier
+# bundled denoiser (16/8/8, depth 5, 609k parameters: about 4 times the CPU-seconds per pixel), the only
+# network the device kit has timed.
 FIGURES = {
     "cpu": Figure(
-        804.8 / 32.77,  # 24.6 s/MP
+        343.28 / 32.77,  # 10.5 s/MP
         "measured on this project's 2-core CPU: the bundled denoiser's model actor (1 CPU, float32) was busy "
-        "804.8 s for 500 crops of 256x256 (32.8 MP) in bench/pipeline_overhead.py --images 500 "
+        "343.3 s for 500 crops of 256x256 (32.8 MP) in bench/pipeline_overhead.py --images 500 "
         "(docs/performance.md, 'The pipeline against a plain loop')",
     ),
     "gpu": Figure(
         1 / 14.0,  # 0.071 s/MP
-        "measured by the device kit on one NVIDIA H100 80GB: the bundled denoiser, 256x256 crops in batches of 16, "
-        "float32 (TF32), 14.0 MP/s, the forward pass alone (docs/device-kit.md; results/device_kit/2026-11-26-h100/)",
+        "measured by the device kit on one NVIDIA H100 80GB: the earlier bundled denoiser (16/8/8, depth 5), "
+        "256x256 crops in batches of 16, float32 (TF32), 14.0 MP/s, the forward pass alone (docs/device-kit.md; "
+        "results/device_kit/2026-11-26-h100/)",
     ),
 }
 
-# Why a task's figure is the denoiser's.
+# Each bundled model's CPU-seconds per pixel against the denoiser's, as restore runs it (its own tiles or
+# whole images), measured in one run of bench/speed.py on a 1024x1024 crop: denoise 9.50, derain 12.46,
+# deblur 10.62, dejpeg 13.58 CPU-s/MP. Task auto takes the dearest, since each image's route is unknown
+# until the run decodes it.
+CPU_FACTORS = {"denoise": 1.0, "derain": 12.46 / 9.50, "deblur": 10.62 / 9.50, "dejpeg": 13.58 / 9.50}
+CPU_FACTORS["auto"] = max(CPU_FACTORS.values())
+
 TASK_NOTES = {
     "denoise": "",
-    "deblur": "no figure measured for the bundled deblurring model (8/4/4, depth 1, 170k parameters): the "
-    "denoiser's, an upper bound",
-    "derain": "no figure measured for the bundled deraining model (8/4/4, depth 1, 170k parameters): the "
-    "denoiser's, an upper bound",
-    "auto": "task auto: each image's route is unknown until the run decodes it; the denoiser's figure (the "
-    "largest bundled network) for every image, an upper bound",
+    "deblur": "the denoiser's CPU figure times 1.12, the deblurring model's CPU-seconds per pixel against the "
+    "denoiser's in bench/speed.py",
+    "derain": "the denoiser's CPU figure times 1.31, the deraining model's CPU-seconds per pixel against the "
+    "denoiser's in bench/speed.py",
+    "dejpeg": "the denoiser's CPU figure times 1.43, the JPEG model's CPU-seconds per pixel against the "
+    "denoiser's in bench/speed.py",
+    "auto": "task auto: each image's route is unknown until the run decodes it; the dearest model's figure "
+    "(the JPEG model's on the CPU) for every image, an upper bound",
 }
+GPU_NOTE = "the GPU figure is the earlier, larger denoiser's: an upper bound for today's bundled models"
 
 
 @dataclass(frozen=True)
@@ -84,13 +96,20 @@ def estimate(
         raise ValueError(f"Expected --price-per-hour >= 0, but got {price_per_hour} instead.")
     device = "gpu" if gpus_per_actor > 0 else "cpu"
     figure = FIGURES[device]
-    actor_seconds = megapixels * figure.seconds_per_megapixel
+    if device == "cpu":
+        seconds_per_megapixel, note = (
+            figure.seconds_per_megapixel * CPU_FACTORS.get(task, 1.0),
+            TASK_NOTES.get(task, ""),
+        )
+    else:
+        seconds_per_megapixel, note = figure.seconds_per_megapixel, GPU_NOTE
+    actor_seconds = megapixels * seconds_per_megapixel
     hours = actor_seconds / 3600
     return Estimate(
         device=device,
-        seconds_per_megapixel=figure.seconds_per_megapixel,
+        seconds_per_megapixel=seconds_per_megapixel,
         source=figure.source,
-        note=TASK_NOTES.get(task, ""),
+        note=note,
         actors=actors,
         seconds=actor_seconds / actors,
         actor_hours=hours,

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from pipeline.run.cli import main
-from pipeline.run.estimate import FIGURES
+from pipeline.run.estimate import FIGURES, estimate
 from tests.images import photo
 from tests.jobs import write_spec
 
@@ -106,6 +106,20 @@ def test_task_auto_says_routes_are_unknown_until_the_run(tmp_path, capsys):
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "routes   unknown until the run" in text and "task auto" in text
+
+
+def test_each_task_is_estimated_at_its_own_models_cpu_figure():
+    def seconds(task, gpus=0):
+        return estimate(megapixels=10.0, task=task, gpus_per_actor=gpus, actors=1).seconds
+
+    denoise = seconds("denoise")
+    assert denoise == pytest.approx(10.0 * FIGURES["cpu"].seconds_per_megapixel)
+    others = {task: seconds(task) for task in ("deblur", "derain", "dejpeg")}
+    assert all(s > denoise for s in others.values()), others  # bench/speed.py: each dearer per pixel
+    assert seconds("auto") == max(others.values())  # routes unknown: the dearest for every image
+    assert estimate(megapixels=1, task="derain", gpus_per_actor=0, actors=1).note.startswith("the denoiser's CPU")
+    gpu = {task: seconds(task, gpus=1) for task in ("denoise", "deblur", "auto")}
+    assert set(gpu.values()) == {10.0 * FIGURES["gpu"].seconds_per_megapixel}  # one figure, an upper bound
 
 
 def test_a_json_path_inside_the_output_and_bad_storage_exit_2(tmp_path, tiny_weights, capsys):
