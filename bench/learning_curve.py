@@ -216,15 +216,14 @@ def runs_of(rows: list[dict]) -> dict[str, list[dict]]:
     named ``<config> (run 2)`` and so on, so a longer study of a configuration does not mix with a shorter
     one before it."""
     runs: dict[str, list[dict]] = {}
-    count: dict[str, int] = {}
+    current: dict[str, str] = {}  # config -> the name of its latest run
     for r in rows:
-        config = r["config"]
-        name = config if count.get(config, 1) == 1 else f"{config} (run {count[config]})"
-        if name in runs and r["cpu_min"] <= runs[name][-1]["cpu_min"]:
-            count[config] = count.get(config, 1) + 1
-            name = f"{config} (run {count[config]})"
-        count.setdefault(config, 1)
-        runs.setdefault(name, []).append(r)
+        config, name = r["config"], current.get(r["config"])
+        if name is None or r["cpu_min"] <= runs[name][-1]["cpu_min"]:
+            n = sum(1 for run in runs.values() if run[0]["config"] == config) + 1
+            name = current[config] = config if n == 1 else f"{config} (run {n})"
+            runs[name] = []
+        runs[name].append(r)
     return runs
 
 

@@ -49,17 +49,15 @@ FIGURES = {
 CPU_FACTORS = {"denoise": 1.0, "derain": 12.46 / 9.50, "deblur": 10.62 / 9.50, "dejpeg": 13.58 / 9.50}
 CPU_FACTORS["auto"] = max(CPU_FACTORS.values())
 
-TASK_NOTES = {
-    "denoise": "",
-    "deblur": "the denoiser's CPU figure times 1.12, the deblurring model's CPU-seconds per pixel against the "
-    "denoiser's in bench/speed.py",
-    "derain": "the denoiser's CPU figure times 1.31, the deraining model's CPU-seconds per pixel against the "
-    "denoiser's in bench/speed.py",
-    "dejpeg": "the denoiser's CPU figure times 1.43, the JPEG model's CPU-seconds per pixel against the "
-    "denoiser's in bench/speed.py",
-    "auto": "task auto: each image's route is unknown until the run decodes it; the dearest model's figure "
-    "(the JPEG model's on the CPU) for every image, an upper bound",
+TASK_NOTES = {"denoise": ""} | {
+    task: f"the denoiser's CPU figure times {CPU_FACTORS[task]:.2f}, the {model} model's CPU-seconds per pixel "
+    "against the denoiser's in bench/speed.py"
+    for task, model in (("deblur", "deblurring"), ("derain", "deraining"), ("dejpeg", "JPEG"))
 }
+TASK_NOTES["auto"] = (
+    "task auto: each image's route is unknown until the run decodes it; the dearest model's figure (the JPEG "
+    "model's on the CPU) for every image, an upper bound"
+)
 GPU_NOTE = "the GPU figure is the earlier, larger denoiser's: an upper bound for today's bundled models"
 
 
